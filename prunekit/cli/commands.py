@@ -1,0 +1,62 @@
+"""The command table: name, options model, the library job it calls, and how its result is printed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Type
+
+from pydantic import BaseModel
+
+from . import render, schemas
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    options: Type[BaseModel]
+    job: Callable[[Any], Dict[str, Any]]
+    render: Callable[[Dict[str, Any]], str]
+
+
+def _train(opts):
+    from ..pipeline import train_job
+
+    return train_job(opts)
+
+
+def _eval(opts):
+    from ..pipeline import eval_job
+
+    return eval_job(opts)
+
+
+def _prune(opts):
+    from ..pipeline import prune_job
+
+    return prune_job(opts)
+
+
+def _demo(opts):
+    from ..demo import run_demo
+
+    return run_demo(opts)
+
+
+def _info(opts):
+    from ..pipeline import info_job
+
+    return info_job(opts)
+
+
+COMMANDS = [
+    Command("train", "train a model from scratch (or local weights) on a class-per-folder dataset",
+            schemas.TrainOptions, _train, render.train),
+    Command("eval", "evaluate a prunekit checkpoint: accuracy, per-class accuracy, confusion matrix",
+            schemas.EvalOptions, _eval, render.evaluation),
+    Command("prune", "prune a model (unstructured masks or structured channel removal), fine-tune, report",
+            schemas.PruneOptions, _prune, render.prune),
+    Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
+            schemas.InfoOptions, _info, render.info),
+    Command("demo", "train, prune and fine-tune a compact CNN on the embedded UC Merced subset; before/after report",
+            schemas.DemoOptions, _demo, render.prune),
+]

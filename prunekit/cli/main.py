@@ -1,0 +1,60 @@
+"""``prunekit`` command line: parse, call the library, print. User mistakes end in one line and exit code 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+from ..errors import PrunekitError
+from . import commands
+from .options import add_options, parse_options
+
+PROG = "prunekit"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Make neural networks smaller and faster by pruning, "
+                                     "and prove it with measurements.")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in commands.COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        add_options(p, cmd.options)
+        p.set_defaults(_cmd=cmd)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad flags
+    cmd = getattr(ns, "_cmd", None)
+    if cmd is None:
+        parser.print_help()
+        return 2
+    try:
+        opts = parse_options(cmd.options, ns)
+        result = cmd.job(opts)
+    except PrunekitError as e:
+        print(f"{PROG} {cmd.name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {cmd.name}: interrupted; run the same command again to resume from the last finished epoch",
+              file=sys.stderr)
+        return 130
+    if result is not None:
+        emit(result, json_output=getattr(opts, "json_output", False), render=cmd.render)
+    return 0
+
+
+def emit(result: Dict[str, Any], json_output: bool, render: Callable[[Dict[str, Any]], str]) -> None:
+    if json_output:
+        print(json.dumps(result, default=str))
+    else:
+        print(render(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

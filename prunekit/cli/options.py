@@ -1,0 +1,106 @@
+"""CLI flags and YAML recipes parse into the same validated pydantic model.
+
+Each command declares one options model; :func:`add_options` turns its fields into ``--flags`` (help text from the
+field description), and :func:`parse_options` merges ``--config recipe.yaml`` with the flags actually typed (flags
+win) and validates the result, so a recipe and a command line can never mean different things.
+"""
+from __future__ import annotations
+
+import argparse
+import typing
+from pathlib import Path
+from typing import Any, Dict, Type, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation: Any) -> Any:
+    """Strip Optional[...] to the inner type."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        return args[0]
+    return annotation
+
+
+def _none_or(conv):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "off") else conv(text)
+
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+def add_options(parser: argparse.ArgumentParser, model: Type[BaseModel]) -> None:
+    """One ``--flag`` per field; defaults are suppressed so only typed flags reach :func:`parse_options`."""
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("positional"):
+            parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=field.description)
+            continue
+        flag = extra.get("flag", _flag(name))
+        kind = _base_type(field.annotation)
+        default = field.default if field.default is not None else "none"
+        help_text = f"{field.description or ''} (default: {default})".strip()
+        optional = kind is not field.annotation
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        elif typing.get_origin(kind) is typing.Literal:
+            parser.add_argument(flag, dest=name, choices=[str(c) for c in typing.get_args(kind)],
+                                default=argparse.SUPPRESS, help=help_text)
+        elif typing.get_origin(kind) in (list, typing.List):
+            parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+        else:
+            conv = kind if kind in (int, float) else str
+            parser.add_argument(flag, dest=name, type=_none_or(conv) if optional else conv,
+                                default=argparse.SUPPRESS, help=help_text)
+        for alias, const in extra.get("consts", {}).items():
+            parser.add_argument(alias, dest=name, action="store_const", const=const, default=argparse.SUPPRESS,
+                                help=f"same as {_flag(name)} {const}")
+    parser.add_argument("--config", type=Path, default=None, help="YAML recipe with the same keys as these flags")
+
+
+def read_recipe(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"recipe {str(path)!r} does not exist; pass the path of a YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"recipe {path} is not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of option: value, not a {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def validate(model: Type[M], values: Dict[str, Any], source: str = "options") -> M:
+    try:
+        return model(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = _flag(".".join(str(p) for p in err["loc"])) if err["loc"] else "options"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown option {loc.lstrip('-')!r} in {source}; see --help for the valid ones") from None
+        raise ConfigError(f"{loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def parse_options(model: Type[M], ns: argparse.Namespace) -> M:
+    """Recipe values first, then the flags typed on the command line on top."""
+    typed = {k: v for k, v in vars(ns).items() if k in model.model_fields}
+    recipe = read_recipe(ns.config) if getattr(ns, "config", None) else {}
+    return validate(model, {**recipe, **typed}, source=str(ns.config) if recipe else "options")
+
+
+def recipe_of(opts: BaseModel) -> Dict[str, Any]:
+    """The options as a JSON/YAML-able recipe, stored beside every result."""
+    return opts.model_dump(mode="json")

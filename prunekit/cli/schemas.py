@@ -1,0 +1,73 @@
+"""Options of each command: one pydantic model per command, shared by flags and YAML recipes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..train.config import TrainConfig
+
+
+class RunOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    seed: int = Field(0, description="random seed (splits, init, batches)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    out: Optional[Path] = Field(None, description="output folder")
+    json_output: bool = Field(False, description="print one JSON object instead of tables",
+                              json_schema_extra={"flag": "--json"})
+    progress: bool = Field(True, description="progress bars")
+
+
+class DataOptions(BaseModel):
+    data: Optional[str] = Field(None, description="class-per-folder dataset (UC Merced, AID, NWPU-RESISC45, EuroSAT, "
+                                                  "RSSCN7 layouts); default: the embedded UC Merced 64 px subset")
+    image_size: int = Field(64, ge=8, le=1024, description="square input size in pixels")
+    test_frac: float = Field(0.2, gt=0, lt=1, description="test fraction per class (UC Merced protocol: 0.2)")
+    val_frac: float = Field(0.1, ge=0, lt=1, description="validation fraction of the train part, for decisions")
+    on_bad_image: Literal["skip", "fail"] = Field("skip", description="unreadable images: skip with a count, or fail")
+
+
+class TrainOptions(RunOptions, DataOptions, TrainConfig):
+    model: str = Field("vgg_small", description="vgg_small, resnet_small, torchvision/<arch>, timm/<arch>")
+    weights: Optional[str] = Field(None, description="local weights to start from (.safetensors or state_dict .pth)")
+
+
+class EvalOptions(RunOptions, DataOptions):
+    checkpoint: str = Field(..., description="prunekit checkpoint (.safetensors)", json_schema_extra={"positional": True})
+    split: Literal["train", "val", "test"] = Field("test", description="which split to evaluate")
+    batch_size: int = Field(256, ge=1)
+
+
+class PruneOptions(RunOptions, DataOptions):
+    model: str = Field("vgg_small", description="model name (trained here first) or a prunekit checkpoint path")
+    weights: Optional[str] = Field(None, description="local weights for a model name (skips training from scratch)")
+    method: Literal["unstructured", "structured"] = Field(
+        "unstructured", description="remove single weights (masks) or whole channels (smaller dense model)",
+        json_schema_extra={"consts": {"--unstructured": "unstructured", "--structured": "structured"}})
+    ratio: float = Field(0.5, ge=0, lt=1, description="fraction of weights (unstructured) or channels to remove")
+    scope: Literal["layer", "global"] = Field("layer", description="one ratio per layer, or one global threshold",
+                                              json_schema_extra={"consts": {"--global": "global"}})
+    nm: Optional[str] = Field(None, description="N:M semi-structured sparsity, e.g. 2:4 (unstructured only)")
+    criterion: str = Field("l1", description="importance criterion (structured): l1, l2, random, ...")
+    epochs: int = Field(30, ge=0, description="training epochs from scratch when --model is a name without weights")
+    finetune_epochs: int = Field(10, ge=0, description="fine-tuning epochs after pruning")
+    finetune_lr: Optional[float] = Field(None, gt=0, description="fine-tuning peak lr (default: a fifth of training)")
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: Optional[float] = Field(None, gt=0, description="training peak lr")
+    quantize: Optional[Literal["fp16", "bf16", "int8", "kmeans4"]] = Field(
+        None, description="value format of the compressed sparse checkpoint (unstructured)")
+    latency: bool = Field(True, description="measure latency before/after")
+
+
+class DemoOptions(RunOptions):
+    epochs: int = Field(15, ge=1, description="training epochs")
+    finetune_epochs: int = Field(5, ge=0, description="fine-tuning epochs after pruning")
+    ratio: float = Field(0.5, ge=0, lt=1, description="channel ratio removed")
+
+
+class InfoOptions(RunOptions):
+    checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
+    latency: bool = Field(False, description="also measure latency")

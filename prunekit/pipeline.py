@@ -1,0 +1,197 @@
+"""The jobs the CLI runs, as library functions: train, evaluate, prune (+ fine-tune), measure.
+
+Each takes the validated options of its command and returns a JSON-able result, so the CLI only parses and prints,
+and the same jobs can be driven from Python or a YAML recipe.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from .cli.schemas import DataOptions, EvalOptions, PruneOptions, TrainOptions
+from .errors import ConfigError
+from .models import create_model
+from .runtime import atomic_path, pick_device, seed_everything
+from .storage import checkpoint as ckpt
+from .train import TrainConfig, evaluate, fit
+
+
+def load_data(opts: DataOptions, seed: int, image_size: Optional[int] = None):
+    from .data import load_dataset
+
+    return load_dataset(opts.data, image_size=image_size or opts.image_size, seed=seed, test_frac=opts.test_frac,
+                        val_frac=opts.val_frac, on_bad_image=opts.on_bad_image)
+
+
+def data_section(ds) -> Dict[str, Any]:
+    """What a checkpoint must remember about its data to be used later: classes, normalization, input size."""
+    return {"classes": list(ds.classes), "mean": list(ds.mean), "std": list(ds.std),
+            "input_size": int(ds.images.shape[-1]), "source": str(ds.root)}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def _check_classes(model_desc: Dict[str, Any], ds, path: str) -> None:
+    classes = (model_desc.get("data") or {}).get("classes")
+    if classes is not None and list(classes) != list(ds.classes):
+        raise ConfigError(f"checkpoint {path} was trained on classes {classes[:3]}... but the dataset has "
+                          f"{list(ds.classes)[:3]}...; evaluate it on the dataset it was trained on")
+
+
+def train_job(opts: TrainOptions) -> Dict[str, Any]:
+    """Train ``opts.model`` from scratch (or from local weights) and evaluate it on the test split."""
+    seed_everything(opts.seed)
+    device = pick_device(opts.device)
+    ds = load_data(opts, opts.seed)
+    model = create_model(opts.model, len(ds.classes), weights=opts.weights)
+    cfg = TrainConfig(**{k: getattr(opts, k) for k in TrainConfig.model_fields})
+    out = opts.out or Path("runs") / f"train-{opts.model.replace('/', '-')}"
+    t0 = time.perf_counter()
+    res = fit(model, ds, cfg, device=device, out_dir=out, progress=opts.progress,
+              description={"data": data_section(ds)})
+    seconds = time.perf_counter() - t0
+    test = evaluate(res.model, ds, "test", device=device)
+    ckpt.save(res.model, out / "model.safetensors", data=data_section(ds), metrics={"test": _brief(test)},
+              recipe=opts.model_dump(mode="json"))
+    result = {"model": opts.model, "out": str(out), "checkpoint": str(out / "model.safetensors"),
+              "dataset": ds.describe(), "epochs_run": res.epochs_run, "resumed_from_epoch": res.resumed_from,
+              "best_val_accuracy": res.best_val, "test": test, "train_seconds": round(seconds, 1),
+              "history": res.history}
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def _brief(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: metrics[k] for k in ("accuracy", "loss", "samples") if k in metrics}
+
+
+def eval_job(opts: EvalOptions) -> Dict[str, Any]:
+    device = pick_device(opts.device)
+    loaded = ckpt.load_checkpoint(opts.checkpoint, device)
+    size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
+    ds = load_data(opts, opts.seed, image_size=size)
+    _check_classes(loaded.description, ds, opts.checkpoint)
+    _use_checkpoint_normalization(ds, loaded.description)
+    metrics = evaluate(loaded.model, ds, opts.split, batch_size=opts.batch_size, device=device)
+    return {"checkpoint": opts.checkpoint, "split": opts.split, **metrics}
+
+
+def _use_checkpoint_normalization(ds, desc: Dict[str, Any]) -> None:
+    data = desc.get("data") or {}
+    if data.get("mean") and data.get("std"):
+        ds.mean, ds.std = tuple(data["mean"]), tuple(data["std"])
+
+
+def _measure(model: nn.Module, ds, file_path: Optional[Path], latency: bool, accuracy: float) -> Dict[str, Any]:
+    from .measure import measure_model
+    from .report import flatten_measurement
+
+    m = measure_model(model, input_shape=tuple(ds.images.shape[1:]), file_path=file_path, latency=latency)
+    return {"accuracy": accuracy, **flatten_measurement(m)}
+
+
+def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A prunekit checkpoint as given, or a model trained here from scratch (or from local weights)."""
+    path = Path(opts.model)
+    if path.suffix == ".safetensors" or path.is_file():
+        loaded = ckpt.load_checkpoint(path, device)
+        _check_classes(loaded.description, ds, opts.model)
+        _use_checkpoint_normalization(ds, loaded.description)
+        return loaded.model, {"source": str(path)}
+    model = create_model(opts.model, len(ds.classes), weights=opts.weights)
+    if opts.weights is not None or opts.epochs == 0:
+        return model.to(device), {"source": opts.weights or "random init"}
+    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
+                      seed=opts.seed)
+    res = fit(model, ds, cfg, device=device, out_dir=opts.out / "base", progress=opts.progress,
+              description={"data": data_section(ds)})
+    return res.model, {"source": f"trained {res.epochs_run} epochs here", "history": res.history}
+
+
+def _finetune_config(opts: PruneOptions) -> TrainConfig:
+    base = TrainConfig(optimizer=opts.optimizer, lr=opts.lr)
+    return TrainConfig(epochs=opts.finetune_epochs, batch_size=opts.batch_size, optimizer=opts.optimizer,
+                       lr=opts.finetune_lr or base.peak_lr() / 5, warmup_epochs=0, seed=opts.seed + 1)
+
+
+def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, Dict[str, Any], Optional[Any]]:
+    """Returns (model, fine-tuning callbacks, what was done, masks or None)."""
+    if opts.method == "structured":
+        from .apply.structured import prune_structured
+
+        example = ds.images[:2].float().to(next(model.parameters()).device)
+        model, plan = prune_structured(model, example, ratio=opts.ratio, criterion=opts.criterion,
+                                       scope="uniform" if opts.scope == "layer" else "global")
+        return model, [], {"method": "structured", "ratio": opts.ratio, "criterion": opts.criterion,
+                           "scope": opts.scope, "plan": json.loads(plan.to_json())}, None
+    from .sparse import MaskCallback, magnitude_prune, nm_prune
+
+    if opts.nm:
+        try:
+            n, m = (int(v) for v in opts.nm.split(":"))
+        except ValueError:
+            raise ConfigError(f"--nm {opts.nm!r} is not N:M; write it like 2:4") from None
+        masks = nm_prune(model, n=n, m=m)
+    else:
+        masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope)
+    masks.apply(model)
+    return model, [MaskCallback(masks)], {"method": "unstructured", "ratio": opts.ratio, "scope": opts.scope,
+                                          "nm": opts.nm, "sparsity": masks.sparsity()}, masks
+
+
+def prune_job(opts: PruneOptions) -> Dict[str, Any]:
+    """Train or load, measure, prune, fine-tune, measure again, save, and write the report."""
+    from .report import write_report
+
+    seed_everything(opts.seed)
+    device = pick_device(opts.device)
+    opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
+    out: Path = opts.out
+    ds = load_data(opts, opts.seed)
+    model, start = _starting_model(opts, ds, device)
+    before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
+    base_file = out / "before.safetensors"
+    ckpt.save(model, base_file, data=data_section(ds))
+    before = _measure(model, ds, base_file, opts.latency, before_acc)
+    t0 = time.perf_counter()
+    pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds)
+    done["prune_seconds"] = round(time.perf_counter() - t0, 3)
+    if opts.finetune_epochs:
+        res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks, out_dir=out / "finetune",
+                  progress=opts.progress, description={"data": data_section(ds)})
+        pruned = res.model
+    after_acc = evaluate(pruned, ds, "test", device=device)["accuracy"]
+    final = out / "model.safetensors"
+    extras = {f"@mask/{k}": v for k, v in masks.state_dict().items()} if masks is not None else None
+    codec = {"values": opts.quantize or "fp32"} if masks is not None else None
+    ckpt.save(pruned, final, extras=extras, codec=codec, data=data_section(ds), pruning=done,
+              metrics={"test_accuracy": after_acc}, recipe=opts.model_dump(mode="json"))
+    after = _measure(pruned, ds, final, opts.latency, after_acc)
+    paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
+                         extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start})
+    result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,
+              "report": {k: str(v) for k, v in paths.items()}}
+    write_json(out / "result.json", result)
+    return result
+
+
+def info_job(opts) -> Dict[str, Any]:
+    """A checkpoint's description (without bulky training state) and its measured size, parameters and MACs."""
+    from .measure import measure_model
+    from .report import flatten_measurement
+
+    loaded = ckpt.load_checkpoint(opts.checkpoint)
+    desc = {k: v for k, v in loaded.description.items() if k != "train"}
+    size = (desc.get("data") or {}).get("input_size", 64)
+    m = measure_model(loaded.model, input_shape=(3, size, size), file_path=Path(opts.checkpoint),
+                      latency=opts.latency)
+    return {"checkpoint": opts.checkpoint, "description": desc, "measurement": flatten_measurement(m)}

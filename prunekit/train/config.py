@@ -1,0 +1,32 @@
+"""The one validated training configuration; CLI flags and YAML recipes both parse into it."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of :func:`prunekit.train.fit`. Defaults suit compact CNNs on 64 px aerial scenes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=0, description="training epochs")
+    batch_size: int = Field(64, ge=1, description="batch size per process")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd (momentum, nesterov) or adamw")
+    lr: Optional[float] = Field(None, gt=0, description="peak learning rate (default 0.05 sgd, 0.002 adamw)")
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final lr as a fraction of the peak (cosine)")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length in epochs")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    grad_clip: Optional[float] = Field(5.0, gt=0, description="max global gradient norm; none to disable")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision (auto: on for CUDA)")
+    patience: Optional[int] = Field(None, ge=1, description="early stop after this many epochs without val gain")
+    augment: bool = Field(True, description="aerial augmentations (flips, 90-degree rotations, crops)")
+    seed: int = 0
+
+    def peak_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.05 if self.optimizer == "sgd" else 0.002
