@@ -1,0 +1,144 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.data import load_dataset
+from prunekit.models import create_model
+from prunekit.storage import checkpoint as ckpt
+from prunekit.train import Callback, TrainConfig, evaluate, fit
+from prunekit.train.loop import lr_at
+from prunekit.train.metrics import confusion_matrix, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(batch_size=8, warmup_epochs=0.5, lr=0.05)
+
+
+@pytest.fixture
+def tiny_ds(tiny_folder):
+    return load_dataset(tiny_folder, image_size=16, seed=0, test_frac=0.2, val_frac=0.2)
+
+
+def test_confusion_and_summary():
+    cm = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    s = summarize(cm, ["a", "b", "c"])
+    assert s["accuracy"] == 0.75 and s["per_class"] == {"a": 1.0, "b": 1.0, "c": 0.5}
+
+
+def test_lr_schedule_warms_up_then_decays_to_floor():
+    cfg = TrainConfig(lr=1.0, min_lr_ratio=0.1)
+    assert lr_at(0, 100, 10, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, cfg) == pytest.approx(1.0)
+    assert lr_at(99, 100, 10, cfg) == pytest.approx(0.1, abs=1e-3)
+    assert all(lr_at(s, 100, 10, cfg) >= lr_at(s + 1, 100, 10, cfg) for s in range(10, 99))
+
+
+def test_fit_learns_and_reports(tiny_ds, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("vgg_tiny", num_classes=3)
+    res = fit(model, tiny_ds, TrainConfig(epochs=6, **FAST), device="cpu", out_dir=tmp_path, progress=False)
+    assert res.epochs_run == 6 and len(res.history) == 6
+    test = evaluate(res.model, tiny_ds, "test")
+    assert test["accuracy"] > 0.6  # three colour classes: chance is 1/3
+    assert sum(map(sum, test["confusion"])) == len(tiny_ds.splits["test"])
+    assert (tmp_path / "last.safetensors").is_file()
+
+
+def test_adamw_and_early_stopping(tiny_ds, tmp_path):
+    class Plateau(Callback):
+        def on_epoch_end(self, state):
+            state.metrics["accuracy"] = 0.5
+
+    model = create_model("vgg_tiny", num_classes=3)
+    cfg = TrainConfig(epochs=20, optimizer="adamw", patience=2, **{**FAST, "lr": 1e-6})
+    res = fit(model, tiny_ds, cfg, device="cpu", out_dir=tmp_path, progress=False)
+    assert res.stopped_early and res.epochs_run < 20
+
+
+class _KillAt(Callback):
+    """Simulates a kill in the middle of an epoch."""
+
+    def __init__(self, epoch: int, step_in_epoch: int):
+        self.epoch, self.step_in_epoch = epoch, step_in_epoch
+
+    def on_step_end(self, state):
+        if state.epoch == self.epoch and state.step - state.epoch * state.steps_per_epoch == self.step_in_epoch:
+            raise KeyboardInterrupt
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tiny_ds, tmp_path):
+    cfg = TrainConfig(epochs=4, **FAST)
+    torch.manual_seed(1)
+    ref = fit(create_model("vgg_tiny", num_classes=3), tiny_ds, cfg, device="cpu", out_dir=tmp_path / "a",
+              progress=False)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(create_model("vgg_tiny", num_classes=3), tiny_ds, cfg, device="cpu", out_dir=tmp_path / "b",
+            progress=False, callbacks=[_KillAt(epoch=2, step_in_epoch=1)])
+    torch.manual_seed(123)  # a different process state must not matter
+    res = fit(create_model("vgg_tiny", num_classes=3), tiny_ds, cfg, device="cpu", out_dir=tmp_path / "b",
+              progress=False)
+    assert res.resumed_from == 2
+    for k, v in _weights(ref.model).items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
+    assert [h["train_loss"] for h in res.history] == [h["train_loss"] for h in ref.history]
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "prunekit.cli.main", *args], env=env, cwd=kw.get("cwd"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_same_weights(tiny_folder, tmp_path):
+    """A real SIGKILL in the middle of epoch 3 of `prunekit train`; rerunning the command resumes."""
+    args = ["train", "--data", str(tiny_folder), "--image-size", "16", "--model", "vgg_tiny", "--epochs", "5",
+            "--batch-size", "4", "--no-progress", "--val-frac", "0.2"]
+    ref = _cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    proc = _cli(*args, "--out", str(tmp_path / "run"))
+    last = tmp_path / "run" / "last.safetensors"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if last.is_file() and ckpt.read(last)[1]["train"]["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # now inside epoch 3
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.read(last)[1]["train"]["epoch"] < 5, "the run finished before it could be killed"
+    again = _cli(*args, "--out", str(tmp_path / "run"))
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resumed from epoch" in out
+    a = ckpt.read(tmp_path / "ref" / "model.safetensors")[0]
+    b = ckpt.read(tmp_path / "run" / "model.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_with_identical_weights(tiny_folder, tmp_path):
+    script = REPO / "tests" / "ddp_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+           str(script), str(tiny_folder), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0 = ckpt.read(tmp_path / "rank0.safetensors")[0]
+    r1 = ckpt.read(tmp_path / "rank1.safetensors")[0]
+    assert r0.keys() == r1.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    start = ckpt.read(tmp_path / "start.safetensors")[0]
+    assert any(not torch.equal(start[k], r0[k]) for k in r0 if k.endswith("weight")), "no training happened"
