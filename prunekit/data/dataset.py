@@ -1,0 +1,135 @@
+"""A scene-classification folder as tensors: decoded once, cached, split, with train-split normalization stats.
+
+    ds = load_dataset()                               # the embedded UC Merced subset (21 classes x 50, 64 px)
+    ds = load_dataset("data/ucmerced", image_size=128, seed=1)
+    ds.images[ds.splits["train"]], ds.labels, ds.classes, ds.mean, ds.std
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from ..errors import ConfigError, DataError
+from . import cache as _cache
+from . import decode as _decode
+from .folder import FolderScan, scan_folder
+from .splits import SPLITS, check_fractions, stratified_split
+
+log = logging.getLogger("prunekit.data")
+
+Stats = Tuple[float, float, float]
+
+
+def default_data_dir() -> Path:
+    """The embedded UC Merced subset shipped inside the package (works from an installed wheel too)."""
+    return Path(__file__).resolve().parent / "embedded" / "ucmerced64"
+
+
+@dataclass
+class SceneDataset:
+    """Decoded images (uint8 [N,3,S,S]), labels, and index splits of one folder; see :func:`load_dataset`."""
+
+    root: Path
+    classes: List[str]
+    images: torch.Tensor
+    labels: torch.Tensor
+    splits: Dict[str, torch.Tensor]
+    mean: Stats
+    std: Stats
+    image_size: int
+    files: List[str] = field(default_factory=list)  # relative path of each kept image, aligned with ``images``
+    skipped: List[str] = field(default_factory=list)  # full paths of images that could not be decoded
+    cache_path: Optional[Path] = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> Dict[str, Any]:
+        """A JSON-able summary to store beside results (what data, which split sizes, which normalization)."""
+        return {"root": str(self.root), "num_classes": self.num_classes, "classes": list(self.classes),
+                "image_size": self.image_size, "num_images": int(self.labels.numel()),
+                "splits": {name: int(idx.numel()) for name, idx in self.splits.items()},
+                "mean": [round(v, 6) for v in self.mean], "std": [round(v, 6) for v in self.std],
+                "skipped": len(self.skipped)}
+
+
+def channel_stats(images: torch.Tensor, index: Optional[torch.Tensor] = None,
+                  chunk: int = 256) -> Tuple[Stats, Stats]:
+    """Per-channel mean and std of uint8 images (rows ``index``, default all) in [0, 1] units.
+
+    Works in float64 chunks so memory stays small and the sums do not lose precision on big folders.
+    """
+    index = torch.arange(len(images)) if index is None else index
+    if index.numel() == 0:
+        raise DataError("cannot compute normalization statistics: the train split is empty")
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(index), chunk):
+        part = images[index[start:start + chunk]].to(torch.float64) / 255.0
+        total += part.sum(dim=(0, 2, 3))
+        total_sq += (part * part).sum(dim=(0, 2, 3))
+    count = index.numel() * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[return-value]
+
+
+def _decode_or_load(scan: FolderScan, image_size: int, cache_dir: Optional[str | os.PathLike], use_cache: bool,
+                    workers: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor, Dict[int, str], Optional[Path]]:
+    path = _cache.cache_file(scan, image_size, cache_dir) if use_cache else None
+    cached = _cache.read_cache(path, scan, image_size) if path is not None else None
+    if cached is None:
+        paths = [str(scan.root / rel) for rel in scan.files]
+        images, ok, errors = _decode.decode_files(paths, image_size, workers=workers)
+        cached = (torch.from_numpy(images), torch.from_numpy(ok), errors)
+        if path is not None and not _cache.write_cache(path, cached, scan, image_size):
+            path = None
+    images, ok, errors = cached
+    return images, ok, errors, path
+
+
+def load_dataset(root: str | os.PathLike | None = None, image_size: int = 64, seed: int = 0,
+                 test_frac: float = 0.2, val_frac: float = 0.1, on_bad_image: str = "skip",
+                 cache_dir: str | os.PathLike | None = None, *, cache: bool = True,
+                 workers: Optional[int] = None) -> SceneDataset:
+    """Load an ImageFolder-layout folder (``None``: the embedded data) as a :class:`SceneDataset`.
+
+    Images are decoded once to ``image_size`` squares and cached (``cache=False`` skips the cache; ``workers`` sets
+    the decode pool size, default all usable CPUs). Unreadable images are skipped with one warning
+    (``on_bad_image="skip"``) or raise :class:`DataError` naming the first one (``"fail"``).
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 8 <= image_size <= 4096:
+        raise ConfigError(f"image_size={image_size!r} must be an integer from 8 to 4096 (e.g. 64)")
+    if on_bad_image not in ("skip", "fail"):
+        raise ConfigError(f"on_bad_image={on_bad_image!r} must be 'skip' or 'fail'")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed={seed!r} must be an integer")
+    check_fractions(test_frac, val_frac)
+    scan = scan_folder(default_data_dir() if root is None else root)
+    images, ok, errors, path = _decode_or_load(scan, image_size, cache_dir, cache, workers)
+
+    bad = [str(scan.path_of(i)) for i in sorted(errors)]
+    if bad:
+        first = sorted(errors)[0]
+        if on_bad_image == "fail":
+            raise DataError(f"{len(bad)} unreadable image(s) under {scan.root}, first {bad[0]} ({errors[first]}); "
+                            "delete or replace them, or pass on_bad_image='skip'")
+        log.warning("skipped %d unreadable image(s) under %s, first %s (%s)", len(bad), scan.root, bad[0],
+                    errors[first])
+    keep = torch.nonzero(ok).flatten()
+    labels = torch.tensor(scan.labels, dtype=torch.int64)[keep]
+    files = [scan.files[i] for i in keep.tolist()]
+    splits = stratified_split(labels, scan.classes, seed=seed, test_frac=test_frac, val_frac=val_frac,
+                              class_dirs=[str(scan.root / c) for c in scan.classes])
+    mean, std = channel_stats(images, splits["train"])
+    return SceneDataset(root=scan.root, classes=list(scan.classes), images=images, labels=labels, splits=splits,
+                        mean=mean, std=std, image_size=image_size, files=files, skipped=bad, cache_path=path)
+
+
+__all__ = ["SceneDataset", "load_dataset", "default_data_dir", "channel_stats", "SPLITS"]

@@ -1,0 +1,82 @@
+"""Find the images of a scene-classification folder (ImageFolder layout) and fingerprint them for the cache.
+
+Layout: ``root/<class>/<image>``, one subfolder per class (images may sit in nested subfolders of a class). UC Merced,
+AID, NWPU-RESISC45, EuroSAT and RSSCN7 all ship this way. The fingerprint hashes relative paths, sizes and mtimes, so
+editing, adding or removing any image changes it and the decoded cache is rebuilt.
+
+    scan = scan_folder("data/ucmerced")   # scan.classes, scan.files, scan.labels, scan.fingerprint
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple
+
+from ..errors import DataError
+
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+_EXT_TEXT = "/".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """What a folder holds: sorted class names and, in class-then-path order, the image files and their labels."""
+
+    root: Path
+    classes: List[str]
+    files: List[str]  # POSIX paths relative to root
+    labels: List[int]
+    fingerprint: str  # sha256 of (relative path, size, mtime) of every image
+
+    def path_of(self, index: int) -> Path:
+        return self.root / self.files[index]
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _images_under(class_dir: Path, root: Path) -> List[Tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every image below ``class_dir``, sorted, hidden entries skipped."""
+    found: List[Tuple[str, int, int]] = []
+    for here, dirs, names in os.walk(class_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if not _is_image(name):
+                continue
+            full = Path(here) / name
+            st = full.stat()
+            found.append((full.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    found.sort()
+    return found
+
+
+def scan_folder(root: str | os.PathLike) -> FolderScan:
+    """List classes and images of ``root``; raise :class:`DataError` for every layout mistake, naming the path."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist; pass a folder with one subfolder of images per class")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is a file, not a folder; pass the folder that holds one subfolder per class")
+    root = root.resolve()
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose = any(_is_image(p.name) for p in root.iterdir() if p.is_file())
+        hint = "it holds images directly; move" if loose else "put"
+        raise DataError(f"data folder {root} has no class subfolders; {hint} each class's images in {root}/<class>/")
+    classes: List[str] = []
+    files: List[str] = []
+    labels: List[int] = []
+    digest = hashlib.sha256()
+    for label, class_dir in enumerate(class_dirs):
+        entries = _images_under(class_dir, root)
+        if not entries:
+            raise DataError(f"class folder {class_dir} has no images ({_EXT_TEXT}); add images or remove the folder")
+        classes.append(class_dir.name)
+        for rel, size, mtime in entries:
+            files.append(rel)
+            labels.append(label)
+            digest.update(f"{rel}\t{size}\t{mtime}\n".encode())
+    return FolderScan(root=root, classes=classes, files=files, labels=labels, fingerprint=digest.hexdigest())
