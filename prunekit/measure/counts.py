@@ -1,0 +1,77 @@
+"""Static size of a model: parameter counts, what pruning zeroed, and compute per sample.
+
+MACs/FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (aten-level, so any architecture that runs
+works, no per-layer table). What it counts: matrix products (mm, addmm, bmm, baddbmm, so Linear and attention
+projections), convolutions (any groups/stride/dilation), and scaled-dot-product attention. What it does NOT
+count: bias additions, normalisation, activations, pooling, softmax, residual adds and other elementwise ops;
+these are small next to the products in CNNs and ViTs, and leaving them out matches the usual published
+"MACs" numbers (e.g. resnet18 at 224px = 1.81 G). FLOPs = 2 x MACs for every counted op (one multiply and one
+add per MAC), so ``macs = flops // 2``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from .state import borrowed, check_input_shape, dummy_input
+
+
+def count_params(model: nn.Module) -> int:
+    """All parameter entries, shared tensors counted once (tied embeddings are one tensor on disk)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Parameter entries that are not exactly zero: unstructured pruning zeroes weights in place, so this drops."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += int(torch.count_nonzero(p.detach()).item())
+    return total
+
+
+def _cpu_flash_sdpa_flop(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any, **kwargs: Any) -> int:
+    # torch's table covers the CUDA attention kernels but not the CPU flash kernel that F.scaled_dot_product_attention
+    # picks on CPU; same maths, same count.
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _extra_formulas() -> dict[Any, Any]:
+    ops: dict[Any, Any] = {}
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+        ops[cpu_flash] = _cpu_flash_sdpa_flop
+    return ops
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 64, 64)) -> tuple[int, int]:
+    """``(macs, flops)`` of one forward pass at batch 1, on the model's own device, in eval mode.
+
+    The fused multi-head-attention fast path of ``nn.MultiheadAttention`` is switched off while counting, because
+    its single fused kernel is invisible to the counter (vit_b_16 would lose a third of its MACs); the maths is
+    the same, so the count is that of the model as it runs.
+    """
+    shape = check_input_shape(input_shape)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    with borrowed(model) as device:
+        x = dummy_input(model, 1, shape, device)
+        counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+        try:
+            torch.backends.mha.set_fastpath_enabled(False)
+            with torch.no_grad(), counter:
+                model(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+    flops = int(counter.get_total_flops())
+    return flops // 2, flops

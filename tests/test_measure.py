@@ -1,0 +1,182 @@
+"""Measurement: exact counts on hand-made modules, closed-form MACs, JSON round-trip, latency and memory records."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.measure import (
+    Measurement,
+    count_macs,
+    count_nonzero,
+    count_params,
+    measure_latency,
+    measure_model,
+    peak_forward_memory,
+)
+
+
+def tiny_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
+    )
+
+
+def test_count_params_and_nonzero_drop_exactly_by_zeroed_entries():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    assert count_params(model) == 4 * 3 + 3 + 3 * 2
+    assert count_nonzero(model) == count_params(model)
+    with torch.no_grad():
+        model[0].weight[0, :] = 0.0  # 4 entries
+        model[1].weight[1, 2] = 0.0  # 1 entry
+    assert count_nonzero(model) == count_params(model) - 5
+
+
+def test_shared_parameter_counted_once():
+    a = nn.Linear(5, 5, bias=False)
+    model = nn.Sequential(a, a)
+    assert count_params(model) == 25
+    assert count_nonzero(model) <= 25
+
+
+def test_macs_linear_closed_form():
+    macs, flops = count_macs(nn.Linear(10, 20), input_shape=(10,))
+    assert macs == 200 and flops == 400
+
+
+@pytest.mark.parametrize("groups,stride", [(1, 1), (1, 2), (4, 1)])
+def test_macs_conv_closed_form(groups, stride):
+    cin, cout, k, h = 8, 12, 3, 16
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=1, groups=groups)
+    out_hw = (h + 2 - k) // stride + 1
+    expected = cout * (cin // groups) * k * k * out_hw * out_hw
+    macs, flops = count_macs(conv, input_shape=(cin, h, h))
+    assert macs == expected and flops == 2 * expected
+
+
+def test_macs_include_attention():
+    # Fused-MHA fast path must be off during counting, else projections vanish from the count.
+    d, tokens = 16, 7
+    mha = nn.MultiheadAttention(d, num_heads=2, batch_first=True)
+
+    class Wrap(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.mha(x, x, x, need_weights=False)[0]
+
+    macs, _ = count_macs(Wrap().eval(), input_shape=(tokens, d))
+    projections = tokens * d * 3 * d + tokens * d * d
+    attention = 2 * tokens * tokens * d  # QK^T and AV
+    assert macs == projections + attention
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
+def test_measurement_json_round_trip_exact():
+    m = Measurement(
+        params=10, nonzero_params=7, macs=123, flops=246, file_bytes=None,
+        latency_ms={1: 0.1 + 0.2, 32: 1e-7}, latency_spread_ms={1: 0.0, 32: 1 / 3},
+        threads=2, device="cpu", input_shape=(3, 8, 8), peak_memory_bytes=4096,
+    )
+    text = json.dumps(m.to_dict())
+    back = Measurement.from_dict(json.loads(text))
+    assert back == m
+    assert back.to_dict() == m.to_dict() == json.loads(text)
+    assert isinstance(back.input_shape, tuple) and set(back.latency_ms) == {1, 32}
+
+
+def test_measurement_from_dict_rejects_bad_dicts():
+    good = Measurement(1, 1, 1, 2).to_dict()
+    with pytest.raises(ConfigError, match="lacks"):
+        Measurement.from_dict({k: v for k, v in good.items() if k != "macs"})
+    with pytest.raises(ConfigError, match="unknown"):
+        Measurement.from_dict({**good, "bogus": 1})
+
+
+def test_latency_keys_positive_and_mode_restored():
+    model = tiny_cnn().train()
+    model[1].eval()  # a frozen BN inside a training model must stay frozen
+    median, spread = measure_latency(model, (3, 8, 8), batch_sizes=(4, 1), warmup=1, repeats=3)
+    assert set(median) == set(spread) == {1, 4}
+    assert all(v > 0 for v in median.values()) and all(v >= 0 for v in spread.values())
+    assert model.training and model[0].training and not model[1].training
+
+
+def test_latency_time_cap_still_gives_a_number():
+    median, _ = measure_latency(tiny_cnn(), (3, 8, 8), batch_sizes=(1,), warmup=0, repeats=1000, max_seconds=1e-6)
+    assert median[1] > 0
+
+
+def test_peak_memory_grows_with_batch_on_cpu():
+    model = tiny_cnn()
+    small = peak_forward_memory(model, (3, 32, 32), batch_size=1)
+    large = peak_forward_memory(model, (3, 32, 32), batch_size=16)
+    assert small is not None and large is not None
+    activation = 16 * 8 * 32 * 32 * 4  # conv output at batch 16, float32
+    assert large >= activation > small
+
+
+def test_measure_model_full_record(tmp_path):
+    model = tiny_cnn()
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"x" * 1234)
+    m = measure_model(model, input_shape=(3, 8, 8), batch_sizes=(1, 2), file_path=path, warmup=1, repeats=2)
+    assert m.params == count_params(model) and m.nonzero_params == count_nonzero(model)
+    assert m.macs == 8 * 3 * 9 * 64 + 8 * 5 and m.flops == 2 * m.macs
+    assert m.file_bytes == 1234
+    assert set(m.latency_ms) == {1, 2} and m.threads == torch.get_num_threads() and m.device == "cpu"
+    assert m.input_shape == (3, 8, 8) and m.peak_memory_bytes and m.peak_memory_bytes > 0
+    assert model.training
+    json.dumps(m.to_dict())
+
+
+def test_measure_model_without_latency_is_static_only():
+    m = measure_model(tiny_cnn(), input_shape=(3, 8, 8), latency=False)
+    assert m.latency_ms == {} and m.peak_memory_bytes is None and m.file_bytes is None
+
+
+def test_bad_inputs_raise_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="input_shape"):
+        count_macs(tiny_cnn(), input_shape=(3, 0, 8))
+    with pytest.raises(ConfigError, match="batch_sizes"):
+        measure_latency(tiny_cnn(), (3, 8, 8), batch_sizes=(0,))
+    with pytest.raises(ConfigError, match="not a file"):
+        measure_model(tiny_cnn(), (3, 8, 8), file_path=tmp_path / "missing.safetensors", latency=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_measurement_restores_device():
+    model = tiny_cnn()
+    m = measure_model(model, input_shape=(3, 8, 8), batch_sizes=(1, 2), device="cuda", warmup=1, repeats=2)
+    assert m.device.startswith("cuda") and m.peak_memory_bytes is not None
+    assert next(model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,gmacs", [("resnet18", 1.814), ("mobilenet_v2", 0.301), ("vit_b_16", 17.564)])
+def test_torchvision_macs_match_published_numbers(name, gmacs):
+    torchvision = pytest.importorskip("torchvision")
+    model = getattr(torchvision.models, name)()  # random init: weights do not change MACs
+    macs, _ = count_macs(model, input_shape=(3, 224, 224))
+    assert macs / 1e9 == pytest.approx(gmacs, abs=0.001)
+
+
+@pytest.mark.slow
+def test_timm_model_measures():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    m = measure_model(model, input_shape=(3, 224, 224), batch_sizes=(1,), warmup=0, repeats=1)
+    assert m.macs / 1e9 == pytest.approx(1.254, abs=0.002) and m.params == count_params(model)
