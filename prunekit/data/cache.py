@@ -80,6 +80,7 @@ def write_cache(path: Path, cached: Cached, scan: FolderScan, image_size: int) -
     try:
         with atomic_path(path) as tmp:
             save_file({"images": images.contiguous(), "ok": ok.contiguous()}, str(tmp), metadata=meta)
+            os.chmod(tmp, 0o644)  # the temporary file is private (0600); a cache is shareable like any other file
     except OSError as exc:
         log.warning("could not write the image cache %s (%s); set PRUNEKIT_CACHE to a writable folder", path, exc)
         return False
