@@ -25,22 +25,37 @@ def _iqr(samples: list[float]) -> float:
     return q3 - q1
 
 
+def _timed_run(model: nn.Module, x: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    model(x)
+    _sync(x.device)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _warm_up(model: nn.Module, x: torch.Tensor, warmup: int, deadline: float | None) -> None:
+    """At least ``warmup`` runs, then on until two runs in a row agree within 20% (at most 5x ``warmup`` runs).
+
+    A fresh process needs several forwards at each new shape (oneDNN kernel creation, thread pool start): on a
+    resnet18 the first five runs can take 30x the steady time, so a fixed 3-run warm-up would inflate the median.
+    """
+    previous: float | None = None
+    for i in range(5 * warmup):
+        current = _timed_run(model, x)
+        settled = previous is not None and abs(current - previous) <= 0.2 * min(current, previous)
+        if (i + 1 >= warmup and settled) or (deadline is not None and time.perf_counter() > deadline):
+            return
+        previous = current
+
+
 def _time_batch(
     model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, max_seconds: float | None
 ) -> list[float]:
     """Milliseconds of each timed run. With ``max_seconds``, stops early once the budget is spent (>= 1 run)."""
     start = time.perf_counter()
-    for _ in range(warmup):
-        model(x)
-        if max_seconds is not None and time.perf_counter() - start > max_seconds / 2:
-            break  # a slow model: the first runs were warm-up enough
-    _sync(x.device)
+    _warm_up(model, x, warmup, None if max_seconds is None else start + max_seconds / 2)
     samples: list[float] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        _sync(x.device)
-        samples.append((time.perf_counter() - t0) * 1000.0)
+        samples.append(_timed_run(model, x))
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     return samples
@@ -56,6 +71,8 @@ def measure_latency(
     max_seconds: float | None = None,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """``(median_ms, iqr_ms)``, each keyed by batch size, for eval-mode inference-mode forward passes.
+
+    ``warmup`` is a minimum: warm-up continues until run times settle (see ``_warm_up``).
 
     ``max_seconds`` caps the time spent *per batch size* (warm-up included) so a big model on a slow CPU cannot
     stall a run; at least one timed repeat is always made. The model's mode and device are restored afterwards.

@@ -1,0 +1,93 @@
+"""One call writes the proof of a pruning run: report.md (for people), report.json (for tools), report.png."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .compare import compare_rows, default_keys, metric_ratios
+from .tables import markdown_table
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only: tuples -> lists, paths -> str, numpy/torch scalars -> numbers, NaN/inf -> None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return _jsonable(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _section(name: str, body: Any) -> str:
+    if isinstance(body, dict):
+        rows = [{"setting": str(k), "value": json.dumps(_jsonable(v)) if isinstance(v, (dict, list)) else v}
+                for k, v in body.items()]
+        text = markdown_table(rows, ["setting", "value"]) if rows else "_(none)_"
+    elif isinstance(body, list) and body and all(isinstance(r, dict) for r in body):
+        text = markdown_table(body)
+    else:
+        text = str(body)
+    return f"## {name}\n\n{text}\n"
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    title: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``report.json`` and ``report.png`` into ``out_dir``; return their paths by kind.
+
+    ``before``/``after`` are flat metric dicts (see :func:`flatten_measurement`). Each ``extra`` item becomes
+    a Markdown section (a dict renders as a settings table, a list of dicts as a table) and is stored raw in
+    the JSON. Every file is written atomically, so a crash never leaves a half report.
+
+    Example::
+
+        paths = write_report("runs/r18", "resnet18, 50% channels", before, after, extra={"settings": cfg})
+    """
+    from ..runtime import atomic_path  # lazy: runtime pulls in torch
+    from .plots import plot_summary  # lazy: matplotlib only when a report is written
+
+    out = Path(out_dir)
+    keys = default_keys(before, after)
+    rows = compare_rows(before, after, keys)
+    ratios = metric_ratios(before, after, keys)
+    paths = {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png"}
+
+    md = [f"# {title}\n", markdown_table(rows, ["metric", "before", "after", "change"]) + "\n"]
+    md += [_section(name, body) for name, body in (extra or {}).items()]
+    md.append(f"![before vs after]({paths['png'].name})\n")
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text("\n".join(md), encoding="utf-8")
+
+    record = {
+        "title": title,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "prunekit_version": __version__,
+        "before": before,
+        "after": after,
+        "after_over_before": ratios,
+        "rows": rows,
+        "extra": extra or {},
+    }
+    with atomic_path(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+    accuracy = (before.get("accuracy"), after.get("accuracy"))
+    plot_summary(ratios, paths["png"], accuracy if any(v is not None for v in accuracy) else None, title)
+    return paths
