@@ -1,0 +1,151 @@
+"""ONNX export that proves itself: the file is checked by ``onnx.checker`` and run by onnxruntime against PyTorch.
+
+Exporter paths (torch 2.14): the default exporter (``dynamo=True``, torch.export based) needs the extra
+``onnxscript`` package and writes at least opset 18; the TorchScript exporter (``dynamo=False``) ships with
+torch, honours the opset asked for, and is deprecated but working. ``exporter="auto"`` tries the default first
+when onnxscript is installed and ``opset >= 18`` (below 18 the new exporter cannot honour the request: its
+down-conversion fails and it silently writes 18), falling back to TorchScript on any failure; otherwise it goes
+straight to TorchScript, which is what the default ``opset=17`` uses. The path actually used is returned, so a
+report can say which one produced the file.
+
+Example::
+
+    info = export_onnx(model, "pruned.onnx", input_shape=(3, 64, 64))
+    print(info["bytes"], info["max_abs_diff"])
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError, PrunekitError
+from .measure.state import borrowed, check_input_shape, dummy_input
+from .runtime import atomic_path
+
+EXPORTERS = ("auto", "dynamo", "torchscript")
+
+
+class ExportError(PrunekitError):
+    """The model could not be exported, or the exported file does not compute what the PyTorch model computes."""
+
+
+def _export(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_batch: bool, dynamo: bool) -> None:
+    kwargs: dict[str, Any] = dict(input_names=["input"], output_names=["output"], opset_version=opset, dynamo=dynamo)
+    if dynamo:
+        kwargs.update(external_data=False, verbose=False)  # one self-contained file, renamed atomically
+        if dynamic_batch:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim.DYNAMIC},)
+    elif dynamic_batch:
+        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript path announces its deprecation
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(model, (x,), str(dest), **kwargs)
+
+
+def _export_any(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_batch: bool, exporter: str) -> str:
+    """Run the chosen exporter; return the name of the one that produced ``dest``."""
+    has_onnxscript = importlib.util.find_spec("onnxscript") is not None
+    if exporter == "dynamo" or (exporter == "auto" and has_onnxscript and opset >= 18):
+        try:
+            _export(model, x, dest, opset, dynamic_batch, dynamo=True)
+            return "dynamo"
+        except Exception as exc:  # noqa: BLE001 - any failure of the new exporter means: try the old one
+            if exporter == "dynamo":
+                raise ExportError(f"dynamo ONNX export failed ({type(exc).__name__}: {exc}); "
+                                  "try exporter='torchscript'") from exc
+    try:
+        _export(model, x, dest, opset, dynamic_batch, dynamo=False)
+    except Exception as exc:  # noqa: BLE001 - surface as one clear user-facing error
+        raise ExportError(f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {exc}); "
+                          "the model may use an op ONNX lacks, try another opset") from exc
+    return "torchscript"
+
+
+def _flat_outputs(out: Any) -> list[np.ndarray]:
+    if isinstance(out, torch.Tensor):
+        return [out.detach().float().cpu().numpy()]
+    if isinstance(out, (list, tuple)):
+        return [a for o in out for a in _flat_outputs(o)]
+    if isinstance(out, dict):
+        return [a for o in out.values() for a in _flat_outputs(o)]
+    return []
+
+
+def _verify(model: nn.Module, onnx_path: Path, batches: Sequence[int], input_shape: tuple[int, ...],
+            atol: float, rtol: float) -> float:
+    """Largest |onnxruntime - PyTorch| over the given batch sizes; raise if any exceeds atol + rtol * max|ref|."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    worst = 0.0
+    for batch in batches:
+        x = dummy_input(model, batch, input_shape, torch.device("cpu")).float()
+        with torch.inference_mode():
+            expected = _flat_outputs(model(x))
+        got = session.run(None, {input_name: x.numpy()})
+        if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+            raise ExportError(f"ONNX outputs at batch {batch} have shapes {[g.shape for g in got]}, "
+                              f"PyTorch gives {[e.shape for e in expected]}; export with dynamic_batch=False")
+        for g, e in zip(got, expected):
+            diff = float(np.max(np.abs(g.astype(np.float32) - e))) if e.size else 0.0
+            bound = atol + rtol * (float(np.max(np.abs(e))) if e.size else 0.0)
+            if not diff <= bound:  # also catches NaN
+                raise ExportError(f"ONNX output differs from PyTorch by {diff:.3g} at batch {batch} (allowed "
+                                  f"{bound:.3g}); the exporter mistranslated an op, try exporter='torchscript'")
+            worst = max(worst, diff)
+    return worst
+
+
+def _file_opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: Sequence[int] = (3, 64, 64),
+    opset: int = 17,
+    dynamic_batch: bool = True,
+    verify: bool = True,
+    exporter: str = "auto",
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> dict[str, Any]:
+    """Export ``model`` (eval mode, on CPU) to ONNX at ``path`` and check it.
+
+    With ``dynamic_batch`` the batch axis is symbolic and verification runs at batch 2 and 1, so a batch size
+    baked into the graph is caught. The file appears under ``path`` only once checking passed. Returns
+    ``{"path", "bytes", "max_abs_diff" (None without verify), "opset" (as written), "exporter"}``.
+    """
+    import onnx
+
+    shape = check_input_shape(input_shape)
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter={exporter!r} is unknown; use one of {', '.join(EXPORTERS)}")
+    if not isinstance(opset, int) or opset < 11:
+        raise ConfigError(f"opset={opset!r} is too old or not an int; use 17 (or any >= 11)")
+    final = Path(path)
+    batches = (2, 1) if dynamic_batch else (1,)
+    with borrowed(model, "cpu"), atomic_path(final) as tmp:
+        x = dummy_input(model, batches[0], shape, torch.device("cpu"))
+        used = _export_any(model, x, tmp, opset, dynamic_batch, exporter)
+        try:
+            onnx.checker.check_model(str(tmp))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"exported ONNX file fails onnx.checker: {exc}") from exc
+        max_diff = _verify(model, tmp, batches, shape, atol, rtol) if verify else None
+        written_opset = _file_opset(tmp)
+    return {"path": str(final), "bytes": final.stat().st_size, "max_abs_diff": max_diff,
+            "opset": written_opset, "exporter": used}
