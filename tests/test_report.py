@@ -97,7 +97,9 @@ def test_flatten_measurement():
 
 
 def test_write_report_makes_three_files(tmp_path):
-    extra = {"settings": {"ratio": 0.5, "shape": (3, 64, 64)}, "layers": [{"layer": "conv1", "kept": 16}]}
+    plan = {f"layer{i}": list(range(20)) for i in range(20)}
+    extra = {"settings": {"ratio": 0.5, "shape": (3, 64, 64), "plan": plan},
+             "layers": [{"layer": "conv1", "kept": 16}]}
     paths = write_report(tmp_path / "out", "resnet18 pruned", BEFORE, AFTER, extra=extra)
     assert set(paths) == {"md", "json", "png"} and all(p.is_file() for p in paths.values())
     record = json.loads(paths["json"].read_text())
@@ -106,7 +108,8 @@ def test_write_report_makes_three_files(tmp_path):
     assert record["after_over_before"]["macs"] == pytest.approx(0.25, abs=1e-3)
     md = paths["md"].read_text()
     assert md.startswith("# resnet18 pruned") and "| params | 11.69M | 2.85M | 4.10x smaller |" in md
-    assert "## settings" in md and "| conv1 | 16 |" in md
+    assert "## settings" in md and "| conv1 | 16 |" in md and "| shape | [3, 64, 64] |" in md
+    assert "(see report.json)" in md and record["extra"]["settings"]["plan"]["layer19"] == list(range(20))
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
     assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".tmp"]
 

@@ -117,7 +117,9 @@ def default_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return keys
 
 
-def compare_rows(before: dict[str, Any], after: dict[str, Any], keys: Sequence[str] | None = None) -> list[dict[str, str]]:
+def compare_rows(
+    before: dict[str, Any], after: dict[str, Any], keys: Sequence[str] | None = None
+) -> list[dict[str, str]]:
     """Rows ``{"metric", "before", "after", "change"}`` (all strings) for :func:`format_table` or Markdown.
 
     Example::
@@ -128,11 +130,14 @@ def compare_rows(before: dict[str, Any], after: dict[str, Any], keys: Sequence[s
     for key in keys if keys is not None else default_keys(before, after):
         label, kind = metric_info(key)
         b, a = before.get(key), after.get(key)
-        rows.append({"metric": label, "before": human(b, kind), "after": human(a, kind), "change": describe_change(b, a, kind)})
+        change = describe_change(b, a, kind)
+        rows.append({"metric": label, "before": human(b, kind), "after": human(a, kind), "change": change})
     return rows
 
 
-def metric_ratios(before: dict[str, Any], after: dict[str, Any], keys: Sequence[str] | None = None) -> dict[str, float]:
+def metric_ratios(
+    before: dict[str, Any], after: dict[str, Any], keys: Sequence[str] | None = None
+) -> dict[str, float]:
     """after / before for every non-accuracy metric with both sides positive (< 1 means it shrank or sped up)."""
     ratios = {}
     for key in keys if keys is not None else default_keys(before, after):

@@ -31,10 +31,19 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+_MAX_CELL = 120  # long values (a whole pruning plan, a training history) stay readable only in report.json
+
+
+def _short(value: Any) -> Any:
+    text = json.dumps(_jsonable(value)) if isinstance(value, (dict, list, tuple)) else value
+    if isinstance(text, str) and len(text) > _MAX_CELL:
+        return text[: _MAX_CELL - 25] + " ... (see report.json)"
+    return text
+
+
 def _section(name: str, body: Any) -> str:
     if isinstance(body, dict):
-        rows = [{"setting": str(k), "value": json.dumps(_jsonable(v)) if isinstance(v, (dict, list)) else v}
-                for k, v in body.items()]
+        rows = [{"setting": str(k), "value": _short(v)} for k, v in body.items()]
         text = markdown_table(rows, ["setting", "value"]) if rows else "_(none)_"
     elif isinstance(body, list) and body and all(isinstance(r, dict) for r in body):
         text = markdown_table(body)
