@@ -86,6 +86,8 @@ def _percent(value: float) -> float:
 
 
 def _times(ratio: float) -> str:
+    if ratio >= 1000:
+        return f"{ratio:,.0f}x"
     return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
 
 

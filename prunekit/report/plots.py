@@ -49,6 +49,9 @@ def plot_summary(
     ax.set_xlabel("after, % of before (lower is better)")
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.0f}%", va="center", fontsize=8)
+    if not values:
+        ax.text(0.5, 0.5, "no size or speed metrics measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks([])
     if has_acc:
         ax2 = fig.add_subplot(grid[1])
         pct = [0.0 if v is None else (100.0 * v if v <= 1 else v) for v in accuracy or (None, None)]
