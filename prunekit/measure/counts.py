@@ -31,7 +31,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_nonzero(model: nn.Module) -> int:
-    """Parameter entries that are not exactly zero: unstructured pruning zeroes weights in place, so this drops."""
+    """Parameter entries that are not exactly zero: unstructured pruning zeroes weights in place, so this drops.
+
+    Counts the stored parameters; a mask kept beside dense weights (``torch.nn.utils.prune``'s
+    ``weight_orig`` + ``weight_mask``) is not seen until it is made permanent with ``prune.remove``.
+    """
     seen: set[int] = set()
     total = 0
     for p in model.parameters():
