@@ -180,3 +180,11 @@ def test_timm_model_measures():
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
     m = measure_model(model, input_shape=(3, 224, 224), batch_sizes=(1,), warmup=0, repeats=1)
     assert m.macs / 1e9 == pytest.approx(1.254, abs=0.002) and m.params == count_params(model)
+
+
+def test_peak_memory_leaves_a_running_profiler_alone():
+    from torch.profiler import profile
+
+    with profile() as prof:
+        assert peak_forward_memory(tiny_cnn(), (3, 8, 8), batch_size=2) is None
+    assert any(e.name == "aten::conv2d" for e in prof.events())

@@ -7,8 +7,8 @@ CPU: PyTorch has no CPU peak counter, so we record one forward under ``torch.pro
 count, kernel workspaces included) with a timestamp; sorting them by time and taking the maximum of the
 running sum gives the high-water mark of live memory during the forward, relative to its start (the input is
 already allocated; the output counts, since it is alive at the end). It reads the profiler's raw event list
-(``profile.profiler.kineto_results``); if a future torch drops that, the function returns ``None`` rather than
-a guess.
+(``profile.profiler.kineto_results``); if a future torch drops that, or the caller is already running a
+profiler (ours would end their session), the function returns ``None`` rather than a guess.
 """
 from __future__ import annotations
 
@@ -45,20 +45,26 @@ def _quiet_native_stderr() -> Iterator[None]:
 def _cpu_peak(model: nn.Module, x: torch.Tensor) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
+    if torch._C._autograd._profiler_enabled():
+        return None  # the caller is profiling: starting ours would end their session; no number, not a fake one
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     try:
         with _quiet_native_stderr():
             prof.start()
-        try:
-            model(x)
-        finally:
-            with _quiet_native_stderr():
-                prof.stop()
+    except RuntimeError:
+        return None
+    try:
+        model(x)
+    finally:
+        with _quiet_native_stderr():
+            prof.stop()
+    try:
         events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
-    except (AttributeError, RuntimeError):
-        return None  # profiler unavailable or already running elsewhere: no number rather than a fake one
-    allocs = sorted(
+    except AttributeError:
+        return None  # a torch without the raw event list
+    allocs = sorted(  # stable sort: events with equal timestamps keep the order they were recorded in
         ((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
+        key=lambda event: event[0],
     )
     if not allocs:
         return None
