@@ -188,3 +188,12 @@ def test_peak_memory_leaves_a_running_profiler_alone():
     with profile() as prof:
         assert peak_forward_memory(tiny_cnn(), (3, 8, 8), batch_size=2) is None
     assert any(e.name == "aten::conv2d" for e in prof.events())
+
+
+def test_cpu_peak_memory_matches_live_activation_closed_form():
+    # During layer 2 its input (32x256) and output (32x64) are alive: the peak; float32 = 4 bytes.
+    model = nn.Sequential(nn.Linear(16, 256), nn.Linear(256, 64), nn.Linear(64, 8))
+    assert peak_forward_memory(model, (16,), batch_size=32) == 4 * (32 * 256 + 32 * 64)
+    # A non-in-place ReLU keeps its input and output alive together: 2 x (32x256) is the new peak.
+    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 64))
+    assert peak_forward_memory(model, (16,), batch_size=32) == 4 * (2 * 32 * 256)
