@@ -45,3 +45,19 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def average_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Average floating buffers (BatchNorm running statistics) across ranks, broadcast the rest from rank 0.
+
+    DDP keeps parameters identical but each rank's last forward updates its own running statistics; averaging them
+    at the end of every epoch makes validation, checkpoints and the final model the same on every rank.
+    """
+    if not info.enabled:
+        return
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(info.world_size)
+        else:
+            dist.broadcast(buf, src=0)

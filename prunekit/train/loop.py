@@ -25,7 +25,7 @@ from ..storage import checkpoint as ckpt
 from ..storage.nested import flatten, unflatten
 from .callbacks import Callback, TrainState
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from .distributed import DistInfo, all_reduce_sum, average_buffers, barrier, init_from_env
 from .metrics import confusion_matrix, summarize
 
 LAST = "last.safetensors"
@@ -197,7 +197,7 @@ class _Trainer:
             ts.step = self.step
             for cb in self.callbacks:
                 cb.on_step_end(ts)
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
@@ -234,6 +234,7 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
             cb.on_epoch_start(ts)
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, **tr.run_epoch(epoch, ddp_model, ts, total_steps, warmup)}
+        average_buffers(tr.model, tr.info)
         if has_val:
             val = evaluate(tr.model, data, "val", device=device, info=tr.info)
             row.update(val_acc=val["accuracy"], val_loss=val["loss"])
@@ -267,6 +268,8 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
 
 
 def _steps_per_epoch(data: Any, cfg: TrainConfig, info: DistInfo) -> int:
-    n = len(data.splits["train"])
-    per_rank = n // info.world_size if info.world_size > 1 else n
-    return max(1, math.ceil(per_rank / cfg.batch_size))
+    from ..data import make_loader
+
+    loader = make_loader(data, "train", batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=0,
+                         rank=info.rank, world_size=info.world_size)
+    return max(1, len(loader))

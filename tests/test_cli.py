@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prunekit.cli.main import build_parser, main
+from prunekit.cli.commands import COMMANDS
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", [c.name for c in COMMANDS])
+def test_every_command_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and ("--json" in out)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--data", "/no/such/folder", "--epochs", "1"], "/no/such/folder"),
+    (["train", "--model", "no_such_model", "--epochs", "0"], "no_such_model"),
+    (["prune", "--ratio", "1.5"], "--ratio"),
+    (["prune", "--ratio", "-0.1"], "--ratio"),
+    (["eval", "/no/such/ckpt.safetensors"], "does not exist"),
+    (["train", "--device", "cuda:7", "--epochs", "0"], "cuda"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, needle, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+def test_unknown_flag_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--no-such-flag"])
+    assert e.value.code == 2
+
+
+def test_recipe_values_and_flags_merge(tmp_path):
+    from prunekit.cli.options import parse_options
+    from prunekit.cli.schemas import TrainOptions
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 7\nlr: 0.01\nmodel: resnet_tiny\nlabel-smoothing: 0.0\n")
+    ns = build_parser().parse_args(["train", "--config", str(recipe), "--epochs", "3"])
+    opts = parse_options(TrainOptions, ns)
+    assert (opts.epochs, opts.lr, opts.model, opts.label_smoothing) == (3, 0.01, "resnet_tiny", 0.0)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("epochs: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "mapping"),
+    ("epoch: 3\n", "unknown option 'epoch'"),
+    ("epochs: -1\n", "--epochs"),
+])
+def test_malformed_recipes(tmp_path, capsys, text, needle):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    code, out, err = run(["train", "--config", str(recipe)], capsys)
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_subprocess_exit_code_and_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "prunekit.cli.main", "eval", str(tmp_path / "x.safetensors")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "does not exist" in done.stderr
+
+
+def test_train_eval_json_on_tiny_folder(tiny_folder, tmp_path, capsys):
+    code, out, err = run(["train", "--data", str(tiny_folder), "--image-size", "16", "--model", "vgg_tiny",
+                          "--epochs", "2", "--batch-size", "8", "--out", str(tmp_path / "t"), "--json",
+                          "--no-progress"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["epochs_run"] == 2 and 0 <= result["test"]["accuracy"] <= 1
+    ckpt = result["checkpoint"]
+    code, out, err = run(["eval", ckpt, "--data", str(tiny_folder), "--image-size", "16", "--json"], capsys)
+    assert code == 0, err
+    ev = json.loads(out)
+    assert ev["accuracy"] == pytest.approx(result["test"]["accuracy"])
+    # The same checkpoint on a dataset with other classes is refused with one line.
+    from tests.conftest import make_image_folder
+
+    other = make_image_folder(tmp_path / "other", classes=4)
+    code, out, err = run(["eval", ckpt, "--data", str(other), "--image-size", "16"], capsys)
+    assert code == 2 and "classes" in err
