@@ -1,0 +1,198 @@
+"""Physical structured pruning: a Plan in, a smaller ordinary nn.Module out.
+
+    plan = make_plan(model, torch.randn(1, 3, 224, 224), ratio=0.5)
+    apply_plan(model, plan)                     # in place; same module classes, smaller tensors
+    model, plan = prune_structured(model, x, ratio=0.5, criterion="l2")   # both steps
+
+``zero_channels`` is the soft form: it zeroes the planned channels without removing them, so removing
+exactly-zero channels afterwards leaves the outputs unchanged (for BatchNorm-style networks).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..graph import DependencyGraph, build_graph, single_thread
+from ..plan import Plan, make_plan
+from .structured_fix import fix_attributes, snapshot
+from .structured_state import carry_optimizer_state, restore_structure, structure_of
+
+__all__ = ["apply_plan", "prune_structured", "structure_of", "restore_structure", "zero_channels",
+           "channel_masks", "slices_for", "prune_optimizer_state"]
+
+# (dim, keep indices) or ("grouped", dim, [keep indices per block])
+SliceOp = Tuple[Any, ...]
+
+
+def channel_masks(plan: Plan) -> Dict[str, torch.Tensor]:
+    """Group key -> bool mask over its channels, True = kept."""
+    masks = {}
+    for gp in plan.groups:
+        keep = torch.ones(gp.size, dtype=torch.bool)
+        keep[list(gp.remove)] = False
+        masks[gp.key] = keep
+    return masks
+
+
+def slices_for(graph: DependencyGraph, plan: Plan) -> Dict[Tuple[str, str, str], List[SliceOp]]:
+    """(module, attr, kind) -> slicing ops that realise ``plan`` on that tensor/attribute."""
+    drops: Dict[Tuple[str, str, str], Dict[Any, torch.Tensor]] = {}
+    for key, keep in channel_masks(plan).items():
+        try:
+            g = graph.group(key)
+        except KeyError:
+            raise ConfigError(f"plan group {key!r} does not exist in this model; the plan was made for another "
+                              f"architecture or input shape (replay it on the model it was made for)") from None
+        if g.size != keep.numel():
+            raise ConfigError(f"plan group {key!r} has {keep.numel()} channels but the model has {g.size}")
+        for m in g.members:
+            drop = (m.index >= 0) & ~keep[m.index.clamp(min=0)]
+            kind = "param" if m.kind == "grouped_in" else m.kind
+            entry = drops.setdefault((m.module, m.attr, kind), {})
+            k = ("grouped", m.dim) if m.kind == "grouped_in" else m.dim
+            entry[k] = entry[k] | drop if k in entry else drop
+    ops: Dict[Tuple[str, str, str], List[SliceOp]] = {}
+    for name, entry in drops.items():
+        lst: List[SliceOp] = []
+        for k, drop in sorted(entry.items(), key=lambda kv: 0 if isinstance(kv[0], tuple) else 1):
+            if not bool(drop.any()):
+                continue
+            if isinstance(k, tuple):
+                keeps = [(~row).nonzero().squeeze(1) for row in drop]
+                if len({len(r) for r in keeps}) != 1:
+                    raise ConfigError(f"plan keeps unequal channel counts per conv group in {name[0]!r}")
+                lst.append(("grouped", k[1], keeps))
+            else:
+                lst.append((k, (~drop).nonzero().squeeze(1)))
+        if lst:
+            ops[name] = lst
+    return ops
+
+
+def slice_tensor(t: torch.Tensor, ops: List[SliceOp]) -> torch.Tensor:
+    """Apply slicing ops (from ``slices_for``) to a tensor shaped like the original parameter."""
+    for op in ops:
+        if op[0] == "grouped":
+            _, dim, keeps = op
+            blocks = t.chunk(len(keeps), dim=0)
+            t = torch.cat([b.index_select(dim, k.to(t.device)) for b, k in zip(blocks, keeps)], 0)
+        else:
+            dim, keep = op
+            t = t.index_select(dim, keep.to(t.device))
+    return t
+
+
+def apply_plan(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph] = None,
+               optimizer: Optional[torch.optim.Optimizer] = None) -> nn.Module:
+    """Remove the planned channels and blocks from ``model`` in place and return it.
+
+    ``graph`` skips re-tracing when it was built from this very model; ``optimizer`` (optional) gets its
+    parameters swapped and its state (momentum, Adam moments) sliced the same way, so training can go on.
+    """
+    with single_thread():
+        return _apply(model, plan, graph, optimizer)
+
+
+def _apply(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph],
+           optimizer: Optional[torch.optim.Optimizer]) -> nn.Module:
+    if graph is None:
+        graph = build_graph(model, plan.example_inputs(), ignore=plan.ignore)
+    ops = slices_for(graph, plan)
+    old_attrs = snapshot(model)
+    modules = dict(model.named_modules())
+    swapped: Dict[int, nn.Parameter] = {}
+    all_ops: Dict[int, List[SliceOp]] = {}
+    with torch.no_grad():
+        for (mname, attr, kind), lst in ops.items():
+            mod = modules[mname]
+            if kind == "attr":
+                dim, keep = lst[-1][0], lst[-1][1]
+                setattr(mod, attr, (int(keep.numel()),))
+                continue
+            t = getattr(mod, attr)
+            new = slice_tensor(t.data, lst).contiguous()
+            if isinstance(t, nn.Parameter):
+                p = nn.Parameter(new, requires_grad=t.requires_grad)
+                mod._parameters[attr] = p
+                swapped[id(t)] = p
+                all_ops[id(t)] = lst
+            else:
+                mod._buffers[attr] = new
+    _fix_heads(model, graph, plan, modules)
+    fix_attributes(model, old_attrs)
+    for block in plan.blocks:
+        _replace(model, block, nn.Identity())
+    if optimizer is not None:
+        carry_optimizer_state(optimizer, swapped, all_ops)
+    return model
+
+
+def prune_optimizer_state(optimizer: torch.optim.Optimizer, swapped: Dict[int, nn.Parameter],
+                          ops: Dict[int, List[SliceOp]]) -> None:
+    """Lower-level form of ``apply_plan(..., optimizer=...)`` (old param id -> new param, slicing ops)."""
+    carry_optimizer_state(optimizer, swapped, ops)
+
+
+def _fix_heads(model: nn.Module, graph: DependencyGraph, plan: Plan, modules: Dict[str, nn.Module]) -> None:
+    """Attention modules whose reshape split channels into heads get num_heads / head_dim updated."""
+    masks = channel_masks(plan)
+    for g in graph.groups:
+        if g.key not in masks or g.rows is None or not g.scopes:
+            continue
+        kept = masks[g.key][g.rows].sum(1)
+        per_row = int(kept.max())
+        rows_alive = int((kept > 0).sum())
+        for scope, shape in g.scopes:
+            mod = modules.get(scope)
+            if mod is None or len(shape) < 2:
+                continue
+            heads, head_dim = shape[-2], shape[-1]
+            new_heads = heads * rows_alive // g.rows.shape[0]
+            if getattr(mod, "head_dim", None) == head_dim:
+                mod.head_dim = per_row
+            if getattr(mod, "num_heads", None) == heads:
+                mod.num_heads = new_heads
+            if getattr(mod, "attn_dim", None) == heads * head_dim:
+                mod.attn_dim = new_heads * per_row
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph] = None) -> nn.Module:
+    """Zero every coupled slice of the planned channels (parameters only) without removing them."""
+    if graph is None:
+        graph = build_graph(model, plan.example_inputs(), ignore=plan.ignore)
+    masks = channel_masks(plan)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for g in graph.groups:
+            if g.key not in masks:
+                continue
+            keep = masks[g.key]
+            for m in g.members:
+                if m.kind not in ("param", "grouped_in"):
+                    continue
+                t = getattr(modules[m.module], m.attr)
+                drop = (m.index >= 0) & ~keep[m.index.clamp(min=0)]
+                if m.kind == "grouped_in":
+                    blocks = t.chunk(drop.shape[0], dim=0)
+                    for b, row in zip(blocks, drop):
+                        b.index_fill_(m.dim, row.nonzero().squeeze(1), 0.0)
+                elif bool(drop.any()):
+                    t.index_fill_(m.dim, drop.nonzero().squeeze(1), 0.0)
+    return model
+
+
+def prune_structured(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
+                     **options: Any) -> Tuple[nn.Module, Plan]:
+    """Plan and apply in one call; returns (model, plan). Options are those of ``make_plan``."""
+    plan, graph = make_plan(model, example_inputs, ratio=ratio, criterion=criterion, return_graph=True, **options)
+    apply_plan(model, plan, graph=graph)
+    return model, plan

@@ -1,0 +1,84 @@
+"""Dependency graph: which parameter slices must be removed together.
+
+    graph = build_graph(model, torch.randn(1, 3, 224, 224))
+    print(graph)               # one line per group: key, channel count, number of coupled slices
+
+See trace.py for how the model is traced (a runtime TorchFunctionMode trace, not torch.fx) and groups.py for
+what a Group holds.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .groups import DependencyGraph, Group, Member, build_groups
+from .trace import run_trace
+
+__all__ = ["build_graph", "DependencyGraph", "Group", "Member", "single_thread"]
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the many tiny tensor ops of tracing/planning on one thread.
+
+    Intra-op threads only add synchronisation cost to ops this small; on a busy machine they can make
+    planning 100x slower. The previous thread count is restored on exit.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def build_graph(model: nn.Module, example_inputs: Any, ignore: Iterable[str] = ()) -> DependencyGraph:
+    """Trace ``model`` on ``example_inputs`` (eval mode, no grad) and group its coupled channels.
+
+    ``ignore`` lists module names whose parameters must stay whole (their channels are frozen).
+    Modules that the eval-mode pass skips (e.g. auxiliary classifiers) are traced in training mode too,
+    with buffers restored afterwards, so their inputs stay consistent with the pruned stream.
+    """
+    ignore = list(ignore)
+    was_training = model.training
+    with single_thread():
+        return _build(model, example_inputs, ignore, was_training)
+
+
+def _build(model: nn.Module, example_inputs: Any, ignore: list, was_training: bool) -> DependencyGraph:
+    try:
+        model.eval()
+        rec = run_trace(model, example_inputs, ignore)
+        skipped = _unvisited_with_params(model, rec.visited)
+        if skipped:
+            saved = {k: v.clone() for k, v in model.state_dict(keep_vars=False).items() if not v.is_floating_point()
+                     or k.endswith(("running_mean", "running_var"))}
+            model.train()
+            x = _batch_of_two(example_inputs)
+            try:
+                rec = run_trace(model, x, ignore)
+            finally:
+                with torch.no_grad():
+                    state = model.state_dict()
+                    for k, v in saved.items():
+                        state[k].copy_(v)
+    finally:
+        model.train(was_training)
+    return build_groups(rec)
+
+
+def _unvisited_with_params(model: nn.Module, visited: set) -> list:
+    out = []
+    for name, mod in model.named_modules():
+        if name and name not in visited and any(True for _ in mod.parameters(recurse=False)):
+            out.append(name)
+    return out
+
+
+def _batch_of_two(example_inputs: Any) -> Any:
+    """Training-mode BatchNorm needs more than one value per channel."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    return tuple(torch.cat([x, x]) if isinstance(x, torch.Tensor) and x.shape[0] == 1 else x for x in inputs)

@@ -1,0 +1,178 @@
+"""Layers that own parameters: conv, linear, norms, PReLU, embedding.
+
+Each records members (which slice of which parameter belongs to which channel atom) and gives its output ids:
+fresh atoms for a layer that makes new channels (conv, linear), the input's ids for one that keeps them (norms,
+depthwise conv).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from .idops import columns
+from .trace import Recorder, register
+
+
+def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[i] if len(args) > i else default
+
+
+def _param(rec: Recorder, t: Any, op: str) -> Optional[tuple]:
+    if t is None:
+        return None
+    own = rec.param_of(t)
+    if own is None:
+        rec.unsupported(op, "its weight is computed in forward, not a parameter")
+    return own
+
+
+def _channel_out(ids: torch.Tensor, ch_dim: int, shape: torch.Size) -> torch.Tensor:
+    view = [1] * len(shape)
+    view[ch_dim] = -1
+    return ids.view(view).expand(shape)
+
+
+@register("conv1d", "conv2d", "conv3d")
+def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    w = _param(rec, weight, name)
+    b = _param(rec, bias, name)
+    col = columns(rec.atoms, rec.ids(x), 1)
+    c_out, c_in = weight.shape[0], x.shape[1]
+    if groups == 1:
+        if col is not None:
+            rec.member(w[0], w[1], 1, col)
+        out_atoms = rec.new_channels(c_out)
+    elif groups == c_in:  # depthwise: output channel o reads input channel o // mult
+        mult = c_out // c_in
+        if col is None:
+            col = rec.new_channels(c_in)
+            rec.atoms.freeze(col)
+        out_atoms = col.repeat_interleave(mult)
+    else:  # grouped: input and output come in `groups` blocks that must keep equal sizes
+        if col is not None:
+            grid = col.view(groups, c_in // groups)
+            rec.member(w[0], w[1], 1, grid, kind="grouped_in")
+            rec.block(grid, "groups")
+        out_atoms = rec.new_channels(c_out)
+        rec.block(out_atoms.view(groups, c_out // groups), "groups")
+    rec.member(w[0], w[1], 0, out_atoms)
+    if b is not None:
+        rec.member(b[0], b[1], 0, out_atoms)
+    rec.set_ids(out, _channel_out(out_atoms, 1, out.shape))
+
+
+@register("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def conv_transpose(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    groups = int(_arg(args, kwargs, 6, "groups", 1))
+    w = _param(rec, weight, name)
+    b = _param(rec, bias, name)
+    col = columns(rec.atoms, rec.ids(x), 1)
+    if groups != 1:
+        rec.unsupported(name, f"grouped transposed convolution (groups={groups})")
+    if col is not None:
+        rec.member(w[0], w[1], 0, col)
+    out_atoms = rec.new_channels(weight.shape[1])
+    rec.member(w[0], w[1], 1, out_atoms)
+    if b is not None:
+        rec.member(b[0], b[1], 0, out_atoms)
+    rec.set_ids(out, _channel_out(out_atoms, 1, out.shape))
+
+
+@register("linear")
+def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
+    w = _param(rec, weight, name)
+    b = _param(rec, bias, name)
+    col = columns(rec.atoms, rec.ids(x), -1)
+    if col is not None:
+        rec.member(w[0], w[1], 1, col)
+    out_atoms = rec.new_channels(weight.shape[0])
+    rec.member(w[0], w[1], 0, out_atoms)
+    if b is not None:
+        rec.member(b[0], b[1], 0, out_atoms)
+    rec.set_ids(out, _channel_out(out_atoms, out.dim() - 1, out.shape))
+
+
+def _norm_members(rec: Recorder, col: torch.Tensor, tensors: list, name: str) -> None:
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            own = _param(rec, t, name)
+            if t.dim() == 1 and t.shape[0] == col.shape[0]:
+                rec.member(own[0], own[1], 0, col, kind=own[2])
+
+
+@register("batch_norm", "instance_norm")
+def batch_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x = args[0]
+    ids = rec.ids(x)
+    if ids is None:
+        return
+    if rec.owner.get(id(x)) is None and rec.is_loose(ids):
+        rec.set_ids(out, ids)  # weight standardisation (a norm applied to a reshaped weight): pass through
+        return
+    col = columns(rec.atoms, ids, 1)
+    names = ["running_mean", "running_var", "weight", "bias"]
+    tensors = [_arg(args, kwargs, i + 1, n) for i, n in enumerate(names)]
+    _norm_members(rec, col, tensors, name)
+    rec.set_ids(out, _channel_out(col, 1, out.shape) if ids.dim() > 1 else ids)
+
+
+@register("group_norm")
+def group_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x = args[0]
+    ids = rec.ids(x)
+    if ids is None:
+        return
+    groups = int(_arg(args, kwargs, 1, "num_groups"))
+    col = columns(rec.atoms, ids, 1)
+    _norm_members(rec, col, [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")], name)
+    if 1 < groups < col.shape[0]:
+        rec.block(col.view(groups, -1), "groups")
+    rec.set_ids(out, _channel_out(col, 1, out.shape))
+
+
+@register("layer_norm", "rms_norm")
+def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x = args[0]
+    ids = rec.ids(x)
+    if ids is None:
+        return
+    shape = _arg(args, kwargs, 1, "normalized_shape")
+    k = len(shape)
+    if k != 1:
+        rec.atoms.freeze(ids)
+        rec.set_ids(out, ids)
+        return
+    col = columns(rec.atoms, ids, -1)
+    tensors = [_arg(args, kwargs, 2, "weight")] + ([_arg(args, kwargs, 3, "bias")] if name == "layer_norm" else [])
+    _norm_members(rec, col, tensors, name)
+    if tensors[0] is None and rec.scope:
+        rec.member(rec.scope, "normalized_shape", 0, col, kind="attr")
+    rec.set_ids(out, _channel_out(col, out.dim() - 1, out.shape))
+
+
+@register("prelu")
+def prelu(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x, weight = args[0], _arg(args, kwargs, 1, "weight")
+    ids = rec.ids(x)
+    if ids is None:
+        return
+    if weight.numel() > 1:
+        col = columns(rec.atoms, ids, 1)
+        _norm_members(rec, col, [weight], name)
+    rec.set_ids(out, ids)
+
+
+@register("embedding")
+def embedding(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    weight = _arg(args, kwargs, 1, "weight")
+    w = _param(rec, weight, name)
+    out_atoms = rec.new_channels(weight.shape[1])
+    rec.member(w[0], w[1], 1, out_atoms)
+    rec.set_ids(out, _channel_out(out_atoms, out.dim() - 1, out.shape))

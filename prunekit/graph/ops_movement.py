@@ -1,0 +1,153 @@
+"""Data-movement ops are replayed on the id tensors, so index maps through cat/split/reshape/roll come for free.
+
+A reshape that splits one channel dim into several varying dims (heads x head_dim, groups x channels of a
+channel shuffle) records a *blocking*: every row of the grid must keep the same number of channels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .idops import compress, reduce_ids, spatial_core, varying_dims
+from .trace import Recorder, register
+
+_MIRROR = [
+    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "swapaxes", "swapdims", "t", "movedim",
+    "moveaxis", "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as", "repeat", "tile",
+    "repeat_interleave", "narrow", "select", "unbind", "split", "chunk", "tensor_split", "split_with_sizes", "roll",
+    "flip", "fliplr", "flipud", "rot90", "diagonal", "__getitem__", "index_select", "gather", "take_along_dim", "T",
+    "mT", "unfold", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "native_channel_shuffle",
+    "broadcast_to", "ravel", "atleast_2d", "squeeze_", "unsqueeze_", "transpose_",
+    "t_",
+]
+_SPLITTERS = {"view", "reshape", "unflatten"}
+_NEED_FLOAT = {"channel_shuffle", "native_channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "unfold"}
+
+
+def _sub(rec: Recorder, t: Any, fill: int = 0) -> Any:
+    """The id tensor to use in place of ``t`` (untracked tensors become ``fill`` everywhere)."""
+    if isinstance(t, torch.Tensor):
+        ids = rec.ids(t)
+        if ids is None:
+            ids = torch.full((), fill, dtype=torch.long).expand(t.shape)
+        return ids
+    return t
+
+
+def _assign(rec: Recorder, out: Any, ids_out: Any) -> None:
+    if isinstance(out, torch.Tensor):
+        rec.set_ids(out, ids_out)
+    elif isinstance(out, (list, tuple)):
+        for o, i in zip(out, ids_out):
+            _assign(rec, o, i)
+
+
+@register(*_MIRROR)
+def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Run the same op on the id tensor of the data argument."""
+    x = args[0]
+    ids = _sub(rec, x)
+    if name in ("view", "view_as"):
+        name = "reshape" if name == "view" else "reshape_as"
+    fn = getattr(torch.Tensor, name, None) or getattr(torch, name)
+    if name in ("T", "mT"):
+        res = getattr(ids, name)
+    elif name in _NEED_FLOAT:
+        fn = getattr(torch.Tensor, name, None) or getattr(torch, name)
+        res = fn(ids.double(), *args[1:], **kwargs)
+        res = res.long() if isinstance(res, torch.Tensor) else type(res)(r.long() for r in res)
+    else:
+        rest = list(args[1:])
+        if name.endswith("_") and name[:-1] in ("squeeze", "unsqueeze", "transpose", "t"):
+            fn = getattr(torch.Tensor, name[:-1])
+        if name == "expand_as" or name == "reshape_as":
+            rest[0] = torch.empty(rest[0].shape, device="meta")
+            res = ids.expand(rest[0].shape) if name == "expand_as" else ids.reshape(rest[0].shape)
+        else:
+            res = fn(ids, *rest, **kwargs)
+    _assign(rec, out, res)
+    if name in _SPLITTERS and isinstance(out, torch.Tensor):
+        _maybe_block(rec, ids, res)
+
+
+def _maybe_block(rec: Recorder, before: torch.Tensor, after: torch.Tensor) -> None:
+    vb = varying_dims(before)
+    if len(vb) != 1:
+        return
+    va = varying_dims(after)
+    if len(va) < 2:
+        return
+    grid = compress(after, keep=va)
+    for d in range(grid.dim()):
+        if d not in va:
+            grid = grid.narrow(d, 0, 1)
+    grid = grid.reshape([after.shape[d] for d in va])
+    if (grid < 0).any():
+        return
+    rec.block(grid, "heads")
+
+
+@register("cat", "concat", "concatenate", "stack", "hstack", "vstack")
+def concat(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Concatenation: untracked pieces are frozen so whatever they meet along other dims stays whole."""
+    seq = args[0] if args else kwargs["tensors"]
+    ids = [_sub(rec, t) for t in seq]
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+    fn = getattr(torch, name)
+    rec.set_ids(out, fn(ids, dim))
+
+
+@register("__setitem__")
+def setitem(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    x, key, value = args[0], args[1], args[2]
+    ids = rec.ids(x)
+    vids = rec.ids(value) if isinstance(value, torch.Tensor) else None
+    if ids is None and vids is None:
+        return
+    base = (ids if ids is not None else torch.full((), -1, dtype=torch.long).expand(x.shape)).clone()
+    base[key] = vids if vids is not None else -1
+    rec.set_ids(x, base)
+
+
+@register("pad")
+def pad(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    ids = rec.ids(args[0])
+    if ids is None:
+        return
+    padding = kwargs.get("pad", args[1] if len(args) > 1 else None)
+    mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+    src = ids.double()
+    if mode == "constant":
+        res = F.pad(src, padding, mode="constant", value=-1.0)
+    else:
+        res = F.pad(src.contiguous(), padding, mode=mode)
+    rec.set_ids(out, res.long())
+
+
+_SPATIAL = [
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "lp_pool1d", "lp_pool2d", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
+    "max_pool2d_with_indices", "max_pool1d_with_indices", "max_pool3d_with_indices", "_max_pool2d", "_max_pool1d",
+    "fractional_max_pool2d", "adaptive_max_pool2d_with_indices", "_adaptive_max_pool2d",
+    "grid_sample", "avg_pool", "max_pool",
+]
+
+
+@register(*_SPATIAL)
+def spatial(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Pooling/resizing over dims 2+: the channel dim (1) keeps its ids."""
+    ids = rec.ids(args[0])
+    if ids is None:
+        return
+    core = spatial_core(rec.atoms, ids)
+    target = out[0] if isinstance(out, tuple) else out
+    rec.set_ids(target, core.expand(target.shape))
+
+
+def reduce_like(rec: Recorder, x: torch.Tensor, out: torch.Tensor, dims: list) -> None:
+    ids = rec.ids(x)
+    if ids is not None:
+        rec.set_ids(out, reduce_ids(ids, dims, keepdim=True).expand(out.shape))

@@ -1,0 +1,334 @@
+"""Runtime trace: run one forward pass under a TorchFunctionMode and follow channel identities.
+
+Why not torch.fx? symbolic_trace fails on data-dependent Python (swin's window shifts, maxvit, most timm models
+with shape checks). A runtime trace sees exactly the ops that ran, with real shapes, for any model that runs.
+
+Every tensor that carries channel information gets an *id tensor* (``t._pk_ids``): an int64 tensor of the same
+shape whose entries are atoms (see atoms.py), -1 where a position has no channel identity. Ids are usually
+stride-0 expanded views (a conv output is ``atoms.view(1, C, 1, 1).expand(...)``), so they cost no memory.
+Data-movement ops (view, permute, cat, roll, getitem, ...) are mirrored on the id tensor; element-wise ops join
+the atoms at equal positions; layers (conv, linear, norms, attention) record *members*: which parameter slices
+belong to which atoms. Handlers live in ops_*.py and register by op name.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import UnsupportedOpError
+from .atoms import AtomTable
+
+Handler = Callable[["Recorder", str, tuple, dict, Any], None]
+HANDLERS: Dict[str, Handler] = {}
+# Ops that never carry channel data (shape queries, dtype checks, factories without tensor inputs).
+QUIET = {
+    "size", "dim", "shape", "dtype", "device", "numel", "is_contiguous", "stride", "__len__", "__get__", "ndim",
+    "requires_grad", "is_floating_point", "data_ptr", "element_size", "item", "tolist", "__bool__", "__int__",
+    "__float__", "__index__", "grad_fn", "is_cuda", "layout", "__format__", "__repr__", "storage_offset",
+    "_is_view", "untyped_storage", "is_sparse", "is_complex", "nelement", "get_device", "is_nested", "__hash__",
+    "__iter__", "__contains__", "names", "is_leaf", "output_nr", "_version", "__array__", "register_hook",
+    "retain_grad", "backward", "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like",
+    "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "arange", "isfinite", "isnan", "all_gather",
+    "argmax", "argmin", "argsort", "sort_indices", "nonzero", "_has_compatible_shallow_copy_type", "data",
+    "__reduce_ex__", "__deepcopy__", "__setstate__", "_make_subclass",
+}
+
+
+def register(*names: str) -> Callable[[Handler], Handler]:
+    """Register one handler for several op names (``add``, ``__add__``, ``add_`` ...)."""
+
+    def deco(fn: Handler) -> Handler:
+        for n in names:
+            HANDLERS[n] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class MemberRecord:
+    """A slice of one parameter/buffer/attribute along ``dim``; ``atoms[i]`` owns index ``i``."""
+
+    module: str
+    attr: str
+    dim: int
+    atoms: torch.Tensor  # 1-D, or 2-D [groups, per_group] for kind == "grouped_in"
+    kind: str = "param"  # param | buffer | attr | grouped_in
+
+
+@dataclass
+class BlockingRecord:
+    """Channels laid out as a grid [..., rows, per_row]; every row must keep the same count."""
+
+    scope: str
+    grid: torch.Tensor
+    kind: str  # "heads" (reshape split) or "groups" (grouped conv / GroupNorm)
+
+
+@dataclass
+class Recording:
+    atoms: AtomTable
+    members: List[MemberRecord]
+    blockings: List[BlockingRecord]
+    param_atoms: Dict[str, torch.Tensor]  # "module.attr" -> element atoms (lazily atomised raw params)
+    param_kind: Dict[str, str]
+    producer: torch.Tensor  # bool per atom: allocated by a layer output (a real channel)
+    residual_blocks: List[str]
+    visited: set
+    module_io: Dict[str, Tuple[tuple, tuple]] = field(default_factory=dict)
+
+
+class Recorder:
+    """Mutable state of one trace; handlers call its helpers."""
+
+    def __init__(self, model: nn.Module, ignore: List[str]) -> None:
+        self.atoms = AtomTable()
+        self.members: Dict[Tuple[str, str, int], MemberRecord] = {}
+        self.blockings: List[BlockingRecord] = []
+        self.param_atoms: Dict[str, torch.Tensor] = {}
+        self.param_kind: Dict[str, str] = {}
+        self.producer_ranges: List[Tuple[int, int]] = []
+        self.owner: Dict[int, Tuple[str, str, str]] = {}
+        for mname, mod in model.named_modules():
+            for pname, p in mod._parameters.items():
+                if p is not None and id(p) not in self.owner:
+                    self.owner[id(p)] = (mname, pname, "param")
+            for bname, b in mod._buffers.items():
+                if b is not None and id(b) not in self.owner:
+                    self.owner[id(b)] = (mname, bname, "buffer")
+        self.ignore = ignore
+        self.stack: List[str] = [""]
+        self.tagged: List[weakref.ref] = []
+        self.residual_blocks: List[str] = []
+        self.visited: set = set()
+        self._atom_owner: List[Tuple[int, str]] = []  # (first atom, "module.attr") of atomised raw params
+
+    # ---- scope -------------------------------------------------------------------------------------------
+    @property
+    def scope(self) -> str:
+        return self.stack[-1]
+
+    def ignored(self, name: str) -> bool:
+        return any(name == ig or name.startswith(ig + ".") for ig in self.ignore)
+
+    # ---- ids ---------------------------------------------------------------------------------------------
+    def ids(self, t: Any) -> Optional[torch.Tensor]:
+        """Id tensor of ``t``; parameters/buffers get element atoms on first generic use."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        got = t.__dict__.get("_pk_ids") if hasattr(t, "__dict__") else None
+        if got is not None:
+            return got
+        own = self.owner.get(id(t))
+        if own is None:
+            return None
+        key = f"{own[0]}.{own[1]}" if own[0] else own[1]
+        if key not in self.param_atoms:
+            atoms = self.atoms.new_loose(t.numel()).view(t.shape)
+            self.param_atoms[key] = atoms
+            self.param_kind[key] = own[2]
+            self._atom_owner.append((int(atoms.reshape(-1)[0]) if t.numel() else 0, key))
+        return self.param_atoms[key]
+
+    def set_ids(self, t: Any, ids: Optional[torch.Tensor]) -> None:
+        if not isinstance(t, torch.Tensor) or ids is None or id(t) in self.owner:
+            return
+        if tuple(ids.shape) != tuple(t.shape):
+            ids = ids.expand(t.shape) if ids.dim() == t.dim() or ids.dim() == 0 else ids.reshape(t.shape)
+        if (ids < 0).all():
+            return
+        t._pk_ids = ids
+        self.tagged.append(weakref.ref(t))
+
+    def tracked(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and ("_pk_ids" in getattr(t, "__dict__", {}) or id(t) in self.owner)
+
+    def param_of(self, t: Any) -> Optional[Tuple[str, str, str]]:
+        """(module, attr, kind) for a parameter/buffer, also when it was reshaped and reshaped back."""
+        if not isinstance(t, torch.Tensor):
+            return None
+        own = self.owner.get(id(t))
+        if own is not None:
+            return own
+        ids = t.__dict__.get("_pk_ids") if hasattr(t, "__dict__") else None
+        if ids is None or ids.numel() == 0:
+            return None
+        first = int(ids.reshape(-1)[0])
+        for start, key in self._atom_owner:
+            if start == first:
+                src = self.param_atoms[key]
+                if src.shape == ids.shape and torch.equal(src, ids):
+                    mname, _, attr = key.rpartition(".")
+                    return mname, attr, "param"
+        return None
+
+    def is_loose(self, ids: torch.Tensor) -> bool:
+        """True when ``ids`` start with an element atom of a raw parameter (not an activation channel)."""
+        flat = ids.reshape(-1)[:1] if ids.numel() else ids
+        if not flat.numel() or int(flat[0]) <= 0:
+            return False
+        a = int(flat[0])
+        return any(start <= a < start + self.param_atoms[key].numel() for start, key in self._atom_owner)
+
+    # ---- records -----------------------------------------------------------------------------------------
+    def new_channels(self, n: int) -> torch.Tensor:
+        atoms = self.atoms.new(n)
+        if n:
+            self.producer_ranges.append((int(atoms[0]), int(atoms[-1]) + 1))
+        if self.ignored(self.scope):
+            self.atoms.freeze(atoms)
+        return atoms
+
+    def member(self, module: str, attr: str, dim: int, atoms: torch.Tensor, kind: str = "param") -> None:
+        key = (module, attr, dim)
+        if self.ignored(module):
+            self.atoms.freeze(atoms)
+        old = self.members.get(key)
+        if old is None:
+            self.members[key] = MemberRecord(module, attr, dim, atoms.clone(), kind)
+        elif old.atoms.shape == atoms.shape:
+            self.atoms.join(old.atoms, atoms)  # a shared module: both uses must prune alike
+        else:
+            self.atoms.freeze(atoms)
+            self.atoms.freeze(old.atoms)
+
+    def block(self, grid: torch.Tensor, kind: str) -> None:
+        self.atoms.link_space(grid)
+        self.blockings.append(BlockingRecord(self.scope, grid.clone(), kind))
+
+    def unsupported(self, op: str, why: str = "") -> None:
+        where = self.scope or "<model>"
+        extra = f" ({why})" if why else ""
+        raise UnsupportedOpError(
+            f"pruning cannot follow op {op!r} in module {where!r}{extra}; "
+            f"skip it with ignore=[{where!r}] (CLI: --ignore {where})"
+        )
+
+    def finish(self) -> Recording:
+        producer = torch.zeros(self.atoms.count, dtype=torch.bool)
+        for a, b in self.producer_ranges:
+            producer[a:b] = True
+        for ref in self.tagged:
+            t = ref()
+            if t is not None:
+                t.__dict__.pop("_pk_ids", None)
+                t.__dict__.pop("_pk_roots", None)
+        return Recording(self.atoms, list(self.members.values()), self.blockings, self.param_atoms,
+                         self.param_kind, producer,
+                         self.residual_blocks, self.visited)
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, rec: Recorder) -> None:
+        super().__init__()
+        self.rec = rec
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name == "__get__":
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        if name in QUIET:
+            return out
+        rec = self.rec
+        if not _any_tracked(rec, args, kwargs):
+            return out
+        handler = HANDLERS.get(name)
+        if handler is None:
+            if not _has_tensor(out):
+                return out
+            if rec.ignored(rec.scope):
+                for t in _tensors(args, kwargs):
+                    i = rec.ids(t)
+                    if i is not None:
+                        rec.atoms.freeze(i)
+                return out
+            rec.unsupported(name)
+        handler(rec, name, args, kwargs, out)
+        return out
+
+
+def _tensors(args: tuple, kwargs: dict) -> List[torch.Tensor]:
+    found = []
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found.extend(x for x in a if isinstance(x, torch.Tensor))
+    return found
+
+
+def _any_tracked(rec: Recorder, args: tuple, kwargs: dict) -> bool:
+    return any(rec.tracked(t) for t in _tensors(args, kwargs))
+
+
+def _has_tensor(out: Any) -> bool:
+    if isinstance(out, torch.Tensor):
+        return True
+    if isinstance(out, (list, tuple)):
+        return any(isinstance(x, torch.Tensor) for x in out)
+    return False
+
+
+def flatten_outputs(out: Any) -> List[torch.Tensor]:
+    """All tensors in a nested output (tensor, tuple, list, dict, namedtuple, dataclass-like)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in flatten_outputs(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in flatten_outputs(v)]
+    if hasattr(out, "__dict__"):
+        return [t for v in vars(out).values() for t in flatten_outputs(v)]
+    return []
+
+
+def run_trace(model: nn.Module, example_inputs: Any, ignore: List[str]) -> Recording:
+    """Run ``model(*example_inputs)`` once under the recorder; inputs and outputs are frozen."""
+    from . import ops_elementwise, ops_layers, ops_movement, ops_attention  # noqa: F401  (register handlers)
+
+    rec = Recorder(model, ignore)
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    inputs = tuple(x.detach().clone() if isinstance(x, torch.Tensor) else x for x in inputs)
+    for x in inputs:
+        if isinstance(x, torch.Tensor):
+            rec.set_ids(x, torch.zeros((), dtype=torch.long).expand(x.shape))
+    hooks = []
+    names = {id(m): n for n, m in model.named_modules()}
+
+    def pre(mod, args):
+        name = names.get(id(mod), "?")
+        rec.stack.append(name)
+        rec.visited.add(name)
+        mod.__dict__["_pk_in"] = args[0] if args and isinstance(args[0], torch.Tensor) else None
+
+    def post(mod, args, output):
+        name = rec.stack.pop()
+        x = mod.__dict__.pop("_pk_in", None)
+        if name and x is not None and isinstance(output, torch.Tensor) and output.shape == x.shape:
+            roots = output.__dict__.get("_pk_roots", ())
+            if id(x) in roots:
+                rec.residual_blocks.append(name)
+
+    for mod in model.modules():
+        hooks.append(mod.register_forward_pre_hook(pre))
+        hooks.append(mod.register_forward_hook(post))
+    try:
+        with torch.no_grad(), _Mode(rec):
+            out = model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for mod in model.modules():
+            mod.__dict__.pop("_pk_in", None)
+    for t in flatten_outputs(out):
+        i = rec.ids(t) if "_pk_ids" in t.__dict__ else None
+        if i is not None:
+            rec.atoms.freeze(i)
+    return rec.finish()

@@ -1,0 +1,41 @@
+"""Shared helpers for criteria: walk a group's parameter slices and sum a per-slice statistic per channel."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Protocol
+
+import torch
+from torch import nn
+
+from ..graph import Group
+
+
+class Criterion(Protocol):
+    def __call__(self, group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor: ...
+
+
+SliceStat = Callable[[torch.Tensor, int], torch.Tensor]  # (tensor, dim) -> one value per index along dim
+
+
+def per_channel(group: Group, model: nn.Module, stat: SliceStat) -> torch.Tensor:
+    """Sum ``stat`` over every parameter slice of each channel (buffers and attributes are skipped)."""
+    total = torch.zeros(group.size, dtype=torch.float64)
+    modules = dict(model.named_modules())
+    for m in group.members:
+        if m.kind not in ("param", "grouped_in"):
+            continue
+        t = getattr(modules[m.module], m.attr).detach()
+        if m.kind == "grouped_in":
+            blocks = t.chunk(m.index.shape[0], dim=0)
+            pairs = [(stat(b, m.dim), row) for b, row in zip(blocks, m.index)]
+        else:
+            pairs = [(stat(t, m.dim), m.index)]
+        for vals, index in pairs:
+            ok = index >= 0
+            total.index_add_(0, index[ok], vals.double().cpu()[ok])
+    return total
+
+
+def reduce_except(t: torch.Tensor, dim: int, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply an elementwise ``fn`` then sum over every dim but ``dim``."""
+    v = fn(t.float()).movedim(dim, 0)
+    return v.reshape(v.shape[0], -1).sum(1)

@@ -1,0 +1,16 @@
+"""L2 magnitude: sqrt of the sum of squares over every coupled slice of a channel (the group's L2 norm)."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from ..graph import Group
+from . import CRITERIA
+from .base import per_channel, reduce_except
+
+
+@CRITERIA.register("l2")
+def l2(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    return per_channel(group, model, lambda t, d: reduce_except(t, d, torch.square)).sqrt()

@@ -1,0 +1,330 @@
+"""The Plan: plain data saying which channels of which group (and which blocks) go.
+
+Deciding (graph + criterion + target) and doing (``prunekit.apply.structured.apply_plan``) meet only here, so a
+plan can be printed, saved as JSON, edited by hand and replayed on a fresh copy of the same architecture.
+
+    plan = make_plan(model, torch.randn(1, 3, 224, 224), ratio=0.5, criterion="l2")
+    print(plan)
+    Plan.from_json(plan.to_json()) == plan
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, PrunekitError
+from .graph import DependencyGraph, Group, build_graph, single_thread
+
+PLAN_FORMAT = "prunekit.plan/1"
+
+
+@dataclass
+class GroupPlan:
+    """Remove channels ``remove`` (indices into the group's ``size`` channels) of group ``key``."""
+
+    key: str
+    module: str
+    size: int
+    remove: List[int]
+
+
+@dataclass
+class Plan:
+    groups: List[GroupPlan]
+    input_shapes: List[List[int]]
+    blocks: List[str] = field(default_factory=list)  # residual blocks replaced by identity (depth mode)
+    ignore: List[str] = field(default_factory=list)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    skipped: Dict[str, str] = field(default_factory=dict)  # group key -> why it was left whole
+
+    def example_inputs(self) -> Tuple[torch.Tensor, ...]:
+        """Zero tensors of the recorded input shapes (enough to re-trace the model)."""
+        return tuple(torch.zeros(s) for s in self.input_shapes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["format"] = PLAN_FORMAT
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        if d.get("format") != PLAN_FORMAT:
+            raise ConfigError(f"not a prunekit plan (format={d.get('format')!r}); expected {PLAN_FORMAT!r}")
+        return cls(groups=[GroupPlan(**g) for g in d["groups"]], input_shapes=d["input_shapes"],
+                   blocks=list(d.get("blocks", [])), ignore=list(d.get("ignore", [])),
+                   settings=dict(d.get("settings", {})), skipped=dict(d.get("skipped", {})))
+
+    def to_json(self, indent: Optional[int] = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, s: str) -> "Plan":
+        try:
+            return cls.from_dict(json.loads(s))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"plan JSON is not valid JSON: {e}") from None
+
+    def __str__(self) -> str:
+        total = sum(g.size for g in self.groups)
+        removed = sum(len(g.remove) for g in self.groups)
+        lines = [f"Plan: {len(self.groups)} groups, {removed}/{total} channels removed "
+                 f"({self.settings.get('criterion', '?')}, {self.settings.get('scope', '?')}, "
+                 f"ratio {self.settings.get('ratio', '?')})"]
+        width = max([len(g.module) for g in self.groups] + [5])
+        for g in self.groups:
+            lines.append(f"  {g.module:<{width}}  {g.size:>5} -> {g.size - len(g.remove):>5}")
+        for b in self.blocks:
+            lines.append(f"  {b:<{width}}  block -> identity")
+        for k, why in self.skipped.items():
+            lines.append(f"  {k}: left whole ({why})")
+        return "\n".join(lines)
+
+
+def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
+              scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
+              round_to: Union[None, int, str] = None, min_channels: int = 1, prune_heads: bool = False,
+              depth: float = 0.0, data: Any = None, seed: int = 0, verify: bool = True,
+              return_graph: bool = False) -> Any:
+    """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
+
+    overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
+    round_to: keep channel counts multiples of an int, or "auto" (measured on this device);
+    prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
+    identity-residual blocks replaced by nn.Identity; verify: dry-run the plan on the meta device and leave
+    whole any group whose removal breaks the forward (recorded in ``plan.skipped``).
+    """
+    with single_thread():
+        return _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
+                          min_channels, prune_heads, depth, data, seed, verify, return_graph)
+
+
+def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
+               overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Union[None, int, str],
+               min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int, verify: bool,
+               return_graph: bool) -> Any:
+    from .importance import score_groups
+
+    _check(ratio, scope, min_channels, depth, round_to)
+    ignore = list(ignore)
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    graph = build_graph(model, inputs, ignore=ignore)
+    multiple = auto_multiple() if round_to == "auto" else round_to
+    scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
+    ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
+    groups = []
+    for g in graph.groups:
+        if g.key not in scores or ratios.get(g.key, 0.0) <= 0:
+            continue
+        remove = select(g, scores[g.key], ratios[g.key], multiple, min_channels, prune_heads)
+        if remove:
+            groups.append(GroupPlan(g.key, g.module, g.size, remove))
+    settings = dict(ratio=ratio, criterion=criterion, scope=scope, overrides=overrides or {}, round_to=multiple,
+                    min_channels=min_channels, prune_heads=prune_heads, depth=depth, seed=seed)
+    plan = Plan(groups, [list(x.shape) for x in inputs if isinstance(x, torch.Tensor)], ignore=ignore,
+                settings=settings)
+    if depth > 0:
+        plan.blocks = _pick_blocks(graph, model, depth)
+    if verify:
+        _verify(model, plan, graph, inputs)
+    return (plan, graph) if return_graph else plan
+
+
+def _check(ratio: float, scope: str, min_channels: int, depth: float, round_to: Any) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise ConfigError(f"ratio={ratio} is out of range; use a fraction in [0, 1), e.g. 0.5")
+    if scope not in ("uniform", "global"):
+        raise ConfigError(f"scope={scope!r} is unknown; use 'uniform' or 'global'")
+    if min_channels < 1:
+        raise ConfigError(f"min_channels={min_channels} must be >= 1")
+    if not 0.0 <= depth < 1.0:
+        raise ConfigError(f"depth={depth} is out of range; use a fraction of blocks in [0, 1)")
+    if round_to not in (None, "auto") and not (isinstance(round_to, int) and round_to >= 1):
+        raise ConfigError(f"round_to={round_to!r} must be None, a positive int or 'auto'")
+
+
+def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio: float, scope: str,
+                  overrides: Dict[str, float]) -> Dict[str, float]:
+    out = {g.key: ratio for g in graph.groups if g.key in scores}
+    if scope == "global" and scores:
+        flat = torch.cat([scores[k] for k in out])
+        k = int(ratio * flat.numel())
+        if k > 0:
+            thresh = torch.kthvalue(flat, k).values
+            for key in out:
+                out[key] = min(float((scores[key] <= thresh).float().mean()), 0.9)
+        else:
+            out = {key: 0.0 for key in out}
+    for g in graph.groups:
+        best = ""
+        for prefix, r in overrides.items():
+            if (g.module == prefix or g.module.startswith(prefix + ".")) and len(prefix) >= len(best):
+                best = prefix
+                if not 0.0 <= r < 1.0:
+                    raise ConfigError(f"override {prefix!r}={r} is out of range; use a fraction in [0, 1)")
+                if g.key in out:
+                    out[g.key] = r
+    return out
+
+
+def _keep_count(n: int, ratio: float, multiple: Optional[int], floor: int) -> int:
+    keep = n - int(math.floor(ratio * n + 1e-9))
+    if multiple and multiple > 1 and n >= multiple:
+        keep = max(multiple, int(round(keep / multiple)) * multiple)
+    return min(n, max(keep, floor))
+
+
+def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int], min_channels: int,
+           prune_heads: bool) -> List[int]:
+    """Indices of the lowest-scored channels to remove, honouring rows (heads/groups), pins and minimums."""
+    pinned = g.pinned if g.pinned is not None else torch.zeros(g.size, dtype=torch.bool)
+    s = scores.clone()
+    s[pinned] = float("inf")
+    if g.rows is None:
+        keep = _keep_count(g.size, ratio, multiple, max(min_channels, int(pinned.sum())))
+        order = torch.argsort(s, stable=True)
+        return sorted(order[: g.size - keep].tolist())
+    rows = g.rows
+    n_rows, per_row = rows.shape
+    if bool(pinned[rows].any()):
+        return []
+    in_rows = torch.zeros(g.size, dtype=torch.bool)
+    in_rows[rows.reshape(-1)] = True
+    remove: List[int] = []
+    if prune_heads and g.row_kind == "heads" and g.scopes:
+        heads = g.scopes[0][1][-2]
+        head_of = torch.arange(n_rows) % heads
+        head_score = torch.zeros(heads).index_add_(0, head_of, s[rows].sum(1))
+        n_drop = min(heads - 1, int(math.floor(ratio * heads + 1e-9)))
+        drop = torch.argsort(head_score, stable=True)[:n_drop]
+        for r in range(n_rows):
+            if int(head_of[r]) in drop.tolist():
+                remove += rows[r].tolist()
+    else:
+        floor = max(1, math.ceil(min_channels / n_rows))
+        keep = _keep_count(per_row, ratio, multiple if g.row_kind == "heads" else None, floor)
+        for r in range(n_rows):
+            order = torch.argsort(s[rows[r]], stable=True)
+            remove += rows[r][order[: per_row - keep]].tolist()
+    free = (~in_rows & ~pinned).nonzero().squeeze(1)
+    if free.numel():
+        n_free_drop = free.numel() - _keep_count(free.numel(), ratio, multiple, 1)
+        remove += free[torch.argsort(s[free], stable=True)[:n_free_drop]].tolist()
+    return sorted(remove)
+
+
+def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float) -> List[str]:
+    """Lowest-magnitude identity-residual blocks (mean squared weight) to replace by identity."""
+    cands = graph.residual_blocks
+    n = int(math.floor(depth * len(cands)))
+    if n <= 0:
+        return []
+    score = {}
+    for name in cands:
+        ps = [p.detach().float() for p in model.get_submodule(name).parameters()]
+        score[name] = float(sum(p.square().sum() for p in ps) / max(1, sum(p.numel() for p in ps)))
+    return sorted(sorted(cands, key=lambda c: score[c])[:n])
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    memo: Dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        e = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
+    return copy.deepcopy(model, memo)
+
+
+def _dry_run(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],
+             want: List[torch.Size]) -> Optional[str]:
+    """None if the plan applies and the forward keeps the output shapes, else the error text."""
+    from .apply.structured import apply_plan
+    from .graph.trace import flatten_outputs
+
+    twin = _meta_copy(model).eval()
+    meta_in = tuple(torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+    try:
+        apply_plan(twin, plan, graph=graph)
+        with torch.no_grad():
+            got = [t.shape for t in flatten_outputs(twin(*meta_in))]
+    except PrunekitError:
+        raise
+    except Exception as e:  # any failure here means this plan cannot run
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return None if got == want else f"output shapes {got} != {want}"
+
+
+def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any]) -> None:
+    """Leave whole the groups whose removal breaks the forward (found by bisection on the meta device)."""
+    from .graph.trace import flatten_outputs
+
+    was = model.training
+    model.eval()
+    try:
+        twin = _meta_copy(model)
+        with torch.no_grad():
+            want = [t.shape for t in flatten_outputs(twin(*[torch.empty_like(x, device="meta")
+                                                            if isinstance(x, torch.Tensor) else x
+                                                            for x in inputs]))]
+    except Exception:  # model cannot run on meta: nothing to check against
+        model.train(was)
+        return
+    try:
+        for _ in range(64):
+            err = _dry_run(model, plan, graph, inputs, want)
+            if err is None:
+                return
+            lo, hi = 0, len(plan.groups)  # smallest prefix of groups that fails
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                trial = copy.copy(plan)
+                trial.groups = plan.groups[:mid]
+                if _dry_run(model, trial, graph, inputs, want) is None:
+                    lo = mid
+                else:
+                    hi = mid
+            if not plan.groups:
+                if plan.blocks:
+                    plan.skipped["blocks"] = err
+                    plan.blocks = []
+                    continue
+                raise PrunekitError(f"pruned model does not run: {err}")
+            bad = plan.groups.pop(hi - 1)
+            plan.skipped[bad.key] = err
+    finally:
+        model.train(was)
+
+
+@functools.lru_cache(maxsize=4)
+def auto_multiple(device: str = "cpu") -> int:
+    """Channel multiple that this device runs fastest with (quick matmul sweep, cached per process)."""
+    torch.manual_seed(0)
+    base = 256
+    x = torch.randn(64, base)
+
+    def cost(c: int) -> float:
+        w = torch.randn(c, base)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                x @ w.t()
+            best = min(best, time.perf_counter() - t0)
+        return best / c
+
+    widths = range(225, 257)
+    per = {c: cost(c) for c in widths}
+    best_m, best_gain = 1, 0.0
+    for m in (4, 8, 16, 32):
+        on = [per[c] for c in widths if c % m == 0]
+        off = [per[c] for c in widths if c % m != 0]
+        gain = (sum(off) / len(off)) / (sum(on) / len(on)) - 1.0
+        if gain > best_gain + 0.05:
+            best_m, best_gain = m, gain
+    return best_m if best_m > 1 else 8
