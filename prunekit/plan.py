@@ -223,7 +223,7 @@ def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int]
 def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float) -> List[str]:
     """Lowest-magnitude identity-residual blocks (mean squared weight) to replace by identity."""
     cands = graph.residual_blocks
-    n = int(math.floor(depth * len(cands)))
+    n = int(depth * len(cands) + 0.5)
     if n <= 0:
         return []
     score = {}

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .idops import compress, reduce_ids, spatial_core, varying_dims
+from .idops import columns, compress, reduce_ids, spatial_core, varies, varying_dims
 from .trace import Recorder, register
 
 _MIRROR = [
@@ -68,8 +68,57 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
         else:
             res = fn(ids, *rest, **kwargs)
     _assign(rec, out, res)
-    if name in _SPLITTERS and isinstance(out, torch.Tensor):
+    if name in ("channel_shuffle", "native_channel_shuffle"):  # interleaving: a column goes as a whole
+        col = columns(rec.atoms, ids, 1)
+        if col is not None:
+            grid = col.view(int(args[1]), -1)
+            rec.atoms.join(grid[:1].expand(grid.shape), grid)
+            rec.atoms.link_space(grid)
+    if name in ("chunk", "split", "tensor_split", "split_with_sizes"):
+        _split_constraint(rec, name, args, kwargs, ids)
+    if name in _SPLITTERS | {"flatten"} and isinstance(out, torch.Tensor):
         _maybe_block(rec, ids, res)
+        _check_merge(rec, ids, res)
+
+
+def _split_constraint(rec: Recorder, name: str, args: tuple, kwargs: dict, ids: torch.Tensor) -> None:
+    """Pieces cut by count (chunk, split(int)) must keep equal sizes; pieces cut by a size list stay whole."""
+    dim = kwargs.get("dim", args[2] if len(args) > 2 else 0)
+    if not varies(ids, dim):
+        return
+    col = columns(rec.atoms, ids, dim)
+    n = col.shape[0]
+    how = args[1] if len(args) > 1 else kwargs.get("chunks", kwargs.get("split_size_or_sections",
+                                                                         kwargs.get("split_size")))
+    pieces = None
+    if name == "chunk" and isinstance(how, int) and n % how == 0:
+        pieces = how
+    elif name == "split" and isinstance(how, int) and n % how == 0:
+        pieces = n // how
+    if pieces is not None and pieces > 1:
+        rec.block(col.view(pieces, -1), "groups")
+    elif pieces is None:
+        rec.atoms.freeze(col)
+
+
+def _check_merge(rec: Recorder, before: torch.Tensor, after: torch.Tensor) -> None:
+    """Merging varying dims keeps index order only if the inner vectors are rows pruned alike.
+
+    Heads merged back (h-major) are rows of an earlier blocking: fine. A channel shuffle merges columns of
+    the blocking (interleaving), which only stays consistent if each column is removed as a whole: join it.
+    """
+    vb = varying_dims(before)
+    if len(vb) < 2 or len(varying_dims(after)) >= len(vb):
+        return
+    grid = compress(before, keep=vb)
+    for d in range(grid.dim()):
+        if d not in vb:
+            grid = grid.narrow(d, 0, 1)
+    rows = grid.reshape(-1, before.shape[vb[-1]])
+    known = rec.row_sets()
+    if all(frozenset(r.tolist()) in known for r in rows):
+        return
+    rec.atoms.join(rows[:, :1].expand(rows.shape), rows)
 
 
 def _maybe_block(rec: Recorder, before: torch.Tensor, after: torch.Tensor) -> None:

@@ -90,6 +90,7 @@ class Recorder:
         self.atoms = AtomTable()
         self.members: Dict[Tuple[str, str, int], MemberRecord] = {}
         self.blockings: List[BlockingRecord] = []
+        self._rows: set = set()
         self.param_atoms: Dict[str, torch.Tensor] = {}
         self.param_kind: Dict[str, str] = {}
         self.producer_ranges: List[Tuple[int, int]] = []
@@ -200,6 +201,11 @@ class Recorder:
     def block(self, grid: torch.Tensor, kind: str) -> None:
         self.atoms.link_space(grid)
         self.blockings.append(BlockingRecord(self.scope, grid.clone(), kind))
+        self._rows.update(frozenset(r.tolist()) for r in grid.reshape(-1, grid.shape[-1]))
+
+    def row_sets(self) -> set:
+        """Atom sets of every blocking row recorded so far."""
+        return self._rows
 
     def unsupported(self, op: str, why: str = "") -> None:
         where = self.scope or "<model>"
