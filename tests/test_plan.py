@@ -1,0 +1,88 @@
+"""Plan: selection rules (ratio, global scope, overrides, rounding, rows, pins), validation, printing."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph import Group, Member
+from prunekit.plan import Plan, make_plan, select
+from tests.test_graph import TinyNet
+
+
+def group(size: int, rows=None, kind: str = "") -> Group:
+    g = Group(key="g", size=size, members=[Member("m", "weight", 0, "param", torch.arange(size))])
+    if rows is not None:
+        g.rows, g.row_kind = rows, kind
+    return g
+
+
+def test_select_removes_lowest_scores():
+    scores = torch.tensor([5.0, 1.0, 4.0, 0.5, 3.0, 2.0])
+    assert select(group(6), scores, 0.5, None, 1, False) == [1, 3, 5]
+
+
+def test_select_rounds_kept_count_to_multiple():
+    scores = torch.arange(32, dtype=torch.float)
+    removed = select(group(32), scores, 0.4, 8, 1, False)  # keep 19.2 -> 16
+    assert len(removed) == 16 and removed == list(range(16))
+
+
+def test_select_keeps_equal_rows_and_whole_heads():
+    rows = torch.arange(12).view(3, 4)
+    scores = torch.tensor([9, 1, 8, 2, 1, 9, 2, 8, 5, 6, 0, 7], dtype=torch.float)
+    removed = select(group(12, rows, "groups"), scores, 0.5, None, 1, False)
+    assert removed == [1, 3, 4, 6, 8, 10]  # two lowest of each row
+    g = group(12, rows, "heads")
+    g.scopes = [("attn", (3, 4))]
+    removed = select(g, scores, 0.34, None, 1, True)  # drop 1 of 3 heads: whole row 2 (sum 18)
+    assert removed == [8, 9, 10, 11]
+
+
+def test_select_respects_pins_and_min_channels():
+    g = group(4)
+    g.pinned = torch.tensor([True, False, False, False])
+    assert select(g, torch.tensor([0.0, 1.0, 2.0, 3.0]), 0.75, None, 1, False) == [1, 2, 3]  # lowest is pinned
+    assert select(group(4), torch.zeros(4), 0.99, None, 3, False) == [0]
+
+
+def test_uniform_vs_global_and_overrides():
+    model, x = TinyNet().eval(), torch.randn(1, 3, 16, 16)
+    uni = make_plan(model, x, ratio=0.5)
+    assert all(len(g.remove) >= g.size // 2 - 1 for g in uni.groups)
+    glob = make_plan(model, x, ratio=0.5, scope="global")
+    total = sum(g.size for g in uni.groups)
+    assert abs(sum(len(g.remove) for g in glob.groups) - total / 2) <= total * 0.15
+    over = make_plan(model, x, ratio=0.5, overrides={"head": 0.0})
+    assert "head" not in {g.module for g in over.groups}
+
+
+def test_bad_settings_raise_config_error():
+    model, x = TinyNet().eval(), torch.randn(1, 3, 16, 16)
+    for kw in ({"ratio": 1.0}, {"scope": "local"}, {"min_channels": 0}, {"round_to": "fast"},
+               {"criterion": "nope"}, {"overrides": {"head": 2.0}}):
+        with pytest.raises(ConfigError):
+            make_plan(model, x, **{"ratio": 0.5, **kw})
+    with pytest.raises(ConfigError, match="format"):
+        Plan.from_json('{"groups": []}')
+
+
+def test_auto_rounding_gives_multiples():
+    model, x = TinyNet().eval(), torch.randn(1, 3, 16, 16)
+    plan = make_plan(model, x, ratio=0.5, round_to="auto")
+    m = plan.settings["round_to"]
+    assert isinstance(m, int) and m >= 1
+
+
+def test_verify_leaves_unrunnable_groups_whole():
+    class HardCoded(nn.Module):  # reshapes with a literal width: pruning conv 'a' would break it
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.fc = nn.Conv2d(3, 8, 1), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.a(x).mean((2, 3)).reshape(-1, 8))
+
+    plan = make_plan(HardCoded(), torch.randn(1, 3, 4, 4), ratio=0.5)
+    assert plan.groups == [] and "a.weight:0" in plan.skipped
