@@ -1,0 +1,159 @@
+"""PFAM (Zhang, Wu, Gu and Han 2020, "Pruning Convolutional Neural Networks with an Attention Mechanism for Remote
+Sensing Image Classification"): correlation-attention filter criterion. Filters that are *least correlated* with
+the rest of their layer score lowest and are pruned first.
+
+For a group of n coupled channels:
+
+1. Embed each channel i as e_i. ``embed="weights"`` (default): its filters from every coupled producing layer,
+   each layer's part flattened and scaled to unit L2 norm, concatenated. ``embed="fmap"``: its feature maps as
+   the next layer reads them on one calibration batch (at most ``fmap_images`` images, average-pooled to at most
+   ``fmap_size`` x ``fmap_size``), flattened. ``center=True`` subtracts each embedding's mean (Pearson instead of
+   cosine).
+2. Correlation: C_ij = <e_i, e_j> / (|e_i| |e_j|)   (cosine similarity; 0 for an all-zero embedding).
+3. Self-attention over the filters of the layer (every filter attends to every other), a scaled softmax per row:
+       A_ij = exp(C_ij / T) / sum_{k in K_i} exp(C_ik / T),   K_i = {k != i} (``include_self=False``, default)
+                                                               or all k (``include_self=True``)
+4. Score: s_i = sum_{j != i} A_ij * |C_ij|   (attention-weighted correlation with the rest of the layer).
+
+T (``temperature``, default 0.1) sets how far the attention concentrates on a filter's strongest partners:
+T -> infinity gives the mean |C_ij| over the layer, small T gives ~ |C| of the most positively correlated filter.
+A filter duplicated elsewhere in its layer scores ~1 (kept); a filter orthogonal to all others scores 0.
+
+Options come from ``ctx["pfam"]`` (a dict) or the registered variants ``pfam`` (weights) and ``pfam_fmap``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..graph import Group
+from . import CRITERIA
+from .observe import (CONV, _device, batches, cached, filter_rows, is_filter_slice, is_input_slice,
+                      position_index)
+
+DEFAULTS: Dict[str, Any] = {"embed": "weights", "temperature": 0.1, "include_self": False, "center": False,
+                            "fmap_images": 16, "fmap_size": 8}
+
+
+def pfam_scores(emb: torch.Tensor, temperature: float = 0.1, include_self: bool = False,
+                center: bool = False) -> torch.Tensor:
+    """Scores for embeddings ``emb`` [n, D] (the formula of this module's docstring)."""
+    if not temperature > 0:
+        raise ConfigError(f"pfam temperature={temperature!r} must be > 0 (e.g. 0.1)")
+    e = emb.double()
+    if center:
+        e = e - e.mean(1, keepdim=True)
+    e = e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    corr = e @ e.t()
+    n = corr.shape[0]
+    if n < 2:
+        return torch.ones(n, dtype=torch.float64)
+    eye = torch.eye(n, dtype=torch.bool)
+    logits = corr / temperature
+    if not include_self:
+        logits = logits.masked_fill(eye, float("-inf"))
+    attn = torch.softmax(logits, dim=1)
+    return (attn * corr.abs()).masked_fill(eye, 0.0).sum(1)
+
+
+def options(ctx: Dict[str, Any], **override: Any) -> Dict[str, Any]:
+    opts = dict(DEFAULTS)
+    opts.update(ctx.get("pfam") or {})
+    opts.update(override)
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown pfam option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if opts["embed"] not in ("weights", "fmap"):
+        raise ConfigError(f"pfam embed={opts['embed']!r} is unknown; use 'weights' or 'fmap'")
+    return opts
+
+
+def _score(group: Group, model: nn.Module, ctx: Dict, opts: Dict[str, Any]) -> torch.Tensor:
+    if opts["embed"] == "weights":
+        emb = filter_rows(group, model, per_slice_unit=True)
+    else:
+        emb = fmap_embedding(group, model, ctx, int(opts["fmap_images"]), int(opts["fmap_size"]))
+    return pfam_scores(emb, float(opts["temperature"]), bool(opts["include_self"]), bool(opts["center"])).float()
+
+
+@CRITERIA.register("pfam")
+def pfam(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    return _score(group, model, ctx, options(ctx))
+
+
+@CRITERIA.register("pfam_fmap")
+def pfam_fmap(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    return _score(group, model, ctx, options(ctx, embed="fmap"))
+
+
+def _feature_maps(model: nn.Module, ctx: Dict, images: int, size: int) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Inputs of every conv/Linear (and outputs of every conv) on the first calibration batch, pooled small."""
+
+    def pool(t: torch.Tensor, mod: nn.Module) -> torch.Tensor:
+        t = t.detach().float()[:images]
+        if t.dim() == 4 and not isinstance(mod, nn.Linear):
+            t = F.adaptive_avg_pool2d(t, (min(size, t.shape[2]), min(size, t.shape[3])))
+        if isinstance(mod, nn.Linear):  # [N, ..., F] -> [F, rest]
+            return t.movedim(-1, 0).reshape(t.shape[-1], -1).cpu()
+        return t.movedim(1, 0).reshape(t.shape[1], -1).cpu()
+
+    def compute() -> Dict[str, Dict[str, torch.Tensor]]:
+        maps: Dict[str, Dict[str, torch.Tensor]] = {}
+
+        def hook(name: str):
+            def fn(mod, inputs, out):
+                if inputs and isinstance(inputs[0], torch.Tensor):
+                    maps.setdefault(name, {})["in"] = pool(inputs[0], mod)
+                if isinstance(out, torch.Tensor) and isinstance(mod, CONV):
+                    maps.setdefault(name, {})["out"] = pool(out, mod)
+            return fn
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+                   if isinstance(m, CONV + (nn.Linear,))]
+        was = model.training
+        model.eval()
+        try:
+            x, _ = next(batches(ctx, "pfam_fmap"), (None, None))
+            if x is None:
+                raise ConfigError("criterion 'pfam_fmap' got an empty data iterable; pass at least one batch")
+            with torch.no_grad():
+                model(x[:images].to(_device(model)))
+        finally:
+            model.train(was)
+            for h in handles:
+                h.remove()
+        return maps
+
+    return cached(ctx, f"fmaps{images}x{size}", model, compute)
+
+
+def fmap_embedding(group: Group, model: nn.Module, ctx: Dict, images: int = 16, size: int = 8) -> torch.Tensor:
+    """[size, D]: each channel's feature maps as read by the consuming layers (producers' outputs if none)."""
+    maps = _feature_maps(model, ctx, images, size)
+    modules = dict(model.named_modules())
+    parts = []
+    for want, key in ((is_input_slice, "in"), (is_filter_slice, "out")):
+        for m in group.members:
+            mod = modules[m.module]
+            t = maps.get(m.module, {}).get(key)
+            if t is None or not want(m, mod):
+                continue
+            idx = position_index(m)
+            if idx.numel() != t.shape[0]:
+                continue
+            ok = idx >= 0
+            counts = torch.bincount(idx[ok], minlength=group.size)
+            if int(counts.min()) != int(counts.max()) or int(counts.max()) == 0:
+                continue
+            rows = t[ok][torch.argsort(idx[ok], stable=True)].reshape(group.size, -1).double()
+            parts.append(rows / rows.norm().clamp(min=1e-12))
+        if parts:
+            break
+    if not parts:
+        raise ConfigError(f"pfam embed='fmap' found no conv/Linear reading or producing group {group.key!r}; "
+                          "use embed='weights'")
+    return torch.cat(parts, 1)
