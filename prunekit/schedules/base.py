@@ -1,0 +1,169 @@
+"""What every schedule shares: the pruning window, the epoch boundaries where pruning happens, unstructured masks
+kept through training, and a state that round-trips through the checkpoint.
+
+A schedule is a :class:`~prunekit.train.Callback`: ``fit(model, data, cfg, callbacks=[schedule])`` drives it.
+Epoch-level schedules act at *boundaries*: boundary ``b`` is "``b`` epochs done", reached in ``on_train_start``
+for ``b = 0`` and in ``on_epoch_end`` of epoch ``b - 1`` otherwise (after validation, before the checkpoint, so
+the checkpoint holds the pruned state). Step-level schedules act in ``on_step_end`` at global step ``t``.
+
+State is tensors and JSON-able values only, and nothing here draws from a global random generator, so a run
+killed mid-epoch resumes from the last checkpoint and ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..sparse import MaskCallback, Masks, magnitude_prune
+from ..train.callbacks import Callback, TrainState
+
+METHODS = ("unstructured", "structured")
+SCOPES = ("global", "layer")
+# unstructured criterion name -> prunekit.sparse allocation (how the budget is shared between layers)
+UNSTRUCTURED_CRITERIA = {"l1": None, "magnitude": None, "lamp": "lamp", "erk": "erk"}
+
+
+class Schedule(Callback):
+    """Base of all schedules; see the module docstring. Subclasses set ``methods`` and override hooks.
+
+    Args:
+        method: ``"unstructured"`` (weight masks) or ``"structured"`` (whole channels).
+        target: final fraction removed: of the targeted weights (unstructured) or of each group's channels
+            (structured, relative to the original width), in [0, 1).
+        criterion: unstructured: ``l1``/``magnitude``, ``lamp`` or ``erk``; structured: any name registered in
+            ``prunekit.importance.CRITERIA`` (l1, l2, fpgm, pfam, random, ...).
+        start_epoch, end_epoch: the pruning window in epochs; ``end_epoch=None`` means a schedule-specific
+            fraction of the run (``default_end``), clamped to the run length.
+        every: epochs between pruning stages (iterative, soft); schedule-specific default when None.
+        scope: ``"global"`` (one threshold across layers) or ``"layer"`` (every layer/group loses ``target``);
+            default: global for unstructured, layer for structured.
+        seed: seeds criteria that draw randomness (e.g. ``random``), combined with the epoch/step.
+        input_size: square input side for tracing structured models; default: taken from the training data.
+        skip: layer names or patterns left whole (unstructured: see ``prunekit.sparse.select_targets``;
+            structured: module names passed as ``ignore`` to the dependency graph).
+    """
+
+    methods: ClassVar[Tuple[str, ...]] = ("unstructured",)
+    default_end: ClassVar[float] = 0.75
+    default_every: ClassVar[Optional[int]] = 1
+
+    def __init__(self, method: str = "unstructured", target: float = 0.9, criterion: str = "l1",
+                 start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
+                 scope: Optional[str] = None, seed: int = 0, input_size: Optional[int] = None,
+                 skip: Optional[Iterable[str]] = None) -> None:
+        name = type(self).__name__
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r} is unknown; use 'unstructured' or 'structured'")
+        if method not in self.methods:
+            raise ConfigError(f"{name} supports {' and '.join(self.methods)} pruning only, not method={method!r}; "
+                              f"use the iterative or soft schedule for structured pruning")
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 <= float(target) < 1.0:
+            raise ConfigError(f"target={target!r} must be a fraction in [0, 1), e.g. 0.9")
+        if not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ConfigError(f"start_epoch={start_epoch!r} must be an integer >= 0")
+        if end_epoch is not None and (not isinstance(end_epoch, int) or end_epoch < start_epoch):
+            raise ConfigError(f"end_epoch={end_epoch!r} must be an integer >= start_epoch={start_epoch}")
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ConfigError(f"every={every!r} must be a positive number of epochs")
+        scope = scope if scope is not None else ("global" if method == "unstructured" else "layer")
+        if scope not in SCOPES:
+            raise ConfigError(f"scope={scope!r} is unknown; use 'global' or 'layer'")
+        if method == "unstructured" and criterion not in UNSTRUCTURED_CRITERIA:
+            raise ConfigError(f"criterion={criterion!r} is not an unstructured criterion; use one of "
+                              f"{', '.join(UNSTRUCTURED_CRITERIA)} (channel criteria need method='structured')")
+        if method == "structured":
+            from ..importance import CRITERIA
+
+            CRITERIA.get(criterion)  # unknown names fail now, listing the known ones
+        if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+            raise ConfigError(f"input_size={input_size!r} must be a positive number of pixels")
+        self.method, self.target, self.criterion = method, float(target), criterion
+        self.start_epoch, self.end_epoch = start_epoch, end_epoch
+        self.every = every if every is not None else self.default_every
+        self.scope, self.seed, self.input_size = scope, int(seed), input_size
+        self.skip = list(skip or [])
+        self.masks: Optional[Masks] = None
+        self._masker: Optional[MaskCallback] = None
+        self.history: List[Dict[str, Any]] = []  # one entry per pruning event, JSON-able
+
+    # -- the window ------------------------------------------------------------------------------------------------
+    def end(self, state: TrainState) -> int:
+        """Last boundary of the pruning window (an epoch count), within the run."""
+        end = self.end_epoch if self.end_epoch is not None else round(self.default_end * state.epochs)
+        return min(max(end, self.start_epoch), max(state.epochs, self.start_epoch))
+
+    def on_train_start(self, state: TrainState) -> None:
+        self.on_boundary(state, 0)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        self.on_boundary(state, state.epoch + 1)
+
+    def on_boundary(self, state: TrainState, boundary: int) -> None:
+        """``boundary`` epochs are done; epoch-level schedules prune here."""
+
+    # -- unstructured masks ----------------------------------------------------------------------------------------
+    def prune_weights(self, model: nn.Module, ratio: float) -> Masks:
+        """Exact-count magnitude masks at ``ratio`` (pruned weights zeroed now); see ``prunekit.sparse``."""
+        scope = "layer" if self.scope == "layer" else "global"
+        allocation = UNSTRUCTURED_CRITERIA[self.criterion] if scope == "global" else None
+        return magnitude_prune(model, ratio=ratio, scope=scope, allocation=allocation, skip=self.skip or None)
+
+    def set_masks(self, state: TrainState, masks: Masks) -> None:
+        """Adopt ``masks``: pruned weights and their optimizer state (momentum, moments) are zeroed now."""
+        self.masks, self._masker = masks, MaskCallback(masks)
+        self._masker.on_train_start(state)
+
+    def on_after_backward(self, state: TrainState) -> None:
+        if self._masker is not None:
+            self._masker.on_after_backward(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        if self._masker is not None:
+            self._masker.on_step_end(state)
+
+    # -- state -----------------------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {"schedule": type(self).__name__, "history": self.history,
+                "masks": self.masks.state_dict() if self.masks is not None else None, **self.extra_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not isinstance(state, dict) or state.get("schedule") != type(self).__name__:
+            got = state.get("schedule") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"the checkpoint holds {got!r} schedule state, not {type(self).__name__!r}; "
+                                  f"resume with the same schedule or use a new --out folder")
+        self.history = [dict(h) for h in state.get("history") or []]
+        masks = state.get("masks")
+        self.masks = Masks.from_state_dict(masks) if masks is not None else None
+        self._masker = MaskCallback(self.masks) if self.masks is not None else None
+        self.load_extra_state(state)
+
+    def extra_state(self) -> Dict[str, Any]:
+        """Subclass state (tensors and JSON-able values) saved beside history and masks."""
+        return {}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None: ...
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(method={self.method!r}, target={self.target}, criterion={self.criterion!r}, "
+                f"start_epoch={self.start_epoch}, end_epoch={self.end_epoch}, every={self.every})")
+
+
+def step_window(state: TrainState, start_epoch: int, end_epoch: int, update_every: Optional[int]) -> Tuple[int, int, int]:
+    """(first step, last step, steps between updates) of a step-level schedule's window."""
+    first, last = start_epoch * state.steps_per_epoch, end_epoch * state.steps_per_epoch
+    every = update_every or state.steps_per_epoch
+    return first, last, max(1, every)
+
+
+def check_update_every(update_every: Optional[int]) -> Optional[int]:
+    if update_every is not None and (isinstance(update_every, bool) or not isinstance(update_every, int)
+                                     or update_every < 1):
+        raise ConfigError(f"update_every={update_every!r} must be a positive number of optimizer steps")
+    return update_every
+
+
+def tensor_dict(d: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in (d or {}).items()}

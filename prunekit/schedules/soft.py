@@ -1,0 +1,119 @@
+"""Soft filter pruning with reconstruction (He et al. 2018, SFP; the soft schedule of PFAM, Zhang et al. 2020).
+
+At the end of every ``every`` epochs from ``start_epoch`` (boundary 0 is skipped: a filter zeroed before any
+training has no momentum to grow back from), the channel groups are rescored with any registered criterion and the
+lowest-scored channels are zeroed up to the current target: every coupled slice, so a conv filter, its BatchNorm
+scale and shift, and the next layer's input slice are exactly 0. They stay trainable: the next epoch's updates
+(momentum first, then gradients) can rebuild them, and the next stage may pick other channels. The target can
+ramp up over the first ``ramp_epochs`` epochs. When training ends, a last stage runs if the weights were trained
+since the previous one, and the final zero channels are removed physically through the structured engine
+(``apply_plan``), which leaves the outputs unchanged.
+
+    fit(model, data, TrainConfig(epochs=30), callbacks=[SoftFilter(target=0.4, criterion="pfam", ramp_epochs=5)])
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..apply.structured import apply_plan, channel_masks, zero_channels
+from ..errors import ConfigError
+from ..graph import build_graph
+from ..plan import Plan
+from ..train.callbacks import TrainState
+from . import SCHEDULES
+from .base import Schedule, tensor_dict
+from .channels import CalibrationBatches, input_shape, plan_to_ratio
+from .curves import check_curve, ratio_at
+
+
+@SCHEDULES.register("soft")
+class SoftFilter(Schedule):
+    """Zero -> regrow -> rescore every epoch, physical removal at the end; see the module docstring.
+
+    Args (beyond :class:`Schedule`):
+        ramp_epochs: epochs over which the target rises from 0 (0: the full target from the first stage).
+        ramp_curve: shape of that rise: ``linear``, ``cubic`` or ``exponential``.
+        remove: remove the final zero channels physically at train end (default True).
+        calib_batches: training batches handed to data-driven criteria.
+    """
+
+    methods = ("structured",)
+    default_end = 1.0
+    default_every = 1
+
+    def __init__(self, method: str = "structured", target: float = 0.5, criterion: str = "l2",
+                 start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
+                 ramp_epochs: int = 0, ramp_curve: str = "linear", remove: bool = True, calib_batches: int = 4,
+                 **common: Any) -> None:
+        super().__init__(method, target, criterion, start_epoch, end_epoch, every, **common)
+        if not isinstance(ramp_epochs, int) or ramp_epochs < 0:
+            raise ConfigError(f"ramp_epochs={ramp_epochs!r} must be an integer >= 0")
+        if not isinstance(calib_batches, int) or calib_batches < 0:
+            raise ConfigError(f"calib_batches={calib_batches!r} must be an integer >= 0")
+        self.ramp_epochs, self.ramp_curve = ramp_epochs, check_curve(ramp_curve)
+        self.remove, self.calib_batches = bool(remove), calib_batches
+        self.plan: Optional[Dict[str, Any]] = None  # last stage's Plan as plain data
+        self.keep: Dict[str, torch.Tensor] = {}  # group key -> kept channels after the last stage
+        self.shape: Optional[list] = None
+        self.trained_since_stage = False
+        self._removed_from: Optional[int] = None
+
+    def ratio_for(self, boundary: int) -> float:
+        if not self.ramp_epochs:
+            return self.target
+        return ratio_at(self.ramp_curve, (boundary - self.start_epoch) / self.ramp_epochs, self.target)
+
+    def is_stage(self, state: TrainState, boundary: int) -> bool:
+        return (boundary >= max(1, self.start_epoch) and boundary <= self.end(state)
+                and (boundary - self.start_epoch) % self.every == 0)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.trained_since_stage = True
+
+    def on_boundary(self, state: TrainState, boundary: int) -> None:
+        if self.is_stage(state, boundary):
+            self.stage(state, self.ratio_for(boundary), boundary)
+
+    def stage(self, state: TrainState, ratio: float, boundary: int) -> Plan:
+        """Rescore and zero the lowest channels up to ``ratio`` (no removal)."""
+        model = state.unwrapped
+        self.shape = input_shape(state, self.input_size, self.shape)
+        example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
+        ctx = {"data": CalibrationBatches(state.loader, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
+        plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, None, ctx, ignore=self.skip,
+                                    settings={"schedule": "soft", "epoch": boundary})
+        zero_channels(model, plan, graph)
+        keep = channel_masks(plan)
+        swapped = sum(int((~keep[k] & self.keep[k]).sum()) for k in keep
+                      if k in self.keep and self.keep[k].shape == keep[k].shape)
+        self.plan, self.keep, self.trained_since_stage = plan.to_dict(), keep, False
+        self.history.append({"epoch": boundary, "step": state.step, "ratio": ratio,
+                             "zeroed": sum(len(g.remove) for g in plan.groups), "swapped": swapped})
+        return plan
+
+    def on_train_end(self, state: TrainState) -> None:
+        """Last stage if needed, then remove the zero channels for good (in place; optimizer state carried)."""
+        model = state.unwrapped
+        if not self.remove or self._removed_from == id(model):
+            return
+        last_ratio = self.history[-1]["ratio"] if self.history else None
+        if self.plan is None or self.trained_since_stage or last_ratio != self.target:
+            self.stage(state, self.target, -1)
+        plan = Plan.from_dict(self.plan)
+        example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
+        apply_plan(model, plan, graph=build_graph(model, (example,), ignore=plan.ignore), optimizer=state.optimizer)
+        self._removed_from = id(model)
+        self.history.append({"event": "removed", "channels_removed": sum(len(g["remove"])
+                                                                          for g in self.plan["groups"])})
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"plan": self.plan, "keep": tensor_dict(self.keep), "input_shape": self.shape,
+                "trained_since_stage": self.trained_since_stage}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        self.plan = state.get("plan")
+        self.keep = dict(state.get("keep") or {})
+        self.shape = list(state["input_shape"]) if state.get("input_shape") else None
+        self.trained_since_stage = bool(state.get("trained_since_stage"))
