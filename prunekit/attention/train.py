@@ -1,0 +1,53 @@
+"""Train the inserted attention modules on the training split, with the backbone frozen or jointly.
+
+    train_attention(model, dataset, epochs=3, mode="frozen", sparsity=1e-3)
+
+Frozen: only the attention parameters get gradients, and BatchNorm running statistics are held (momentum 0), so
+the backbone comes out bit-identical. ``sparsity`` adds ``sparsity * mean(gate)`` per attention module to the loss
+(an L1 penalty: gates are positive), pushing unimportant channels' gates toward zero.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..train import TrainConfig, TrainResult, fit
+from .se import BN, attention_modules
+
+
+def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "frozen", sparsity: float = 0.0,
+                    cfg: Optional[TrainConfig] = None, device: Any = "auto", progress: bool = False) -> TrainResult:
+    """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced)."""
+    if mode not in ("frozen", "joint"):
+        raise ConfigError(f"attention training mode={mode!r} is unknown; use 'frozen' or 'joint'")
+    if sparsity < 0:
+        raise ConfigError(f"attention sparsity={sparsity} must be >= 0 (e.g. 1e-3)")
+    if epochs < 0:
+        raise ConfigError(f"attention epochs={epochs} must be >= 0")
+    found = attention_modules(model)
+    if not found:
+        raise ConfigError("the model has no attention modules; call prunekit.attention.insert_attention first")
+    cfg = (cfg or TrainConfig()).model_copy(update={"epochs": epochs, "patience": None})
+    own = {id(p) for se in found.values() for p in se.parameters()}
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    momenta = {}
+    try:
+        for se in found.values():
+            se.sparsity = float(sparsity)
+        if mode == "frozen":
+            for p in model.parameters():
+                p.requires_grad_(id(p) in own)
+            for m in model.modules():
+                if isinstance(m, BN):
+                    momenta[m] = m.momentum
+                    m.momentum = 0.0
+        return fit(model, data, cfg, device=device, out_dir=None, resume=False, progress=progress)
+    finally:
+        for se in found.values():
+            se.sparsity = 0.0
+        for p in model.parameters():
+            p.requires_grad_(flags.get(id(p), True))
+        for m, mom in momenta.items():
+            m.momentum = mom

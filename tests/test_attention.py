@@ -1,0 +1,162 @@
+"""Attention-guided pruning: SE insertion keeps the function, training/scoring/removal do what they say, and the
+pruned model is a plain prunekit model that saves and loads."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import prunekit
+import prunekit.importance.extra  # noqa: F401
+from prunekit.attention import (ChannelAttention, attention_modules, attention_prune, attention_scores,
+                                insert_attention, remove_attention, train_attention)
+from prunekit.errors import ConfigError, ModelError
+from prunekit.importance.attention import SCORES_ATTR
+from prunekit.plan import make_plan
+from prunekit.train import TrainConfig
+
+X = torch.randn(2, 3, 32, 32)
+MODELS = ["vgg_tiny", "resnet_tiny", "torchvision/mobilenet_v2"]
+
+
+def _model(name: str = "vgg_tiny") -> torch.nn.Module:
+    torch.manual_seed(0)
+    kw = {"width_mult": 0.25} if "mobilenet" in name else {}
+    return prunekit.create_model(name, 4, **kw).eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_insertion_leaves_outputs_unchanged(name):
+    model = _model(name)
+    with torch.no_grad():
+        before = model(X)
+    hosts = insert_attention(model, X[:1])
+    assert hosts and len(attention_modules(model)) == len(hosts)
+    with torch.no_grad():
+        after = model(X)
+    assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_hosts_are_the_bns_after_prunable_convs():
+    model = _model("resnet_tiny")
+    hosts = insert_attention(model, X[:1])
+    mods = dict(model.named_modules())
+    assert all(isinstance(mods[h], torch.nn.BatchNorm2d) for h in hosts)
+    assert "stem.1" in hosts and "layers.0.0.bn1" in hosts and "layers.1.0.downsample.1" in hosts
+    assert not any(k.startswith("fc") for k in hosts)
+
+
+def test_l1_penalty_adds_its_gradient():
+    torch.manual_seed(0)
+    se = ChannelAttention(8, reduction=2).train()
+    x = torch.randn(3, 8, 4, 4)
+    grads = []
+    for lam in (0.0, 0.8):
+        se.zero_grad()
+        se.sparsity = lam
+        se(x).sum().backward()
+        grads.append(se.fc2.bias.grad.clone())
+    # d(lam * mean g)/d bias_c = lam / (N*C) * sum_n dg/dz (= 2 * 0.25 at z = 0) = lam * 0.5 / C
+    assert torch.allclose(grads[1] - grads[0], torch.full((8,), 0.8 * 0.5 / 8), atol=1e-6)
+
+
+def _dataset(tiny_folder):
+    from prunekit.data import load_dataset
+
+    return load_dataset(tiny_folder, image_size=32, cache=False)
+
+
+def test_frozen_training_changes_only_attention(tiny_folder):
+    data = _dataset(tiny_folder)
+    model = prunekit.create_model("vgg_tiny", len(data.classes))
+    insert_attention(model, X[:1])
+    se_keys = {k for k in model.state_dict() if "prunekit_attention" in k}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_attention(model, data, epochs=1, mode="frozen", sparsity=1e-2,
+                    cfg=TrainConfig(batch_size=8, augment=False), device="cpu", progress=False)
+    after = model.state_dict()
+    for k, v in before.items():
+        if k in se_keys:
+            continue
+        if k.endswith("num_batches_tracked"):
+            continue
+        assert torch.equal(v, after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in se_keys)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_zero_attention_channel_is_pruned_first():
+    model = _model()
+    insert_attention(model, X[:1])
+    se = attention_modules(model)["features.1"]
+    with torch.no_grad():
+        se.fc2.bias[6] = -40.0  # gate 2 * sigmoid(-40) ~ 0 for every image
+    data = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))]
+    stats = attention_scores(model, data)
+    assert float(stats.mean["features.1"][6]) < 1e-12
+    assert stats.per_class["features.1"].shape == (4, 16)
+    remove_attention(model, "fold", gate_means=stats.mean)
+    plan = make_plan(model, X[:1], ratio=0.25, criterion="attention")
+    first = next(g for g in plan.groups if g.key == "features.0.weight:0")
+    assert 6 in first.remove
+
+
+def test_fold_is_exact_for_constant_gates_and_drop_restores_original():
+    model = _model("resnet_tiny")
+    with torch.no_grad():
+        plain = model(X)
+    insert_attention(model, X[:1])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for se in attention_modules(model).values():
+            se.fc1.weight.zero_()  # gates no longer depend on the input
+            se.fc2.bias.copy_(torch.randn(se.fc2.bias.shape, generator=g))
+        gated = model(X)
+    twin = copy.deepcopy(model)  # attention hooks survive a deep copy
+    with torch.no_grad():
+        assert torch.equal(twin(X), gated)
+    stats = attention_scores(model, [(X, None)])
+    how = remove_attention(model, "fold", gate_means=stats.mean)
+    assert set(how.values()) == {"fold"} and not attention_modules(model)
+    with torch.no_grad():
+        assert torch.allclose(model(X), gated, atol=1e-5)
+    remove_attention(twin, "drop")
+    with torch.no_grad():
+        assert torch.allclose(twin(X), plain, atol=1e-6)
+    assert not any("prunekit_attention" in k for k in model.state_dict())
+
+
+def test_attention_prune_end_to_end_saves_and_loads(tiny_folder, tmp_path):
+    data = _dataset(tiny_folder)
+    model = prunekit.create_model("vgg_tiny", len(data.classes))
+    n_before = sum(p.numel() for p in model.parameters())
+    model, plan, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), ratio=0.5, attention_epochs=1,
+                                          sparsity=1e-3, train_cfg=TrainConfig(batch_size=8, augment=False),
+                                          device="cpu")
+    assert not attention_modules(model) and not hasattr(model, SCORES_ATTR)
+    assert set(report["removal"].values()) == {"fold"} and report["scores"]
+    assert sum(p.numel() for p in model.parameters()) < 0.5 * n_before
+    path = tmp_path / "pruned.safetensors"
+    prunekit.save(model, path)
+    loaded = prunekit.load(path).eval()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_misuse_is_reported():
+    model = _model()
+    with pytest.raises(ConfigError, match="attention scores"):
+        make_plan(model, X[:1], ratio=0.5, criterion="attention")
+    insert_attention(model, X[:1])
+    with pytest.raises(ModelError, match="already has attention"):
+        insert_attention(model, X[:1])
+    with pytest.raises(ConfigError, match="attention_scores first"):
+        remove_attention(model, "fold")
+    with pytest.raises(ConfigError, match="fold' or 'drop"):
+        remove_attention(model, "squash")
