@@ -1,0 +1,63 @@
+"""Targets users think in: --reduce parsing and the ratio search that lands on a parameter/MAC reduction."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import prunekit
+from prunekit.apply.structured import apply_plan
+from prunekit.errors import ConfigError
+from prunekit.measure import count_macs, count_params
+from prunekit.plan import make_plan
+from prunekit.targets import parse_reduce, ratio_for_target, search_ratio
+
+X = torch.randn(1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("text, want", [("params=0.4", {"params": 0.4}), ("macs=50%", {"macs": 0.5}),
+                                        ("MACS = 2x", {"macs": 0.5}), ("params=4x", {"params": 0.75})])
+def test_parse_reduce(text, want):
+    got = parse_reduce(text)
+    assert got.keys() == want.keys() and got[next(iter(want))] == pytest.approx(next(iter(want.values())))
+
+
+@pytest.mark.parametrize("text, match", [("params", "METRIC=AMOUNT"), ("flops=0.5", "unknown"),
+                                         ("params=abc", "not a number"), ("params=1.2", r"\(0, 1\)"),
+                                         ("macs=0", r"\(0, 1\)"), ("macs=1x", "factor must be > 1")])
+def test_parse_reduce_errors(text, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_reduce(text)
+
+
+def _reduction(model, ratio, metric, **kw):
+    plan, graph = make_plan(model, X, ratio=ratio, return_graph=True, **kw)
+    twin = apply_plan(copy.deepcopy(model), plan, graph=graph)
+    if metric == "params":
+        return 1 - count_params(twin) / count_params(model)
+    return 1 - count_macs(twin, (3, 32, 32))[0] / count_macs(model, (3, 32, 32))[0]
+
+
+def test_ratio_for_target_hits_params_within_one_percent():
+    model = prunekit.create_model("vgg_tiny", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ratio = ratio_for_target(model, X, {"params": 0.4}, criterion="l1")
+    assert 0 < ratio < 0.95
+    assert abs(_reduction(model, ratio, "params") - 0.4) <= 0.01
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # dry runs on copies
+
+
+def test_search_with_overrides_lands_on_macs_target():
+    model = prunekit.create_model("vgg_tiny", 4)
+    found = search_ratio(model, X, {"macs": 0.5})
+    assert abs(found.achieved - 0.5) <= 0.01
+    assert abs(_reduction(model, metric="macs", **found.plan_kwargs()) - found.achieved) < 1e-12
+
+
+def test_unreachable_target_is_a_config_error():
+    model = prunekit.create_model("vgg_tiny", 4)
+    with pytest.raises(ConfigError, match="cannot remove"):
+        search_ratio(model, X, {"params": 0.9}, max_ratio=0.2)
+    with pytest.raises(ConfigError, match="exactly one metric"):
+        search_ratio(model, X, {"params": 0.4, "macs": 0.5})
