@@ -269,6 +269,26 @@ def test_iterative_structured_reaches_target_and_shrinks_every_round(tiny_ds, tm
     assert len(sched.plans) == 3 and all(p["format"] == "prunekit.plan/1" for p in sched.plans)
 
 
+def test_structured_targets_in_params_reduction(tiny_ds):
+    """``reduce="params=0.4"``: measured on the original model, reached after the final removal / last round."""
+    n0 = sum(p.numel() for p in tiny_model().parameters())
+    soft = build_schedule("soft", method="structured", criterion="l2", reduce="params=0.4")
+    res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[soft], progress=False)
+    assert soft.resolved["reduce"] == {"params": 0.4}
+    assert 1 - sum(p.numel() for p in res.model.parameters()) / n0 == pytest.approx(0.4, abs=0.02)
+    with pytest.raises(ConfigError, match="input size"):  # a round before any data needs the input size
+        fit(tiny_model(), tiny_ds, CFG, device="cpu", progress=False,
+            callbacks=[build_schedule("iterative", method="structured", reduce={"params": 0.4}, end_epoch=2)])
+    it = build_schedule("iterative", method="structured", reduce={"params": 0.4}, end_epoch=2, every=1, input_size=16)
+    res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[it], progress=False)
+    assert 1 - sum(p.numel() for p in res.model.parameters()) / n0 == pytest.approx(0.4, abs=0.02)
+    assert [h["epoch"] for h in it.history] == [0, 1, 2]
+    with pytest.raises(ConfigError, match="method='structured'"):
+        build_schedule("gradual", reduce="params=0.4")
+    with pytest.raises(ConfigError, match="metric 'flops'"):
+        build_schedule("soft", method="structured", reduce="flops=0.4")
+
+
 # -- construction ----------------------------------------------------------------------------------------------------
 def test_registry_and_build_errors():
     assert set(SCHEDULES.names()) == {"oneshot", "iterative", "gradual", "dns", "rigl", "soft"}

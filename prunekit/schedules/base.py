@@ -11,7 +11,7 @@ killed mid-epoch resumes from the last checkpoint and ends bit-identical to an u
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..sparse import MaskCallback, Masks, magnitude_prune
 from ..train.callbacks import Callback, TrainState
+from .curves import ratio_at
 
 METHODS = ("unstructured", "structured")
 SCOPES = ("global", "layer")
@@ -44,6 +45,10 @@ class Schedule(Callback):
         input_size: square input side for tracing structured models; default: taken from the training data.
         skip: layer names or patterns left whole (unstructured: see ``prunekit.sparse.select_targets``;
             structured: module names passed as ``ignore`` to the dependency graph).
+        overrides: structured: module-name prefix -> final ratio for the groups produced there.
+        reduce: structured: a target users think in, ``"params=0.4"`` / ``{"macs": 0.5}``; at the first stage the
+            original model is measured and ``target`` (+ ``overrides``) chosen to remove that share
+            (``prunekit.targets.search_ratio``); ``target`` is then ignored.
     """
 
     methods: ClassVar[Tuple[str, ...]] = ("unstructured",)
@@ -53,7 +58,8 @@ class Schedule(Callback):
     def __init__(self, method: str = "unstructured", target: float = 0.9, criterion: str = "l1",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
                  scope: Optional[str] = None, seed: int = 0, input_size: Optional[int] = None,
-                 skip: Optional[Iterable[str]] = None) -> None:
+                 skip: Optional[Iterable[str]] = None, overrides: Optional[Dict[str, float]] = None,
+                 reduce: Union[None, str, Dict[str, float]] = None) -> None:
         name = type(self).__name__
         if method not in METHODS:
             raise ConfigError(f"method={method!r} is unknown; use 'unstructured' or 'structured'")
@@ -85,6 +91,15 @@ class Schedule(Callback):
         self.every = every if every is not None else self.default_every
         self.scope, self.seed, self.input_size = scope, int(seed), input_size
         self.skip = list(skip or [])
+        if (overrides or reduce) and (method != "structured" or scope != "layer"):
+            raise ConfigError("overrides and reduce= set per-layer channel ratios: use them with method='structured' "
+                              "and scope='layer'")
+        if overrides is not None and (not isinstance(overrides, dict) or not all(
+                isinstance(v, (int, float)) and 0.0 <= v < 1.0 for v in overrides.values())):
+            raise ConfigError(f"overrides={overrides!r} must map module names to ratios in [0, 1)")
+        self.overrides: Dict[str, float] = {k: float(v) for k, v in (overrides or {}).items()}
+        self.reduce = _parse_reduce(reduce) if reduce is not None else None
+        self.resolved: Optional[Dict[str, Any]] = None  # what ``reduce`` turned into, once measured
         self.masks: Optional[Masks] = None
         self._masker: Optional[MaskCallback] = None
         self.history: List[Dict[str, Any]] = []  # one entry per pruning event, JSON-able
@@ -124,10 +139,33 @@ class Schedule(Callback):
         if self._masker is not None:
             self._masker.on_step_end(state)
 
+    # -- structured targets ----------------------------------------------------------------------------------------
+    def resolve_reduce(self, model: nn.Module, example: torch.Tensor) -> None:
+        """Turn ``reduce`` into a channel ratio (+ overrides) measured on ``model`` (the original), once."""
+        if self.reduce is None or self.resolved is not None:
+            return
+        from ..targets import search_ratio
+
+        found = search_ratio(model, (example,), self.reduce, criterion=self.criterion, ignore=self.skip,
+                             overrides=self.overrides or None)
+        self._adopt({"reduce": self.reduce, "ratio": float(found.ratio), "overrides": dict(found.overrides),
+                     "achieved": float(found.achieved)})
+
+    def _adopt(self, resolved: Dict[str, Any]) -> None:
+        self.resolved = resolved
+        self.target = float(resolved["ratio"])
+        self.overrides = {**{k: float(v) for k, v in resolved.get("overrides", {}).items()}, **self.overrides}
+
+    def ratios_at(self, curve: str, progress: float) -> Tuple[float, Dict[str, float]]:
+        """(ratio, per-module overrides) ``progress`` of the way to the final channel ratios along ``curve``."""
+        return (ratio_at(curve, progress, self.target),
+                {k: ratio_at(curve, progress, v) for k, v in self.overrides.items()})
+
     # -- state -----------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         return {"schedule": type(self).__name__, "history": self.history,
-                "masks": self.masks.state_dict() if self.masks is not None else None, **self.extra_state()}
+                "masks": self.masks.state_dict() if self.masks is not None else None, "resolved": self.resolved,
+                **self.extra_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("schedule") != type(self).__name__:
@@ -138,6 +176,8 @@ class Schedule(Callback):
         masks = state.get("masks")
         self.masks = Masks.from_state_dict(masks) if masks is not None else None
         self._masker = MaskCallback(self.masks) if self.masks is not None else None
+        if state.get("resolved"):
+            self._adopt(dict(state["resolved"]))
         self.load_extra_state(state)
 
     def extra_state(self) -> Dict[str, Any]:
@@ -167,3 +207,14 @@ def check_update_every(update_every: Optional[int]) -> Optional[int]:
 
 def tensor_dict(d: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in (d or {}).items()}
+
+
+def _parse_reduce(reduce: Union[str, Dict[str, float]]) -> Dict[str, float]:
+    from ..targets import parse_reduce
+
+    if isinstance(reduce, str):
+        return parse_reduce(reduce)
+    if isinstance(reduce, dict) and len(reduce) == 1:
+        (metric, value), = reduce.items()
+        return parse_reduce(f"{metric}={value}")
+    raise ConfigError(f"reduce={reduce!r} must be 'params=0.4' or {{'params': 0.4}} (one metric)")

@@ -40,13 +40,27 @@ def input_shape(state: TrainState, input_size: Optional[int], known: Optional[Li
 
 
 class CalibrationBatches:
-    """The first ``n`` training batches, re-iterable, for data-driven criteria (``ctx["data"]``)."""
+    """The first ``n`` training batches in split order, unaugmented and the same on every DDP rank (so every rank
+    scores alike and picks the same channels), re-iterable, for data-driven criteria (``ctx["data"]``)."""
 
     def __init__(self, loader: Any, n: int) -> None:
         self.loader, self.n = loader, n
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(()) if self.loader is None else itertools.islice(iter(self.loader), self.n)
+        from ..data import make_loader
+
+        ds = getattr(self.loader, "ds", None)
+        if ds is None:  # not a prunekit loader: take its own first batches
+            return itertools.islice(iter(self.loader), self.n)
+        fixed = make_loader(ds, getattr(self.loader, "split", "train"), batch_size=self.loader.batch_size,
+                            train=False, device=self.loader.device)
+        return itertools.islice(iter(fixed), self.n)
+
+
+def calibration(state: TrainState, n: int) -> Optional[CalibrationBatches]:
+    """Calibration batches for ``ctx["data"]``, or None before the loop has data (data-driven criteria then say
+    they need data)."""
+    return CalibrationBatches(state.loader, n) if state.loader is not None and n > 0 else None
 
 
 def group_sizes(graph: DependencyGraph) -> Dict[str, int]:
@@ -55,12 +69,13 @@ def group_sizes(graph: DependencyGraph) -> Dict[str, int]:
 
 def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criterion: str, scope: str,
                   original: Optional[Dict[str, int]] = None, ctx: Optional[Dict[str, Any]] = None,
-                  ignore: Sequence[str] = (), settings: Optional[Dict[str, Any]] = None
-                  ) -> Tuple[Plan, DependencyGraph]:
+                  ignore: Sequence[str] = (), settings: Optional[Dict[str, Any]] = None,
+                  overrides: Optional[Dict[str, float]] = None) -> Tuple[Plan, DependencyGraph]:
     """A Plan leaving every scored group at ``keep = size0 - floor(ratio * size0)`` channels (scope "layer"), or
     removing ``ratio`` of all original channels with one threshold on mean-normalized scores (scope "global").
 
-    ``original`` maps group key -> width before any pruning (default: the current widths).
+    ``original`` maps group key -> width before any pruning (default: the current widths); ``overrides`` maps a
+    module-name prefix to the ratio of the groups produced there (longest prefix wins, as in ``make_plan``).
     """
     from ..importance import score_groups
 
@@ -71,7 +86,8 @@ def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criteri
     if scope == "global":
         remove_counts = _global_counts(prunable, scores, original, ratio)
     else:
-        remove_counts = {g.key: g.size - _keep(original.get(g.key, g.size), ratio) for g in prunable}
+        remove_counts = {g.key: g.size - _keep(original.get(g.key, g.size), _ratio_of(g.module, ratio, overrides))
+                         for g in prunable}
     groups: List[GroupPlan] = []
     for g in prunable:
         n_remove = remove_counts.get(g.key, 0)
@@ -81,8 +97,17 @@ def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criteri
         if remove:
             groups.append(GroupPlan(g.key, g.module, g.size, remove))
     plan = Plan(groups, [list(example.shape)], ignore=list(ignore),
-                settings={"ratio": ratio, "criterion": criterion, "scope": scope, **(settings or {})})
+                settings={"ratio": ratio, "criterion": criterion, "scope": scope, "overrides": dict(overrides or {}),
+                          **(settings or {})})
     return plan, graph
+
+
+def _ratio_of(module: str, ratio: float, overrides: Optional[Dict[str, float]]) -> float:
+    best, value = "", ratio
+    for prefix, r in (overrides or {}).items():
+        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) >= len(best):
+            best, value = prefix, r
+    return value
 
 
 def _keep(size0: int, ratio: float) -> int:

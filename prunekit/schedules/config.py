@@ -59,6 +59,8 @@ class ScheduleConfig(BaseModel):
     scope: Optional[Literal["global", "layer"]] = Field(
         None, description="one threshold across layers, or the ratio in every layer (default: global for "
                           "unstructured, layer for structured)")
+    reduce: Optional[str] = Field(None, description="structured target users think in, e.g. params=0.4, macs=2x "
+                                                    "(replaces --ratio; measured on the original model)")
     start_epoch: int = Field(0, ge=0, description="epochs trained before pruning starts")
     end_epoch: Optional[int] = Field(None, ge=0, description="epoch by which the final ratio is reached (default: "
                                                              "3/4 of the run; soft: the end)")

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..train.callbacks import TrainState
 from . import SCHEDULES
 from .base import Schedule
-from .channels import CalibrationBatches, channel_count, group_sizes, input_shape, plan_to_ratio
+from .channels import calibration, channel_count, group_sizes, input_shape, plan_to_ratio
 from .curves import check_curve, ratio_at
 
 
@@ -68,30 +68,34 @@ class Iterative(Schedule):
         done = len(self.history)
         if done >= len(marks) or marks[done] != boundary:
             return
-        ratio = ratio_at(self.curve, (done + 1) / len(marks), self.target)
-        event = {"round": done, "epoch": boundary, "step": state.step, "ratio": ratio}
+        progress = (done + 1) / len(marks)
         if self.method == "unstructured":
+            ratio = ratio_at(self.curve, progress, self.target)
             self.set_masks(state, self.prune_weights(state.unwrapped, ratio))
-            event["sparsity"] = self.masks.sparsity().overall
+            event = {"round": done, "epoch": boundary, "step": state.step, "ratio": ratio,
+                     "sparsity": self.masks.sparsity().overall}
         else:
-            event.update(self._shrink(state, ratio, boundary, done))
+            event = self._shrink(state, progress, boundary, done)
         self.history.append(event)
 
-    def _shrink(self, state: TrainState, ratio: float, boundary: int, round_index: int) -> Dict[str, Any]:
+    def _shrink(self, state: TrainState, progress: float, boundary: int, round_index: int) -> Dict[str, Any]:
         model = state.unwrapped
         self.shape = input_shape(state, self.input_size, self.shape)
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
-        ctx = {"data": CalibrationBatches(state.loader, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
+        if self.original is None:
+            self.resolve_reduce(model, example)  # measured on the original model
+        ratio, overrides = self.ratios_at(self.curve, progress)
+        ctx = {"data": calibration(state, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
         plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, self.original, ctx,
                                     ignore=self.skip, settings={"schedule": type(self).__name__.lower(),
-                                                                "round": round_index})
+                                                                "round": round_index}, overrides=overrides)
         if self.original is None:
             self.original = group_sizes(graph)
         before = channel_count(graph)
         apply_plan(model, plan, graph=graph, optimizer=state.optimizer)
         self.plans.append(plan.to_dict())
         after = before - sum(len(g.remove) for g in plan.groups)
-        return {"channels": after, "channels_original": sum(self.original.values()),
+        return {"round": round_index, "epoch": boundary, "step": state.step, "ratio": ratio, "channels": after, "channels_original": sum(self.original.values()),
                 "params": sum(p.numel() for p in model.parameters())}
 
     def extra_state(self) -> Dict[str, Any]:

@@ -24,8 +24,8 @@ from ..plan import Plan
 from ..train.callbacks import TrainState
 from . import SCHEDULES
 from .base import Schedule, tensor_dict
-from .channels import CalibrationBatches, input_shape, plan_to_ratio
-from .curves import check_curve, ratio_at
+from .channels import calibration, input_shape, plan_to_ratio
+from .curves import check_curve
 
 
 @SCHEDULES.register("soft")
@@ -60,10 +60,9 @@ class SoftFilter(Schedule):
         self.trained_since_stage = False
         self._removed_from: Optional[int] = None
 
-    def ratio_for(self, boundary: int) -> float:
-        if not self.ramp_epochs:
-            return self.target
-        return ratio_at(self.ramp_curve, (boundary - self.start_epoch) / self.ramp_epochs, self.target)
+    def progress(self, boundary: int) -> float:
+        """How far the ramp is at ``boundary`` (1 without a ramp)."""
+        return 1.0 if not self.ramp_epochs else (boundary - self.start_epoch) / self.ramp_epochs
 
     def is_stage(self, state: TrainState, boundary: int) -> bool:
         return (boundary >= max(1, self.start_epoch) and boundary <= self.end(state)
@@ -74,22 +73,24 @@ class SoftFilter(Schedule):
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
         if self.is_stage(state, boundary):
-            self.stage(state, self.ratio_for(boundary), boundary)
+            self.stage(state, self.progress(boundary), boundary)
 
-    def stage(self, state: TrainState, ratio: float, boundary: int) -> Plan:
-        """Rescore and zero the lowest channels up to ``ratio`` (no removal)."""
+    def stage(self, state: TrainState, progress: float, boundary: int) -> Plan:
+        """Rescore and zero the lowest channels up to the target ``progress`` of the way along the ramp."""
         model = state.unwrapped
         self.shape = input_shape(state, self.input_size, self.shape)
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
-        ctx = {"data": CalibrationBatches(state.loader, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
+        self.resolve_reduce(model, example)
+        ratio, overrides = self.ratios_at(self.ramp_curve, progress)
+        ctx = {"data": calibration(state, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
         plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, None, ctx, ignore=self.skip,
-                                    settings={"schedule": "soft", "epoch": boundary})
+                                    settings={"schedule": "soft", "epoch": boundary}, overrides=overrides)
         zero_channels(model, plan, graph)
         keep = channel_masks(plan)
         swapped = sum(int((~keep[k] & self.keep[k]).sum()) for k in keep
                       if k in self.keep and self.keep[k].shape == keep[k].shape)
         self.plan, self.keep, self.trained_since_stage = plan.to_dict(), keep, False
-        self.history.append({"epoch": boundary, "step": state.step, "ratio": ratio,
+        self.history.append({"epoch": boundary, "step": state.step, "ratio": ratio, "progress": min(1.0, progress),
                              "zeroed": sum(len(g.remove) for g in plan.groups), "swapped": swapped})
         return plan
 
@@ -98,9 +99,9 @@ class SoftFilter(Schedule):
         model = state.unwrapped
         if not self.remove or self._removed_from == id(model):
             return
-        last_ratio = self.history[-1]["ratio"] if self.history else None
-        if self.plan is None or self.trained_since_stage or last_ratio != self.target:
-            self.stage(state, self.target, -1)
+        last_progress = self.history[-1]["progress"] if self.history else None
+        if self.plan is None or self.trained_since_stage or last_progress != 1.0:
+            self.stage(state, 1.0, -1)
         plan = Plan.from_dict(self.plan)
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
         apply_plan(model, plan, graph=build_graph(model, (example,), ignore=plan.ignore), optimizer=state.optimizer)
