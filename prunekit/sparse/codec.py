@@ -137,11 +137,28 @@ class _Sections:
         return table, b"".join(chunks), dict(per_group)
 
 
-def _encode_tensor(name: str, t: torch.Tensor, values: str, sections: _Sections, stats: Counter) -> Dict[str, Any]:
+def _mask_source(name: str, t: torch.Tensor, tensors: Dict[str, torch.Tensor]) -> str | None:
+    """For a saved mask ``@mask/W`` equal to W's nonzero pattern: W (the mask then costs nothing to store)."""
+    weight = tensors.get(name[len("@mask/"):]) if name.startswith("@mask/") else None
+    if weight is None or t.dtype != torch.bool or weight.shape != t.shape or not is_sparse_coded(name[6:], weight):
+        return None
+    return name[len("@mask/"):] if torch.equal(t.flatten().cpu(), kept_mask(weight.detach().cpu())) else None
+
+
+def _encode_tensor(name: str, t: torch.Tensor, values: str, sections: _Sections, stats: Counter,
+                   tensors: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     t = t.detach().cpu().contiguous()
     if t.dtype not in DTYPES.values():
         raise ConfigError(f"tensor {name!r} has dtype {t.dtype}, which the compressed format does not store")
     entry: Dict[str, Any] = {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+    if t.dtype == torch.bool:
+        source = _mask_source(name, t, tensors)
+        if source is not None:
+            entry.update(layout="mask_of", of=source)
+        else:
+            bits = np.packbits(t.flatten().numpy(), bitorder="little").tobytes()
+            entry.update(layout="bits", sections=[sections.add("positions", bits)])
+        return entry
     if not is_sparse_coded(name, t):
         entry.update(layout="plain", sections=[sections.add("plain", q.to_bytes(t))])
         return entry
@@ -173,7 +190,7 @@ def write_compressed(path: str | Path, tensors: Dict[str, torch.Tensor], descrip
     if not isinstance(level, int) or not 1 <= level <= 22:
         raise ConfigError(f"level={level!r} must be a zstd level from 1 to 22")
     sections, stats = _Sections(), Counter()
-    entries = [_encode_tensor(name, t, values, sections, stats) for name, t in tensors.items()]
+    entries = [_encode_tensor(name, t, values, sections, stats, tensors) for name, t in tensors.items()]
     table, body, per_group = sections.layout()
     header = {"format": FORMAT, "version": VERSION, "values": values, "sections": table, "tensors": entries,
               "description": description}
@@ -267,11 +284,24 @@ def _parse(data: bytes) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         raise ValueError("section table points outside the stream")
     section = [body[off:off + length] for off, length in table]
     tensors: Dict[str, torch.Tensor] = {}
+    positions: Dict[str, torch.Tensor] = {}  # decoded kept-masks of sparse tensors, for "mask_of" entries
+    derived: List[Tuple[str, str, List[int]]] = []
     for entry in header["tensors"]:
         name, dtype, shape = _check_entry(entry, len(section))
         n = math.prod(shape)
         if entry["layout"] == "plain":
             tensors[name] = q.from_bytes(section[entry["sections"][0]], dtype, n).reshape(shape)
+            continue
+        if entry["layout"] in ("bits", "mask_of") and dtype == torch.bool:
+            tensors[name] = torch.empty(0)  # placeholder keeps the stored order
+            if entry["layout"] == "mask_of":
+                derived.append((name, entry["of"], shape))
+                continue
+            packed = section[entry["sections"][0]]
+            if len(packed) != (n + 7) // 8:
+                raise ValueError(f"bit section of {name!r} has the wrong length")
+            bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), bitorder="little")[:n]
+            tensors[name] = torch.from_numpy(bits.astype(bool)).reshape(shape)
             continue
         if entry["layout"] != "sparse" or not dtype.is_floating_point or len(shape) < 2:
             raise ValueError(f"bad layout for {name!r}")
@@ -286,6 +316,11 @@ def _parse(data: bytes) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         flat = torch.zeros(n, dtype=dtype)
         flat[mask] = kept
         tensors[name] = flat.reshape(shape)
+        positions[name] = mask
+    for name, source, shape in derived:
+        if source not in positions or positions[source].numel() != math.prod(shape):
+            raise ValueError(f"mask {name!r} refers to {source!r}, which is not a sparse tensor of its size")
+        tensors[name] = positions[source].reshape(shape).clone()
     description = header.get("description")
     if not isinstance(description, dict):
         raise ValueError("missing description")
@@ -347,6 +382,7 @@ def size_report(source: Any, values: str = "fp32", level: int = 19) -> SizeRepor
     """Sizes for ``prunekit size``: ``source`` is a checkpoint path (either format), a model or a state dict.
 
     A compressed file reports its own size; anything else is compressed (to a temporary file) to measure.
+    Dense size and bound count the model's tensors only (not ``@``-prefixed training state or masks).
     """
     import tempfile
 
@@ -368,8 +404,9 @@ def size_report(source: Any, values: str = "fp32", level: int = 19) -> SizeRepor
     if compressed is None:
         with tempfile.TemporaryDirectory() as tmp:
             compressed = write_compressed(Path(tmp) / "probe.pks", tensors, {}, values=values, level=level)["bytes"]
-    bound, nnz, numel = entropy_bound_bytes(tensors)
-    dense = sum(t.numel() * t.element_size() for t in tensors.values())
+    model_tensors = {k: v for k, v in tensors.items() if not k.startswith("@")}  # not training state / masks
+    bound, nnz, numel = entropy_bound_bytes(model_tensors)
+    dense = sum(t.numel() * t.element_size() for t in model_tensors.values())
     return SizeReport(dense, compressed, bound, nnz, numel, values)
 
 
