@@ -107,3 +107,17 @@ def test_bad_options_are_config_errors(opts, match):
     graph = build_graph(model, X)
     with pytest.raises(ConfigError, match=match):
         score_groups(graph, model, "pfam", ctx={"pfam": opts})
+
+
+def test_register_variant_is_a_named_criterion():
+    from prunekit.importance.pfam import register_variant
+
+    name = register_variant("pfam_test_hot", temperature=100.0)
+    assert register_variant("pfam_test_hot", temperature=100.0) == name
+    with pytest.raises(ConfigError, match="already exists"):
+        register_variant("pfam_test_hot", temperature=0.5)
+    model = _planted_model()
+    graph = build_graph(model, X)
+    via_name = score_groups(graph, model, name, ctx={}, normalize="none")[GROUP]
+    via_ctx = score_groups(graph, model, "pfam", ctx={"pfam": {"temperature": 100.0}}, normalize="none")[GROUP]
+    assert torch.equal(via_name, via_ctx)

@@ -27,7 +27,8 @@ BN = nn.modules.batchnorm._BatchNorm
 
 
 class _L1OnGate(torch.autograd.Function):
-    """Identity forward; backward adds d(lam * mean(g))/dg, i.e. an L1 penalty on the (positive) gates."""
+    """Identity forward; backward adds d(lam * mean_n sum_c g_nc)/dg = lam / N: the per-image L1 norm of the
+    (positive) gate vector, averaged over the batch, as if added to the loss."""
 
     @staticmethod
     def forward(ctx: Any, gate: torch.Tensor, lam: float) -> torch.Tensor:
@@ -36,7 +37,7 @@ class _L1OnGate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        return grad + ctx.lam / grad.numel(), None
+        return grad + ctx.lam / grad.shape[0], None
 
 
 class ChannelAttention(nn.Module):

@@ -3,8 +3,9 @@
     train_attention(model, dataset, epochs=3, mode="frozen", sparsity=1e-3)
 
 Frozen: only the attention parameters get gradients, and BatchNorm running statistics are held (momentum 0), so
-the backbone comes out bit-identical. ``sparsity`` adds ``sparsity * mean(gate)`` per attention module to the loss
-(an L1 penalty: gates are positive), pushing unimportant channels' gates toward zero.
+the backbone comes out unchanged (BN's ``num_batches_tracked`` counter aside). ``sparsity`` adds, per attention
+module, ``sparsity * mean over images of sum over channels of gate`` to the loss (an L1 penalty: gates are
+positive), pushing unimportant channels' gates toward zero.
 """
 from __future__ import annotations
 

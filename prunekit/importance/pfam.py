@@ -19,7 +19,8 @@ T (``temperature``, default 0.1) sets how far the attention concentrates on a fi
 T -> infinity gives the mean |C_ij| over the layer, small T gives ~ |C| of the most positively correlated filter.
 A filter duplicated elsewhere in its layer scores ~1 (kept); a filter orthogonal to all others scores 0.
 
-Options come from ``ctx["pfam"]`` (a dict) or the registered variants ``pfam`` (weights) and ``pfam_fmap``.
+Options come from ``ctx["pfam"]`` (a dict), the registered variants ``pfam`` (weights) and ``pfam_fmap``, or a
+named variant made with ``register_variant("pfam_t1", temperature=1.0)`` (usable as ``make_plan(criterion=...)``).
 """
 from __future__ import annotations
 
@@ -88,6 +89,23 @@ def pfam(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
 @CRITERIA.register("pfam_fmap")
 def pfam_fmap(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
     return _score(group, model, ctx, options(ctx, embed="fmap"))
+
+
+def register_variant(name: str, **opts: Any) -> str:
+    """Register criterion ``name`` = PFAM with fixed options (idempotent for the same options); returns ``name``."""
+    fixed = options({}, **opts)
+    if name in CRITERIA:
+        existing = getattr(CRITERIA.get(name), "pfam_options", None)
+        if existing != fixed:
+            raise ConfigError(f"criterion {name!r} already exists with other options; pick another name")
+        return name
+
+    def variant(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+        return _score(group, model, ctx, options(ctx, **opts))
+
+    variant.pfam_options = fixed  # type: ignore[attr-defined]
+    CRITERIA.register(name)(variant)
+    return name
 
 
 def _feature_maps(model: nn.Module, ctx: Dict, images: int, size: int) -> Dict[str, Dict[str, torch.Tensor]]:

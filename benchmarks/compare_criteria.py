@@ -1,0 +1,259 @@
+"""Which channel criterion keeps the most accuracy at a given MACs/params reduction, same budget for all.
+
+    .venv/bin/python benchmarks/compare_criteria.py                                  # embedded data, defaults
+    .venv/bin/python benchmarks/compare_criteria.py --data ../shared/data/ucmerced --model vgg_small \\
+        --base-epochs 30 --finetune-epochs 10 --reduce macs=0.3 macs=0.5 macs=0.7 --seeds 0 1 2
+    .venv/bin/python benchmarks/compare_criteria.py --model vgg_tiny --base-epochs 8 --finetune-epochs 3 \\
+        --reduce macs=0.5 --seeds 0                                                  # quick check
+
+Protocol: per seed, one unpruned model is trained for ``--base-epochs`` (cached under ``runs/compare_criteria``).
+Each cell (criterion x reduction x seed) copies it, finds the channel ratio that reaches the reduction
+(``prunekit.targets.search_ratio``, uniform per-layer ratio, so every criterion removes the same number of channels
+per layer and only *which* channels differs), prunes with the criterion (data-driven criteria get
+``--calib-batches`` training batches; ``attention`` trains SE modules for ``--attention-epochs`` with the backbone
+frozen, then folds them away), measures test accuracy before fine-tuning, fine-tunes ``--finetune-epochs`` and
+measures again. The ``unpruned`` row is the base model fine-tuned for the same epochs (same total budget).
+
+Every cell writes ``docs/results/criteria/<key>.json`` (key = model, data, image size, criterion, reduction, seed,
+epochs); a rerun skips finished cells. The table (``docs/criteria_results.md``) and plot
+(``docs/criteria_tradeoff.png``) are rebuilt from every JSON found. Settings are chosen on the validation split;
+the table reports the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import prunekit  # noqa: E402
+import prunekit.importance.extra  # noqa: E402,F401
+from prunekit.apply.structured import apply_plan  # noqa: E402
+from prunekit.data import load_dataset, make_loader  # noqa: E402
+from prunekit.measure import count_macs, count_params  # noqa: E402
+from prunekit.measure.latency import measure_latency  # noqa: E402
+from prunekit.plan import make_plan  # noqa: E402
+from prunekit.report import plot_tradeoff  # noqa: E402
+from prunekit.report.tables import markdown_table  # noqa: E402
+from prunekit.runtime import atomic_path, seed_everything  # noqa: E402
+from prunekit.targets import parse_reduce, search_ratio  # noqa: E402
+from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402
+
+CRITERIA = ["l1", "l2", "fpgm", "bn_scale", "taylor", "mean_activation", "apoz", "pfam", "pfam_fmap", "attention",
+            "random"]
+RESULTS = REPO / "docs" / "results" / "criteria"
+WORK = REPO / "runs" / "compare_criteria"
+
+
+def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=None, help="class-per-folder dataset (default: the embedded 64 px subset)")
+    p.add_argument("--model", default="vgg_tiny")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--criteria", nargs="+", default=CRITERIA)
+    p.add_argument("--reduce", nargs="+", default=["macs=0.5"], help="targets such as macs=0.5 params=0.4 macs=2x")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--base-epochs", type=int, default=8)
+    p.add_argument("--finetune-epochs", type=int, default=3)
+    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--attention-epochs", type=int, default=1)
+    p.add_argument("--attention-sparsity", type=float, default=1e-3)
+    p.add_argument("--attention-lr", type=float, default=0.05, help="lr for the SE modules (backbone frozen)")
+    p.add_argument("--calib-batches", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
+    p.add_argument("--docs", type=Path, default=REPO / "docs", help="table and plot go here")
+    p.add_argument("--work", type=Path, default=WORK, help="cached base models")
+    p.add_argument("--report-only", action="store_true", help="rebuild table and plot from existing JSON files")
+    return p.parse_args(argv)
+
+
+def data_name(args: argparse.Namespace) -> str:
+    return "embedded" if args.data is None else Path(args.data).resolve().name
+
+
+def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> str:
+    return (f"{args.model}-{data_name(args)}{args.image_size}-{criterion}-{target.replace('=', '')}-s{seed}"
+            f"-b{args.base_epochs}-f{args.finetune_epochs}")
+
+
+def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Module:
+    """The unpruned model of this seed, trained once and cached as a safetensors checkpoint."""
+    path = args.work / f"base-{args.model}-{data_name(args)}{args.image_size}-s{seed}-b{args.base_epochs}.safetensors"
+    if path.is_file():
+        return prunekit.load(path)
+    seed_everything(seed)
+    model = prunekit.create_model(args.model, len(data.classes))
+    cfg = TrainConfig(epochs=args.base_epochs, batch_size=args.batch_size, seed=seed)
+    model = fit(model, data, cfg, device="cpu", out_dir=args.work / f"train-{path.stem}", progress=False).model
+    prunekit.save(model, path)
+    return model
+
+
+def calibration(data: Any, n: int) -> List[Any]:
+    return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False), n))
+
+
+def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, plan_kwargs: Dict[str, Any],
+          seed: int, x: torch.Tensor) -> Dict[str, Any]:
+    """Prune ``model`` in place; returns what the cell records about the decision."""
+    if criterion == "attention":
+        from prunekit.attention import attention_prune
+
+        cfg = TrainConfig(batch_size=args.batch_size, lr=args.attention_lr, warmup_epochs=0, seed=seed)
+        _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs, mode="frozen",
+                                          sparsity=args.attention_sparsity, train_cfg=cfg, device="cpu",
+                                          max_batches=None, seed=seed, **plan_kwargs)
+        extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal")}
+        return {"plan": plan, "extra": extra}
+    plan, graph = make_plan(model, x, criterion=criterion, data=calibration(data, args.calib_batches), seed=seed,
+                            return_graph=True, **plan_kwargs)
+    apply_plan(model, plan, graph=graph)
+    return {"plan": plan, "extra": {}}
+
+
+def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, seed: int,
+             ratios: Dict[str, Any]) -> Dict[str, Any]:
+    x = torch.zeros(1, 3, args.image_size, args.image_size)
+    base = base_model(args, data, seed)
+    shape = (3, args.image_size, args.image_size)
+    base_params, base_macs = count_params(base), count_macs(base, shape)[0]
+    model = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    row: Dict[str, Any] = {"model": args.model, "data": data_name(args), "image_size": args.image_size,
+                           "criterion": criterion, "target": target, "seed": seed, "base_epochs": args.base_epochs,
+                           "finetune_epochs": args.finetune_epochs}
+    if criterion != "unpruned":
+        if target not in ratios:
+            ratios[target] = search_ratio(base, x, parse_reduce(target)).plan_kwargs()
+        seed_everything(seed)
+        decided = prune(args, model, data, criterion, ratios[target], seed, x)
+        plan = decided["plan"]
+        row.update(plan_kwargs=ratios[target], extra=decided["extra"],
+                   removed={g.module: g.remove for g in plan.groups},
+                   kept={g.module: g.size - len(g.remove) for g in plan.groups})
+        row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
+    row["prune_seconds"] = round(time.perf_counter() - t0, 2)
+    cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr, warmup_epochs=0,
+                      seed=seed)
+    model = fit(model, data, cfg, device="cpu", progress=False).model
+    row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
+    row["test_acc"] = evaluate(model, data, "test")["accuracy"]
+    row["params"], row["macs"] = count_params(model), count_macs(model, shape)[0]
+    row["params_reduction"] = 1 - row["params"] / base_params
+    row["macs_reduction"] = 1 - row["macs"] / base_macs
+    median, _ = measure_latency(model, shape, (1,), device="cpu", max_seconds=2.0)
+    row["latency_ms_b1"] = median[1]
+    row["threads"] = torch.get_num_threads()
+    return row
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+
+
+def _mean_sd(vals: List[float]) -> tuple:
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def overlap_with_l1(rows: List[Dict[str, Any]]) -> Dict[tuple, float]:
+    """Per (criterion, target): mean over layers and seeds of |removed & removed_by_l1| / |removed|."""
+    l1 = {(r["target"], r["seed"], r["model"], r["data"]): r.get("removed", {}) for r in rows if r["criterion"] == "l1"}
+    out: Dict[tuple, List[float]] = {}
+    for r in rows:
+        ref = l1.get((r["target"], r["seed"], r["model"], r["data"]))
+        if not ref or "removed" not in r:
+            continue
+        for layer, rem in r["removed"].items():
+            if rem and layer in ref:
+                out.setdefault((r["criterion"], r["target"]), []).append(len(set(rem) & set(ref[layer])) / len(rem))
+    return {k: statistics.mean(v) for k, v in out.items()}
+
+
+def report(args: argparse.Namespace) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
+    rows = [r for r in rows if r["model"] == args.model and r["data"] == data_name(args)
+            and r["image_size"] == args.image_size]
+    if not rows:
+        print("no results yet")
+        return
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["criterion"], r["target"], r["base_epochs"], r["finetune_epochs"]), []).append(r)
+    overlap = overlap_with_l1(rows)
+    table, series = [], {}
+    for (crit, target, be, fe), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        acc, sd = _mean_sd([100 * r["test_acc"] for r in rs])
+        before = [100 * r["test_acc_before_ft"] for r in rs if "test_acc_before_ft" in r]
+        red, _ = _mean_sd([100 * r["macs_reduction"] for r in rs])
+        table.append({"criterion": crit, "target": target, "epochs (base+ft)": f"{be}+{fe}", "seeds": len(rs),
+                      "test acc %": f"{acc:.2f} ± {sd:.2f}",
+                      "before ft %": f"{statistics.mean(before):.2f}" if before else "-",
+                      "params": int(statistics.mean(r["params"] for r in rs)),
+                      "MACs (M)": round(statistics.mean(r["macs"] for r in rs) / 1e6, 2), "MACs red. %": round(red, 1),
+                      "latency b1 ms": round(statistics.median(r["latency_ms_b1"] for r in rs), 2),
+                      "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
+        series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
+    md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px)", "",
+          "Written by `benchmarks/compare_criteria.py` from `docs/results/criteria/*.json` (one file per cell). "
+          "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning. "
+          "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
+          "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only).", "",
+          markdown_table(table), ""]
+    att = [r for r in rows if r["criterion"] == "attention" and r.get("extra", {}).get("scores")]
+    if att:
+        r = att[0]
+        md += [f"## Attention scores per layer ({r['target']}, seed {r['seed']})", "",
+               "Mean gate per channel over the training images (gate in (0, 2), 1 = unchanged); `fold_spread` = "
+               "mean std/mean of the gate across images (how approximate folding the mean is). "
+               f"Removal: {sorted(set(r['extra']['removal'].values()))}; largest logit change from folding on "
+               f"one batch: {r['extra']['fold_logit_max_abs']:.3g}.", "",
+               markdown_table([{"layer": k, **{n: round(v, 3) for n, v in s.items()}}
+                               for k, s in r["extra"]["scores"].items()]), ""]
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "criteria_results.md").write_text("\n".join(md))
+    unpruned = series.pop("unpruned", None)
+    if unpruned:
+        xs = sorted({round(p[0]) for s in series.values() for p in s} | {0})
+        series["unpruned"] = [(x_, unpruned[0][1], None) for x_ in xs]
+    plot_tradeoff(series, args.docs / "criteria_tradeoff.png", xlabel="MACs reduction (%)",
+                  ylabel="test accuracy (%)", title=f"{args.model}, {data_name(args)} {args.image_size}px")
+    print("\n".join(md))
+
+
+def main(argv: List[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    for t in args.reduce:
+        parse_reduce(t)
+    if not args.report_only:
+        data = load_dataset(args.data, image_size=args.image_size)
+        ratios: Dict[str, Any] = {}
+        cells = [("unpruned", "none", s) for s in args.seeds]
+        cells += [(c, t, s) for s in args.seeds for t in args.reduce for c in args.criteria]
+        for crit, target, seed in cells:
+            path = args.results / f"{key_of(args, crit, target, seed)}.json"
+            if path.is_file():
+                continue
+            t0 = time.perf_counter()
+            row = run_cell(args, data, crit, target, seed, ratios)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            write_json(path, row)
+            print(f"{path.stem}: test {row['test_acc']:.4f} (before ft {row.get('test_acc_before_ft', '-')}), "
+                  f"MACs -{row['macs_reduction']:.1%}, {row['seconds']} s", flush=True)
+    report(args)
+
+
+if __name__ == "__main__":
+    main()
