@@ -12,6 +12,7 @@ from torch import nn
 
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.sparse import magnitude_prune
+from prunekit.sparse import positions
 from prunekit.sparse import quantize as q
 from prunekit.sparse.codec import (decode_positions, encode_positions, entropy_bound_bytes, is_compressed,
                                    read_compressed, size_report, write_compressed)
@@ -102,8 +103,15 @@ def test_position_codings_round_trip(density):
     kind, sections = encode_positions(mask)
     back = decode_positions(kind, [memoryview(s) for s in sections], mask.numel(), int(mask.sum()))
     assert torch.equal(back, mask)
+    for coding in ("gaps", "rice"):  # every coding round-trips, not just the chosen one
+        which = "kept" if density <= 0.5 else "pruned"
+        ones = mask if which == "kept" else ~mask
+        encode = positions._encode_bytes if coding == "gaps" else positions._encode_rice
+        secs = encode(np.flatnonzero(ones.numpy()))
+        back = decode_positions(f"{which}_{coding}", secs, mask.numel(), int(mask.sum()))
+        assert torch.equal(back, mask), coding
     if 0.0 < density <= 0.1:
-        assert kind == "kept_gaps"
+        assert kind == "kept_rice"  # independent positions: geometric gaps, Rice is near the entropy
 
 
 # -- lossy -------------------------------------------------------------------------------------------------------

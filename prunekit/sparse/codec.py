@@ -36,6 +36,8 @@ import zstandard as zstd
 from ..errors import CheckpointError, ConfigError
 from ..runtime import atomic_path
 from . import quantize as q
+from .positions import KINDS as POSITION_KINDS
+from .positions import decode_positions, encode_positions
 
 MAGIC = b"\x89PKSPZ\r\n"
 VERSION = 1
@@ -58,59 +60,6 @@ def is_sparse_coded(name: str, t: torch.Tensor) -> bool:
 def kept_mask(t: torch.Tensor) -> torch.Tensor:
     """Nonzero by bit pattern, so a -0.0 is a kept value and the lossless round trip stays bit-exact."""
     return t.contiguous().view(_INT_VIEW[t.element_size()]).flatten() != 0
-
-
-# -- positions ---------------------------------------------------------------------------------------------------
-def _encode_gaps(positions: np.ndarray) -> List[bytes]:
-    gaps = np.diff(positions, prepend=-1) - 1
-    small = gaps < 255
-    return [np.where(small, gaps, 255).astype(np.uint8).tobytes(), gaps[~small].astype("<u4").tobytes()]
-
-
-def _decode_gaps(sections, count: int, n: int) -> np.ndarray:
-    codes = np.frombuffer(sections[0], dtype=np.uint8)
-    escapes = np.frombuffer(sections[1], dtype="<u4")
-    if codes.size != count or int((codes == 255).sum()) != escapes.size:
-        raise ValueError("gap sections do not match the stored count")
-    gaps = codes.astype(np.int64)
-    gaps[codes == 255] = escapes
-    positions = np.cumsum(gaps + 1) - 1
-    if count and positions[-1] >= n:
-        raise ValueError("a position lies outside the tensor")
-    return positions
-
-
-def encode_positions(mask: torch.Tensor) -> Tuple[str, List[bytes]]:
-    """The smallest (after a quick zstd pass) of: bitmask, gaps between kept, gaps between pruned positions."""
-    m = mask.numpy()
-    candidates = {"bitmask": [np.packbits(m, bitorder="little").tobytes()]}
-    density = float(m.mean()) if m.size else 1.0
-    if density <= 0.5:
-        candidates["kept_gaps"] = _encode_gaps(np.flatnonzero(m))
-    if density >= 0.5:
-        candidates["pruned_gaps"] = _encode_gaps(np.flatnonzero(~m))
-    quick = zstd.ZstdCompressor(level=3)
-    sizes = {k: sum(len(quick.compress(s)) for s in secs) for k, secs in candidates.items()}
-    best = min(sizes, key=sizes.get)
-    return best, candidates[best]
-
-
-def decode_positions(kind: str, sections, n: int, nnz: int) -> torch.Tensor:
-    if kind == "bitmask":
-        if len(sections) != 1 or len(sections[0]) != (n + 7) // 8:
-            raise ValueError("bitmask section has the wrong length")
-        m = np.unpackbits(np.frombuffer(sections[0], dtype=np.uint8), bitorder="little")[:n].astype(bool)
-        if int(m.sum()) != nnz:
-            raise ValueError("bitmask does not match the stored nonzero count")
-    elif kind in ("kept_gaps", "pruned_gaps"):
-        if len(sections) != 2:
-            raise ValueError("gap coding needs 2 sections")
-        kept = kind == "kept_gaps"
-        m = np.full(n, not kept)
-        m[_decode_gaps(sections, nnz if kept else n - nnz, n)] = kept
-    else:
-        raise ValueError(f"unknown position coding {kind!r}")
-    return torch.from_numpy(m)
 
 
 # -- writing -----------------------------------------------------------------------------------------------------
@@ -209,7 +158,7 @@ def write_compressed(path: str | Path, tensors: Dict[str, torch.Tensor], descrip
     return {"path": str(path), "values": values, "bytes": file_bytes, "dense_bytes": dense,
             "ratio": dense / file_bytes, "header_bytes": len(header_bytes), "raw_bytes": len(raw),
             "section_bytes": per_group, "nnz": stats["nnz"], "sparse_numel": stats["sparse_numel"],
-            "positions": {k: stats[k] for k in ("bitmask", "kept_gaps", "pruned_gaps")}}
+            "positions": {k: stats[k] for k in POSITION_KINDS if stats[k]}}
 
 
 # -- reading -----------------------------------------------------------------------------------------------------
