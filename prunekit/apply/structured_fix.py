@@ -55,6 +55,7 @@ def fix_attributes(model: nn.Module, old: Dict[str, Dict[str, object]]) -> None:
         elif isinstance(mod, nn.MultiheadAttention) and mod.in_proj_weight is not None:
             mod.embed_dim = mod.kdim = mod.vdim = mod.in_proj_weight.shape[1]
             mod.head_dim = mod.embed_dim // mod.num_heads
+    for mod in model.modules():  # containers last: they read their children's fixed attributes
         if type(mod).__name__ == "VisionTransformer" and hasattr(mod, "conv_proj") and hasattr(mod, "hidden_dim"):
             mod.hidden_dim = mod.conv_proj.out_channels  # torchvision ViT reshapes with self.hidden_dim
 

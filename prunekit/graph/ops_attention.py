@@ -48,12 +48,15 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     if pa is not None:
         rec.unsupported(name, "a parameter on the left of a product")
     ia, ib = rec.ids(a), rec.ids(b)
-    if ia is not None and ib is not None:  # contracted dim: a[..., m, k] meets b[..., k, n]
+    if (ia is not None and ib is not None and not varies(ia, -2) and not varies(ib, -1)
+            and varies(ia, -1) and varies(ib, -2)):
+        # contracted dim: a[..., m, k] meets b[..., k, n]; only channel-like ids (constant over tokens m, n)
         ka = _first(ia, -2).squeeze(-2)
         kb = _first(ib, -1).squeeze(-1)
         ka, kb = torch.broadcast_tensors(ka, kb)
         rec.atoms.join(ka, kb)
-    ca, cb = _carry(ia, -1), _carry(ib, -2)
+    ca = _carry(ia, -1) if ia is not None and varies(ia, -2) else None
+    cb = _carry(ib, -2) if ib is not None and varies(ib, -1) else None
     res = None
     for c in (ca, cb):
         if c is None:
@@ -122,3 +125,63 @@ def mha(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 @register("_native_multi_head_attention")
 def native_mha(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     rec.unsupported(name, "the fused fast path; call the model in training mode or with grad enabled")
+
+
+@register("einsum")
+def einsum(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Two-operand einsum without ellipsis: contracted letters join, constant ids carry to the output."""
+    eq = args[0].replace(" ", "")
+    ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+    if "->" not in eq or "..." in eq or len(ops) != 2 or not isinstance(out, torch.Tensor):
+        rec.unsupported(name, f"equation {args[0]!r} (two operands, explicit output, no '...')")
+    lhs, rhs = eq.split("->")
+    la, lb = lhs.split(",")
+    contracted = (set(la) & set(lb)) - set(rhs)
+    shared = set(la) & set(lb) & set(rhs)
+    ids = [rec.ids(t) for t in ops]
+    if ids[0] is not None and ids[1] is not None and contracted:
+        views = [_einsum_view(i, letters, shared, contracted) for i, letters in zip(ids, (la, lb))]
+        if all(v is not None for v in views):
+            a, b = torch.broadcast_tensors(*views)
+            rec.atoms.join(a, b)
+    res = None
+    for i, letters in zip(ids, (la, lb)):
+        c = _einsum_carry(i, letters, rhs, out.shape)
+        if c is None:
+            continue
+        if res is None:
+            res = c
+        else:
+            rec.atoms.join(res, c)
+    if res is not None:
+        rec.set_ids(out, res)
+
+
+def _einsum_view(ids: torch.Tensor, letters: str, shared: set, contracted: set) -> Optional[torch.Tensor]:
+    keep = sorted(shared) + sorted(contracted)
+    t = ids
+    for d, ch in enumerate(letters):
+        if ch not in keep:
+            if varies(ids, d):
+                return None
+            t = t.narrow(d, 0, 1)
+    t = t.squeeze(tuple(d for d, ch in enumerate(letters) if ch not in keep)) if len(keep) < len(letters) else t
+    remaining = [ch for ch in letters if ch in keep]
+    return t.permute([remaining.index(ch) for ch in keep])
+
+
+def _einsum_carry(ids: Optional[torch.Tensor], letters: str, rhs: str, shape: torch.Size) -> Optional[torch.Tensor]:
+    if ids is None:
+        return None
+    t = ids
+    gone = [d for d, ch in enumerate(letters) if ch not in rhs]
+    for d in gone:
+        if varies(ids, d):
+            return None
+        t = t.narrow(d, 0, 1)
+    if gone:
+        t = t.squeeze(tuple(gone))
+    remaining = [ch for ch in letters if ch in rhs]
+    t = t.permute([remaining.index(ch) for ch in rhs if ch in remaining])
+    view = [t.shape[[ch for ch in rhs if ch in remaining].index(ch)] if ch in remaining else 1 for ch in rhs]
+    return t.reshape(view).expand(shape)

@@ -93,10 +93,22 @@ def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     if col is not None:
         rec.member(w[0], w[1], 1, col)
     out_atoms = rec.new_channels(weight.shape[0])
+    if col is not None and _width_tied_qkv(rec, w, weight, col):
+        rec.atoms.join(out_atoms.view(3, -1), col.view(1, -1).expand(3, -1))
     rec.member(w[0], w[1], 0, out_atoms)
     if b is not None:
         rec.member(b[0], b[1], 0, out_atoms)
     rec.set_ids(out, _channel_out(out_atoms, out.dim() - 1, out.shape))
+
+
+# Attention modules whose forward reads the head size from the *input* width (torchvision Swin:
+# ``reshape(..., 3, num_heads, C // num_heads)`` with C = x.shape[-1]): q/k/v widths must follow the input.
+WIDTH_TIED_QKV = {"ShiftedWindowAttention", "ShiftedWindowAttentionV2"}
+
+
+def _width_tied_qkv(rec: Recorder, w: tuple, weight: torch.Tensor, col: torch.Tensor) -> bool:
+    mod = rec.modules.get(w[0].rpartition(".")[0]) if w[0].endswith("qkv") else None
+    return (mod is not None and type(mod).__name__ in WIDTH_TIED_QKV and weight.shape[0] == 3 * col.shape[0])
 
 
 def _norm_members(rec: Recorder, col: torch.Tensor, tensors: list, name: str) -> None:

@@ -162,17 +162,25 @@ def setitem(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> No
 
 @register("pad")
 def pad(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Padding a dim that carries channels adds constant (-1) positions; padding any other dim (spatial,
+    tokens) only repeats the channel ids, so window partitions of padded maps stay channel-like."""
     ids = rec.ids(args[0])
     if ids is None:
         return
-    padding = kwargs.get("pad", args[1] if len(args) > 1 else None)
+    padding = list(kwargs.get("pad", args[1] if len(args) > 1 else ()))
     mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
-    src = ids.double()
+    core = ids
+    for i in range(len(padding) // 2):
+        d = ids.dim() - 1 - i
+        if not varies(ids, d):
+            core = core.narrow(d, 0, 1)
+            padding[2 * i] = padding[2 * i + 1] = 0
+    src = core.double().contiguous()
     if mode == "constant":
         res = F.pad(src, padding, mode="constant", value=-1.0)
     else:
-        res = F.pad(src.contiguous(), padding, mode=mode)
-    rec.set_ids(out, res.long())
+        res = F.pad(src, padding, mode=mode)
+    rec.set_ids(out, res.long().expand(out.shape))
 
 
 _SPATIAL = [

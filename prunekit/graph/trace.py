@@ -95,6 +95,7 @@ class Recorder:
         self.param_kind: Dict[str, str] = {}
         self.producer_ranges: List[Tuple[int, int]] = []
         self.owner: Dict[int, Tuple[str, str, str]] = {}
+        self.modules: Dict[str, nn.Module] = dict(model.named_modules())
         for mname, mod in model.named_modules():
             for pname, p in mod._parameters.items():
                 if p is not None and id(p) not in self.owner:
