@@ -162,28 +162,44 @@ def _apply_blocking(b, same, space, is_channel, chan_idx, groups) -> None:
     table = chan_idx[next(iter(spaces))]
     rows = _lookup(table, lab).reshape(-1, b.grid.shape[-1])
     uniq = {tuple(sorted(r.tolist())): r for r in rows}
-    rows = torch.stack(list(uniq.values()))
-    if g.rows is not None:
-        old = {tuple(sorted(r.tolist())) for r in g.rows}
-        if old == set(uniq):
-            if b.kind == "heads":
-                g.scopes.append((b.scope, tuple(b.grid.shape)))
-            return
-        merged = old | set(uniq)
-        flat = [c for r in merged for c in r]
-        if len(flat) != len(set(flat)) or len({len(r) for r in merged}) != 1:
-            g.pinned = torch.ones(g.size, dtype=torch.bool)
-            return
-        rows = torch.tensor(sorted(merged))
-    else:
-        flat = rows.reshape(-1).tolist()
-        if len(flat) != len(set(flat)):
-            g.pinned = torch.ones(g.size, dtype=torch.bool)
-            return
-    g.rows = rows
-    g.row_kind = b.kind if not g.row_kind or g.row_kind == b.kind else "mixed"
+    if len(uniq) == 1:  # one row: no constraint
+        return
+    new = set(uniq)
+    flat = [c for r in new for c in r]
+    if len(flat) != len(set(flat)):
+        g.pinned = torch.ones(g.size, dtype=torch.bool)
+        return
     if b.kind == "heads":
         g.scopes.append((b.scope, tuple(b.grid.shape)))
+    if g.rows is not None:
+        old = {tuple(sorted(r.tolist())) for r in g.rows}
+        if old == new or _refines(old, new):
+            return  # the constraint we hold already implies the new one
+        if not _refines(new, old):
+            merged = old | new
+            flat = [c for r in merged for c in r]
+            if len(flat) != len(set(flat)) or len({len(r) for r in merged}) != 1:
+                g.pinned = torch.ones(g.size, dtype=torch.bool)
+                return
+            new = merged
+    rows = torch.tensor(sorted(new))
+    g.rows = rows
+    g.row_kind = b.kind if not g.row_kind or g.row_kind == b.kind else "mixed"
+
+
+def _refines(fine: set, coarse: set) -> bool:
+    """Every coarse row is a union of the same number of equal-size fine rows (so equal fine counts imply
+    equal coarse counts)."""
+    if len({len(r) for r in fine}) != 1:
+        return False
+    owner = {c: r for r in fine for c in r}
+    counts = set()
+    for row in coarse:
+        parts = {owner.get(c) for c in row}
+        if None in parts or sum(len(p) for p in parts) != len(row):
+            return False
+        counts.add(len(parts))
+    return len(counts) == 1
 
 
 def _ordered_unique(t: torch.Tensor) -> List[int]:

@@ -103,12 +103,16 @@ def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 
 # Attention modules whose forward reads the head size from the *input* width (torchvision Swin:
 # ``reshape(..., 3, num_heads, C // num_heads)`` with C = x.shape[-1]): q/k/v widths must follow the input.
-WIDTH_TIED_QKV = {"ShiftedWindowAttention", "ShiftedWindowAttentionV2"}
+# torchvision MaxViT reshapes the attention output back with the input's D. Class name -> qkv child name.
+WIDTH_TIED_QKV = {"ShiftedWindowAttention": "qkv", "ShiftedWindowAttentionV2": "qkv",
+                  "RelativePositionalMultiHeadAttention": "to_qkv"}
 
 
 def _width_tied_qkv(rec: Recorder, w: tuple, weight: torch.Tensor, col: torch.Tensor) -> bool:
-    mod = rec.modules.get(w[0].rpartition(".")[0]) if w[0].endswith("qkv") else None
-    return (mod is not None and type(mod).__name__ in WIDTH_TIED_QKV and weight.shape[0] == 3 * col.shape[0])
+    parent, _, child = w[0].rpartition(".")
+    mod = rec.modules.get(parent)
+    return (mod is not None and WIDTH_TIED_QKV.get(type(mod).__name__) == child
+            and weight.shape[0] == 3 * col.shape[0])
 
 
 def _norm_members(rec: Recorder, col: torch.Tensor, tensors: list, name: str) -> None:
