@@ -5,6 +5,8 @@
         --base-epochs 30 --finetune-epochs 10 --reduce macs=0.3 macs=0.5 macs=0.7 --seeds 0 1 2
     .venv/bin/python benchmarks/compare_criteria.py --model vgg_tiny --base-epochs 8 --finetune-epochs 3 \\
         --reduce macs=0.5 --seeds 0                                                  # quick check
+    .venv/bin/python benchmarks/compare_criteria.py --finetune-epochs 0 --name pfam_ablation \\
+        --criteria pfam pfam@temperature=0.02 pfam@temperature=1000 pfam@embed=fmap    # option ablation
 
 Protocol: per seed, one unpruned model is trained for ``--base-epochs`` (cached under ``runs/compare_criteria``).
 Each cell (criterion x reduction x seed) copies it, finds the channel ratio that reaches the reduction
@@ -74,6 +76,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="table and plot go here")
     p.add_argument("--work", type=Path, default=WORK, help="cached base models")
+    p.add_argument("--name", default="criteria", help="docs/<name>_results.md and docs/<name>_tradeoff.png")
     p.add_argument("--report-only", action="store_true", help="rebuild table and plot from existing JSON files")
     return p.parse_args(argv)
 
@@ -83,7 +86,8 @@ def data_name(args: argparse.Namespace) -> str:
 
 
 def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> str:
-    return (f"{args.model}-{data_name(args)}{args.image_size}-{criterion}-{target.replace('=', '')}-s{seed}"
+    crit = criterion.replace("@", "_").replace("=", "").replace(",", "_")
+    return (f"{args.model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
             f"-b{args.base_epochs}-f{args.finetune_epochs}")
 
 
@@ -104,6 +108,22 @@ def calibration(data: Any, n: int) -> List[Any]:
     return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False), n))
 
 
+def resolve(criterion: str) -> str:
+    """``pfam@temperature=0.5,embed=fmap`` -> a registered PFAM variant of that name (for ablations)."""
+    if "@" not in criterion:
+        return criterion
+    from prunekit.importance.pfam import register_variant
+
+    base, _, spec = criterion.partition("@")
+    if base != "pfam":
+        raise SystemExit(f"option variants exist for pfam only, got {criterion!r}")
+    opts: Dict[str, Any] = {}
+    for item in spec.split(","):
+        k, _, v = item.partition("=")
+        opts[k] = v if k == "embed" else (v.lower() == "true" if k in ("include_self", "center") else float(v))
+    return register_variant(criterion, **opts)
+
+
 def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, plan_kwargs: Dict[str, Any],
           seed: int, x: torch.Tensor) -> Dict[str, Any]:
     """Prune ``model`` in place; returns what the cell records about the decision."""
@@ -116,7 +136,7 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
                                           max_batches=None, seed=seed, **plan_kwargs)
         extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal")}
         return {"plan": plan, "extra": extra}
-    plan, graph = make_plan(model, x, criterion=criterion, data=calibration(data, args.calib_batches), seed=seed,
+    plan, graph = make_plan(model, x, criterion=resolve(criterion), data=calibration(data, args.calib_batches), seed=seed,
                             return_graph=True, **plan_kwargs)
     apply_plan(model, plan, graph=graph)
     return {"plan": plan, "extra": {}}
@@ -143,6 +163,8 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
                    removed={g.module: g.remove for g in plan.groups},
                    kept={g.module: g.size - len(g.remove) for g in plan.groups})
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
+        if len(data.splits.get("val", [])):
+            row["val_acc_before_ft"] = evaluate(model, data, "val")["accuracy"]
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr, warmup_epochs=0,
                       seed=seed)
@@ -184,7 +206,9 @@ def overlap_with_l1(rows: List[Dict[str, Any]]) -> Dict[tuple, float]:
 def report(args: argparse.Namespace) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
     rows = [r for r in rows if r["model"] == args.model and r["data"] == data_name(args)
-            and r["image_size"] == args.image_size]
+            and r["image_size"] == args.image_size and r["base_epochs"] == args.base_epochs
+            and r["finetune_epochs"] == args.finetune_epochs and r["criterion"] in ["unpruned"] + args.criteria
+            and r["target"] in ["none"] + args.reduce]
     if not rows:
         print("no results yet")
         return
@@ -197,9 +221,11 @@ def report(args: argparse.Namespace) -> None:
         acc, sd = _mean_sd([100 * r["test_acc"] for r in rs])
         before = [100 * r["test_acc_before_ft"] for r in rs if "test_acc_before_ft" in r]
         red, _ = _mean_sd([100 * r["macs_reduction"] for r in rs])
+        val_before = [100 * r["val_acc_before_ft"] for r in rs if "val_acc_before_ft" in r]
         table.append({"criterion": crit, "target": target, "epochs (base+ft)": f"{be}+{fe}", "seeds": len(rs),
                       "test acc %": f"{acc:.2f} ± {sd:.2f}",
                       "before ft %": f"{statistics.mean(before):.2f}" if before else "-",
+                      "val before ft %": f"{statistics.mean(val_before):.2f}" if val_before else "-",
                       "params": int(statistics.mean(r["params"] for r in rs)),
                       "MACs (M)": round(statistics.mean(r["macs"] for r in rs) / 1e6, 2), "MACs red. %": round(red, 1),
                       "latency b1 ms": round(statistics.median(r["latency_ms_b1"] for r in rs), 2),
@@ -208,6 +234,7 @@ def report(args: argparse.Namespace) -> None:
     md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px)", "",
           "Written by `benchmarks/compare_criteria.py` from `docs/results/criteria/*.json` (one file per cell). "
           "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning. "
+          "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
           "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only).", "",
           markdown_table(table), ""]
@@ -222,12 +249,12 @@ def report(args: argparse.Namespace) -> None:
                markdown_table([{"layer": k, **{n: round(v, 3) for n, v in s.items()}}
                                for k, s in r["extra"]["scores"].items()]), ""]
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "criteria_results.md").write_text("\n".join(md))
+    (args.docs / f"{args.name}_results.md").write_text("\n".join(md))
     unpruned = series.pop("unpruned", None)
     if unpruned:
         xs = sorted({round(p[0]) for s in series.values() for p in s} | {0})
         series["unpruned"] = [(x_, unpruned[0][1], None) for x_ in xs]
-    plot_tradeoff(series, args.docs / "criteria_tradeoff.png", xlabel="MACs reduction (%)",
+    plot_tradeoff(series, args.docs / f"{args.name}_tradeoff.png", xlabel="MACs reduction (%)",
                   ylabel="test accuracy (%)", title=f"{args.model}, {data_name(args)} {args.image_size}px")
     print("\n".join(md))
 

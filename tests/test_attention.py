@@ -128,16 +128,19 @@ def test_fold_is_exact_for_constant_gates_and_drop_restores_original():
     assert not any("prunekit_attention" in k for k in model.state_dict())
 
 
-def test_attention_prune_end_to_end_saves_and_loads(tiny_folder, tmp_path):
+@pytest.mark.parametrize("name", MODELS)
+def test_attention_prune_end_to_end_saves_and_loads(tiny_folder, tmp_path, name):
     data = _dataset(tiny_folder)
-    model = prunekit.create_model("vgg_tiny", len(data.classes))
+    torch.manual_seed(0)
+    kw = {"width_mult": 0.25} if "mobilenet" in name else {}
+    model = prunekit.create_model(name, len(data.classes), **kw)
     n_before = sum(p.numel() for p in model.parameters())
     model, plan, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), ratio=0.5, attention_epochs=1,
                                           sparsity=1e-3, train_cfg=TrainConfig(batch_size=8, augment=False),
                                           device="cpu")
     assert not attention_modules(model) and not hasattr(model, SCORES_ATTR)
     assert set(report["removal"].values()) == {"fold"} and report["scores"]
-    assert sum(p.numel() for p in model.parameters()) < 0.5 * n_before
+    assert sum(p.numel() for p in model.parameters()) < 0.6 * n_before
     path = tmp_path / "pruned.safetensors"
     prunekit.save(model, path)
     loaded = prunekit.load(path).eval()
