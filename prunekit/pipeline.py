@@ -6,6 +6,7 @@ and the same jobs can be driven from Python or a YAML recipe.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -136,16 +137,13 @@ def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, D
     from .sparse import MaskCallback, magnitude_prune, nm_prune
 
     if opts.nm:
-        try:
-            n, m = (int(v) for v in opts.nm.split(":"))
-        except ValueError:
-            raise ConfigError(f"--nm {opts.nm!r} is not N:M; write it like 2:4") from None
+        n, m = (int(v) for v in opts.nm.split(":"))  # format checked by PruneOptions
         masks = nm_prune(model, n=n, m=m)
     else:
         masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope)
     masks.apply(model)
     return model, [MaskCallback(masks)], {"method": "unstructured", "ratio": opts.ratio, "scope": opts.scope,
-                                          "nm": opts.nm, "sparsity": masks.sparsity()}, masks
+                                          "nm": opts.nm, "sparsity": dataclasses.asdict(masks.sparsity())}, masks
 
 
 def prune_job(opts: PruneOptions) -> Dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..train.config import TrainConfig
 
@@ -60,6 +60,15 @@ class PruneOptions(RunOptions, DataOptions):
     quantize: Optional[Literal["fp16", "bf16", "int8", "kmeans4"]] = Field(
         None, description="value format of the compressed sparse checkpoint (unstructured)")
     latency: bool = Field(True, description="measure latency before/after")
+
+    @field_validator("nm")
+    @classmethod
+    def _nm_pattern(cls, v: Optional[str]) -> Optional[str]:
+        parts = v.split(":") if v else []
+        if v is not None and not (len(parts) == 2 and all(p.isdigit() for p in parts)
+                                  and 0 < int(parts[0]) < int(parts[1])):
+            raise ValueError(f"N:M sparsity must look like 2:4 (N < M), got {v!r}")
+        return v
 
 
 class DemoOptions(RunOptions):
