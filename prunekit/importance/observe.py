@@ -59,7 +59,7 @@ def batches(ctx: Dict[str, Any], who: str) -> Iterator[Tuple[torch.Tensor, Any]]
             yield item, None
 
 
-def _device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -127,7 +127,7 @@ def activation_stats(model: nn.Module, ctx: Dict[str, Any], who: str) -> Dict[st
 def _run_forward(model: nn.Module, ctx: Dict[str, Any], who: str) -> None:
     was = model.training
     model.eval()
-    device = _device(model)
+    device = device_of(model)
     n = 0
     try:
         with torch.no_grad():

@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph import Group
 from . import CRITERIA
-from .observe import (CONV, _device, batches, cached, filter_rows, is_filter_slice, is_input_slice,
+from .observe import (CONV, batches, cached, device_of, filter_rows, is_filter_slice, is_input_slice,
                       position_index)
 
 DEFAULTS: Dict[str, Any] = {"embed": "weights", "temperature": 0.1, "include_self": False, "center": False,
@@ -139,7 +139,7 @@ def _feature_maps(model: nn.Module, ctx: Dict, images: int, size: int) -> Dict[s
             if x is None:
                 raise ConfigError("criterion 'pfam_fmap' got an empty data iterable; pass at least one batch")
             with torch.no_grad():
-                model(x[:images].to(_device(model)))
+                model(x[:images].to(device_of(model)))
         finally:
             model.train(was)
             for h in handles:

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph import Group
 from . import CRITERIA
-from .observe import CONV, _device, batches, cached
+from .observe import CONV, batches, cached, device_of
 
 Key = Tuple[str, object]  # (parameter name, dim or "grouped")
 
@@ -50,7 +50,7 @@ def taylor_terms(model: nn.Module, ctx: Dict) -> List[Dict[Key, torch.Tensor]]:
         named = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
         flags = [p.requires_grad for _, p in named]
         was = model.training
-        device = _device(model)
+        device = device_of(model)
         terms = []
         try:
             model.eval()
