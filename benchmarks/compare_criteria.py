@@ -236,7 +236,10 @@ def report(args: argparse.Namespace) -> None:
           "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
-          "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only).", "",
+          "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only). "
+          f"Budget: base {args.base_epochs} epochs, then {args.finetune_epochs} fine-tuning epochs for every row "
+          f"(unpruned included); `attention` also trains only its SE modules for {args.attention_epochs} epoch(s) "
+          "(backbone frozen) before pruning.", "",
           markdown_table(table), ""]
     att = [r for r in rows if r["criterion"] == "attention" and r.get("extra", {}).get("scores")]
     if att:

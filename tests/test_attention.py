@@ -87,6 +87,17 @@ def test_frozen_training_changes_only_attention(tiny_folder):
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
+def test_joint_training_changes_backbone_too(tiny_folder):
+    data = _dataset(tiny_folder)
+    model = prunekit.create_model("vgg_tiny", len(data.classes))
+    insert_attention(model, X[:1])
+    before = model.features[0].weight.detach().clone()
+    train_attention(model, data, epochs=1, mode="joint", cfg=TrainConfig(batch_size=8, augment=False), device="cpu")
+    assert not torch.equal(before, model.features[0].weight)
+    with pytest.raises(ConfigError, match="frozen' or 'joint"):
+        train_attention(model, data, epochs=1, mode="both")
+
+
 def test_zero_attention_channel_is_pruned_first():
     model = _model()
     insert_attention(model, X[:1])
