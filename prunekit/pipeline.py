@@ -134,10 +134,10 @@ def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, D
                                        scope="uniform" if opts.scope == "layer" else "global")
         return model, [], {"method": "structured", "ratio": opts.ratio, "criterion": opts.criterion,
                            "scope": opts.scope, "plan": json.loads(plan.to_json())}, None
-    from .sparse import MaskCallback, magnitude_prune, nm_prune
+    from .sparse import MaskCallback, magnitude_prune, nm_prune, parse_nm
 
     if opts.nm:
-        n, m = (int(v) for v in opts.nm.split(":"))  # format checked by PruneOptions
+        n, m = parse_nm(opts.nm)
         masks = nm_prune(model, n=n, m=m)
     else:
         masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope)
@@ -193,3 +193,21 @@ def info_job(opts) -> Dict[str, Any]:
     m = measure_model(loaded.model, input_shape=(3, size, size), file_path=Path(opts.checkpoint),
                       latency=opts.latency)
     return {"checkpoint": opts.checkpoint, "description": desc, "measurement": flatten_measurement(m)}
+
+
+def size_job(opts) -> Dict[str, Any]:
+    """Dense size, compressed size and the lossless entropy bound of a checkpoint's weights."""
+    from .sparse.codec import size_report
+
+    rep = size_report(opts.checkpoint, values=opts.values)
+    return {"checkpoint": opts.checkpoint, "file_bytes": Path(opts.checkpoint).stat().st_size, **rep.as_dict(),
+            "text": str(rep)}
+
+
+def export_job(opts) -> Dict[str, Any]:
+    """ONNX export of a checkpoint, verified against PyTorch with onnxruntime."""
+    from .export import export_onnx
+
+    model = ckpt.load(opts.checkpoint)
+    size = (model.prunekit_description.get("data") or {}).get("input_size", 64)
+    return export_onnx(model, opts.onnx, input_shape=(3, size, size), opset=opts.opset)

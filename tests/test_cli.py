@@ -93,3 +93,21 @@ def test_train_eval_json_on_tiny_folder(tiny_folder, tmp_path, capsys):
     other = make_image_folder(tmp_path / "other", classes=4)
     code, out, err = run(["eval", ckpt, "--data", str(other), "--image-size", "16"], capsys)
     assert code == 2 and "classes" in err
+
+
+def test_size_and_export_commands(tmp_path, capsys):
+    import prunekit
+    from prunekit.models import create_model
+    from prunekit.sparse import magnitude_prune
+
+    model = create_model("vgg_tiny", num_classes=3)
+    magnitude_prune(model, ratio=0.9, scope="global").apply(model)
+    path = tmp_path / "m.safetensors"
+    prunekit.save(model, path, data={"input_size": 16})
+    code, out, err = run(["size", str(path), "--json"], capsys)
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["compressed_bytes"] < rep["dense_bytes"] / 5 and rep["bound_bytes"] < rep["dense_bytes"] / 5
+    code, out, err = run(["export", str(path), "--onnx", str(tmp_path / "m.onnx"), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["max_abs_diff"] < 1e-4 and (tmp_path / "m.onnx").is_file()

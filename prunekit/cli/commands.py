@@ -42,6 +42,18 @@ def _demo(opts):
     return run_demo(opts)
 
 
+def _size(opts):
+    from ..pipeline import size_job
+
+    return size_job(opts)
+
+
+def _export(opts):
+    from ..pipeline import export_job
+
+    return export_job(opts)
+
+
 def _info(opts):
     from ..pipeline import info_job
 
@@ -57,6 +69,10 @@ COMMANDS = [
             schemas.PruneOptions, _prune, render.prune),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
             schemas.InfoOptions, _info, render.info),
+    Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",
+            schemas.SizeOptions, _size, render.size),
+    Command("export", "export a checkpoint to ONNX, verified with onnxruntime",
+            schemas.ExportOptions, _export, render.info),
     Command("demo", "train, prune and fine-tune a compact CNN on the embedded UC Merced subset; before/after report",
             schemas.DemoOptions, _demo, render.prune),
 ]

@@ -91,6 +91,8 @@ def validate(model: Type[M], values: Dict[str, Any], source: str = "options") ->
         loc = _flag(".".join(str(p) for p in err["loc"])) if err["loc"] else "options"
         if err["type"] == "extra_forbidden":
             raise ConfigError(f"unknown option {loc.lstrip('-')!r} in {source}; see --help for the valid ones") from None
+        if err["type"] == "value_error":  # our own validators already name the value and the fix
+            raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
         raise ConfigError(f"{loc}: {err['msg']} (got {err.get('input')!r})") from None
 
 

@@ -37,3 +37,7 @@ def prune(r: Dict[str, Any]) -> str:
 
 def info(r: Dict[str, Any]) -> str:
     return json.dumps(r, indent=2, default=str)
+
+
+def size(r: Dict[str, Any]) -> str:
+    return f"{r['checkpoint']} ({r['file_bytes'] / 1e6:.2f} MB on disk)\n{r['text']}"

@@ -63,11 +63,11 @@ class PruneOptions(RunOptions, DataOptions):
 
     @field_validator("nm")
     @classmethod
-    def _nm_pattern(cls, v: Optional[str]) -> Optional[str]:
-        parts = v.split(":") if v else []
-        if v is not None and not (len(parts) == 2 and all(p.isdigit() for p in parts)
-                                  and 0 < int(parts[0]) < int(parts[1])):
-            raise ValueError(f"N:M sparsity must look like 2:4 (N < M), got {v!r}")
+    def _nm_format(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            from ..sparse.nm import parse_nm
+
+            parse_nm(v)  # ConfigError (a ValueError) names the bad value
         return v
 
 
@@ -80,3 +80,16 @@ class DemoOptions(RunOptions):
 class InfoOptions(RunOptions):
     checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
     latency: bool = Field(False, description="also measure latency")
+
+
+class SizeOptions(RunOptions):
+    checkpoint: str = Field(..., description="prunekit checkpoint (plain or compressed)",
+                            json_schema_extra={"positional": True})
+    values: Literal["fp32", "fp16", "bf16", "int8", "kmeans4"] = Field(
+        "fp32", description="value format to estimate for a plain checkpoint")
+
+
+class ExportOptions(RunOptions):
+    checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
+    onnx: Path = Field(Path("model.onnx"), description="where to write the ONNX file")
+    opset: int = Field(17, ge=9, le=23, description="ONNX opset")

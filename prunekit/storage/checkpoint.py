@@ -116,22 +116,15 @@ def _dedupe_shared(tensors: Dict[str, torch.Tensor]) -> None:
             seen[key] = k
 
 
-def _sparse_codec():
-    try:  # TODO(lead): import directly once prunekit.sparse.codec has landed
-        from ..sparse import codec
-    except ImportError:
-        return None
-    return codec
-
-
 def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Read tensors and description without building a model. Never unpickles."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass the path of a .safetensors file "
                               "written by prunekit")
-    sparse_codec = _sparse_codec()
-    if sparse_codec is not None and sparse_codec.is_compressed(p):
+    from ..sparse import codec as sparse_codec  # the compressed sparse format has its own magic bytes
+
+    if sparse_codec.is_compressed(p):
         return sparse_codec.read_compressed(p)
     from safetensors import safe_open
     from safetensors.torch import load_file
