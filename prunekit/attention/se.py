@@ -23,6 +23,7 @@ from ..graph import build_graph
 
 CHILD = "prunekit_attention"
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PRODUCERS = CONV + (nn.Linear,)  # layers whose output channels attention can weigh
 BN = nn.modules.batchnorm._BatchNorm
 
 
@@ -80,13 +81,13 @@ def attention_modules(model: nn.Module) -> Dict[str, ChannelAttention]:
 
 
 def _hosts(model: nn.Module, example_inputs: Any) -> Dict[str, str]:
-    """Conv name -> the BN that reads its output directly (found by one forward pass)."""
+    """Conv/Linear name -> the BN that reads its output directly (found by one forward pass)."""
     conv_out: Dict[int, str] = {}
     keep: List[torch.Tensor] = []
     follow: Dict[str, str] = {}
     handles = []
     for name, m in model.named_modules():
-        if isinstance(m, CONV):
+        if isinstance(m, PRODUCERS):
             def out_hook(mod, inp, out, name=name):
                 conv_out[id(out)] = name
                 keep.append(out)
@@ -110,7 +111,8 @@ def _hosts(model: nn.Module, example_inputs: Any) -> Dict[str, str]:
 
 
 def insert_attention(model: nn.Module, example_inputs: Any, reduction: int = 8, min_hidden: int = 4) -> List[str]:
-    """Attach a ChannelAttention after every conv that produces a prunable channel group; returns host names."""
+    """Attach a ChannelAttention after every conv (or hidden Linear) that produces a prunable channel group;
+    returns the host names."""
     if attention_modules(model):
         raise ModelError("this model already has attention modules; call remove_attention(model) first")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -121,7 +123,7 @@ def insert_attention(model: nn.Module, example_inputs: Any, reduction: int = 8, 
         if not g.prunable:
             continue
         for m in g.members:
-            if (m.kind == "param" and m.attr == "weight" and m.dim == 0 and isinstance(modules[m.module], CONV)
+            if (m.kind == "param" and m.attr == "weight" and m.dim == 0 and isinstance(modules[m.module], PRODUCERS)
                     and m.module not in producers):
                 producers.append(m.module)
     follow = _hosts(model, inputs)
@@ -131,7 +133,8 @@ def insert_attention(model: nn.Module, example_inputs: Any, reduction: int = 8, 
         host = modules[host_name]
         if hasattr(host, CHILD):
             continue
-        channels = modules[conv_name].out_channels
+        layer = modules[conv_name]
+        channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         ref = next(host.parameters(), None)
         se = ChannelAttention(channels, reduction, min_hidden)
         if ref is not None:
@@ -152,6 +155,7 @@ def remove_attention(model: nn.Module, mode: str = "fold",
     ``fold`` multiplies the host's per-channel affine (BN gamma and beta, or conv filter and bias) by the gate's
     average over the scoring data (``gate_means``, from :func:`prunekit.attention.attention_scores`): exact for
     the averaged gate whatever follows, approximate only by how much the gate varied between images.
+    (Conv/Linear hosts: the gate scales output channels, so weight rows and bias are multiplied.)
     ``drop`` removes the modules and keeps the weights as they are (gate taken as 1).
     """
     if mode not in ("fold", "drop"):
@@ -184,7 +188,7 @@ def _fold(host: nn.Module, mean: torch.Tensor) -> str:
             host.weight.mul_(s)
             host.bias.mul_(s)
             return "fold"
-        if isinstance(host, CONV):
+        if isinstance(host, PRODUCERS):
             s = mean.to(host.weight)
             host.weight.mul_(s.reshape(-1, *([1] * (host.weight.dim() - 1))))
             if host.bias is not None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..graph import Group
 from . import CRITERIA
-from .base import per_channel, reduce_except
+from .base import norm_except, per_channel
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
 
@@ -35,5 +35,5 @@ def bn_scale(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
         total.index_add_(0, idx[ok], gamma[ok])
         count.index_add_(0, idx[ok], torch.ones(int(ok.sum()), dtype=torch.float64))
     if not bool(count.any()):
-        return per_channel(group, model, lambda t, d: reduce_except(t, d, torch.abs))
+        return per_channel(group, model, lambda t, d: norm_except(t, d, 1.0))
     return total / count.clamp(min=1)
