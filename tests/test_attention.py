@@ -174,3 +174,19 @@ def test_misuse_is_reported():
         remove_attention(model, "fold")
     with pytest.raises(ConfigError, match="fold' or 'drop"):
         remove_attention(model, "squash")
+
+
+def test_hidden_linear_gets_attention_and_folds_exactly():
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x = torch.randn(5, 3, 2, 2)
+    assert insert_attention(mlp, x[:1]) == ["1"]
+    se = attention_modules(mlp)["1"]
+    with torch.no_grad():
+        se.fc2.bias.copy_(torch.linspace(-2, 2, 8))  # constant gates (fc1 input-independent below)
+        se.fc1.weight.zero_()
+        gated = mlp(x)
+    stats = attention_scores(mlp, [(x, None)])
+    assert remove_attention(mlp, "fold", gate_means=stats.mean) == {"1": "fold"}
+    with torch.no_grad():
+        assert torch.allclose(mlp(x), gated, atol=1e-6)
