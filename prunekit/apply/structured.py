@@ -74,14 +74,22 @@ def slices_for(graph: DependencyGraph, plan: Plan) -> Dict[Tuple[str, str, str],
 
 def slice_tensor(t: torch.Tensor, ops: List[SliceOp]) -> torch.Tensor:
     """Apply slicing ops (from ``slices_for``) to a tensor shaped like the original parameter."""
+    plain = {op[0] % t.dim(): op[1].to(t.device) for op in ops if op[0] != "grouped"}
     for op in ops:
         if op[0] == "grouped":
             _, dim, keeps = op
             blocks = t.chunk(len(keeps), dim=0)
             t = torch.cat([b.index_select(dim, k.to(t.device)) for b, k in zip(blocks, keeps)], 0)
-        else:
-            dim, keep = op
-            t = t.index_select(dim, keep.to(t.device))
+    if len(plain) == 1:
+        (dim, keep), = plain.items()
+        return t.index_select(dim, keep)
+    if plain:  # one gather for all dims instead of a full copy per dim
+        last = max(plain)
+        index = []
+        for d in range(last + 1):
+            idx = plain.get(d, torch.arange(t.shape[d], device=t.device))
+            index.append(idx.view([-1] + [1] * (last - d)))
+        t = t[tuple(index)]
     return t
 
 

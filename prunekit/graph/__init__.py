@@ -9,11 +9,13 @@ what a Group holds.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
 
+from ..errors import PrunekitError
 from .groups import DependencyGraph, Group, Member, build_groups
 from .trace import run_trace
 
@@ -48,10 +50,37 @@ def build_graph(model: nn.Module, example_inputs: Any, ignore: Iterable[str] = (
         return _build(model, example_inputs, ignore, was_training)
 
 
+def meta_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data is copied)."""
+    memo: dict = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        e = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
+    return copy.deepcopy(model, memo)
+
+
+def _to_meta(example_inputs: Any) -> Any:
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    return tuple(torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x for x in inputs)
+
+
+def _trace(model: nn.Module, example_inputs: Any, ignore: list):
+    """Trace a meta-device twin first (no arithmetic at all: fast at any input size); models whose forward
+    needs real values (``.item()``, data-dependent branches) are traced for real."""
+    try:
+        twin = meta_twin(model)
+        twin.train(model.training)
+        return run_trace(twin, _to_meta(example_inputs), ignore)
+    except PrunekitError:
+        raise
+    except Exception:
+        return run_trace(model, example_inputs, ignore)
+
+
 def _build(model: nn.Module, example_inputs: Any, ignore: list, was_training: bool) -> DependencyGraph:
     try:
         model.eval()
-        rec = run_trace(model, example_inputs, ignore)
+        rec = _trace(model, example_inputs, ignore)
         skipped = _unvisited_with_params(model, rec.visited)
         if skipped:
             saved = {k: v.clone() for k, v in model.state_dict(keep_vars=False).items() if not v.is_floating_point()
@@ -59,7 +88,7 @@ def _build(model: nn.Module, example_inputs: Any, ignore: list, was_training: bo
             model.train()
             x = _batch_of_two(example_inputs)
             try:
-                rec = run_trace(model, x, ignore)
+                rec = _trace(model, x, ignore)
             finally:
                 with torch.no_grad():
                     state = model.state_dict()

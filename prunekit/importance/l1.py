@@ -8,9 +8,9 @@ from torch import nn
 
 from ..graph import Group
 from . import CRITERIA
-from .base import per_channel, reduce_except
+from .base import norm_except, per_channel
 
 
 @CRITERIA.register("l1")
 def l1(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
-    return per_channel(group, model, lambda t, d: reduce_except(t, d, torch.abs))
+    return per_channel(group, model, lambda t, d: norm_except(t, d, 1.0))
