@@ -79,7 +79,8 @@ def test_killed_mid_epoch_resumes_bit_identical(case, tiny_ds, tmp_path):
     ref_sched = build_schedule(name, **kw)
     ref = train(tiny_ds, ref_sched, out_dir=tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_ds, build_schedule(name, **kw), callbacks=[KillAt(epoch=2, step_in_epoch=1)], out_dir=tmp_path / "run")
+        train(tiny_ds, build_schedule(name, **kw), callbacks=[KillAt(epoch=2, step_in_epoch=1)],
+              out_dir=tmp_path / "run")
     resumed_sched = build_schedule(name, **kw)
     res = train(tiny_ds, resumed_sched, model=tiny_model(seed=123), out_dir=tmp_path / "run")
     assert res.resumed_from == 2
@@ -289,6 +290,27 @@ def test_structured_targets_in_params_reduction(tiny_ds):
         build_schedule("soft", method="structured", reduce="flops=0.4")
 
 
+def test_iterative_unstructured_rounds_follow_the_curve(tiny_ds):
+    sched = build_schedule("iterative", target=0.6, start_epoch=1, end_epoch=3, every=1, curve="linear", scope="layer")
+    train(tiny_ds, sched)
+    assert [(h["epoch"], h["ratio"]) for h in sched.history] == [(1, pytest.approx(0.2)), (2, pytest.approx(0.4)),
+                                                                  (3, 0.6)]
+    assert all(s == pytest.approx(0.6, abs=0.01) for s in sched.masks.sparsity().per_layer.values())
+
+
+def test_structured_global_scope_removes_the_ratio_of_all_channels(tiny_ds):
+    sched = build_schedule("oneshot", method="structured", target=0.5, scope="global", input_size=16)
+    res = train(tiny_ds, sched)
+    widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(widths) == 48 - 24  # one threshold over all groups: half of all channels, not half of each
+    assert all(w >= max(1, round(0.1 * w0)) for w, w0 in zip(widths, [8, 8, 16, 16]))
+
+
+def test_a_window_after_the_run_is_an_error(tiny_ds):
+    with pytest.raises(ConfigError, match="start_epoch=9 is after"):
+        train(tiny_ds, build_schedule("gradual", start_epoch=9, end_epoch=10))
+
+
 # -- construction ----------------------------------------------------------------------------------------------------
 def test_registry_and_build_errors():
     assert set(SCHEDULES.names()) == {"oneshot", "iterative", "gradual", "dns", "rigl", "soft"}
@@ -322,8 +344,10 @@ def test_schedule_config_builds_and_rejects_meaningless_options():
 
     class Options:  # a wider options object, e.g. the CLI's
         schedule, method, ratio, criterion, start_epoch, epochs, model = "rigl", "unstructured", 0.95, "erk", 0, 9, "x"
+        seed, image_size = 7, 32
 
-    assert ScheduleConfig.from_options(Options()).build().target == 0.95
+    picked = ScheduleConfig.from_options(Options())
+    assert picked.input_size == 32 and picked.seed == 7 and picked.build().target == 0.95
 
 
 def test_curves_hit_their_ends():

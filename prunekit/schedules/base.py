@@ -64,8 +64,9 @@ class Schedule(Callback):
         if method not in METHODS:
             raise ConfigError(f"method={method!r} is unknown; use 'unstructured' or 'structured'")
         if method not in self.methods:
+            others = "oneshot, iterative or soft" if method == "structured" else "oneshot, iterative, gradual, dns or rigl"
             raise ConfigError(f"{name} supports {' and '.join(self.methods)} pruning only, not method={method!r}; "
-                              f"use the iterative or soft schedule for structured pruning")
+                              f"use the {others} schedule for {method} pruning")
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 <= float(target) < 1.0:
             raise ConfigError(f"target={target!r} must be a fraction in [0, 1), e.g. 0.9")
         if not isinstance(start_epoch, int) or start_epoch < 0:
@@ -110,7 +111,14 @@ class Schedule(Callback):
         end = self.end_epoch if self.end_epoch is not None else round(self.default_end * state.epochs)
         return min(max(end, self.start_epoch), max(state.epochs, self.start_epoch))
 
+    def check_window(self, state: TrainState) -> None:
+        """A window that starts after the run ends would silently prune nothing: say so instead."""
+        if self.start_epoch > state.epochs:
+            raise ConfigError(f"start_epoch={self.start_epoch} is after the run's last epoch ({state.epochs}); "
+                              f"lower start_epoch or train for more epochs")
+
     def on_train_start(self, state: TrainState) -> None:
+        self.check_window(state)
         self.on_boundary(state, 0)
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -191,7 +199,8 @@ class Schedule(Callback):
                 f"start_epoch={self.start_epoch}, end_epoch={self.end_epoch}, every={self.every})")
 
 
-def step_window(state: TrainState, start_epoch: int, end_epoch: int, update_every: Optional[int]) -> Tuple[int, int, int]:
+def step_window(state: TrainState, start_epoch: int, end_epoch: int,
+                update_every: Optional[int]) -> Tuple[int, int, int]:
     """(first step, last step, steps between updates) of a step-level schedule's window."""
     first, last = start_epoch * state.steps_per_epoch, end_epoch * state.steps_per_epoch
     every = update_every or state.steps_per_epoch

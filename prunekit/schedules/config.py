@@ -106,10 +106,16 @@ class ScheduleConfig(BaseModel):
 
     @classmethod
     def from_options(cls, options: Any, **overrides: Any) -> "ScheduleConfig":
-        """Pick this config's fields from a wider options object (e.g. the CLI's PruneOptions) and validate."""
+        """Pick this config's fields from a wider options object (e.g. the CLI's PruneOptions) and validate.
+
+        ``method``, ``ratio``, ``criterion`` and ``seed`` are always taken; other fields only when set explicitly
+        (so a CLI default meant for another command does not leak in); ``image_size`` becomes ``input_size``.
+        """
         values = {name: getattr(options, name) for name in cls.model_fields if hasattr(options, name)}
         fields_set = getattr(options, "model_fields_set", set(values))
-        values = {k: v for k, v in values.items() if k in fields_set or k in ("method", "ratio", "criterion")}
+        values = {k: v for k, v in values.items() if k in fields_set or k in ("method", "ratio", "criterion", "seed")}
+        if "input_size" not in values and isinstance(getattr(options, "image_size", None), int):
+            values["input_size"] = options.image_size  # structured schedules trace the model at the data's size
         values.update(overrides)
         try:
             return cls(**values)

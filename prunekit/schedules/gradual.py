@@ -70,6 +70,7 @@ class Gradual(Schedule):
         return True
 
     def on_train_start(self, state: TrainState) -> None:
+        self.check_window(state)
         self._maybe_update(state)
 
     def on_step_end(self, state: TrainState) -> None:

@@ -95,7 +95,8 @@ class Iterative(Schedule):
         apply_plan(model, plan, graph=graph, optimizer=state.optimizer)
         self.plans.append(plan.to_dict())
         after = before - sum(len(g.remove) for g in plan.groups)
-        return {"round": round_index, "epoch": boundary, "step": state.step, "ratio": ratio, "channels": after, "channels_original": sum(self.original.values()),
+        return {"round": round_index, "epoch": boundary, "step": state.step, "ratio": ratio, "channels": after,
+                "channels_original": sum(self.original.values()),
                 "params": sum(p.numel() for p in model.parameters())}
 
     def extra_state(self) -> Dict[str, Any]:
