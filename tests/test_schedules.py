@@ -44,6 +44,9 @@ RESUME_CASES = {
     "dns": ("dns", dict(target=0.8, end_epoch=3, update_every=1)),
     "rigl": ("rigl", dict(target=0.8, end_epoch=4, update_every=1)),
     "soft": ("soft", dict(method="structured", target=0.5, criterion="random", seed=3)),
+    "soft-resnet": ("soft", dict(method="structured", target=0.5, criterion="l1"), "resnet_tiny"),
+    "iterative-structured-resnet": ("iterative", dict(method="structured", target=0.5, start_epoch=1, end_epoch=3,
+                                                      every=1), "resnet_tiny"),
 }
 
 
@@ -75,14 +78,14 @@ def _same_state(a, b, where="state"):
 
 @pytest.mark.parametrize("case", sorted(RESUME_CASES))
 def test_killed_mid_epoch_resumes_bit_identical(case, tiny_ds, tmp_path):
-    name, kw = RESUME_CASES[case]
+    name, kw, arch = (*RESUME_CASES[case], "vgg_tiny")[:3]
     ref_sched = build_schedule(name, **kw)
-    ref = train(tiny_ds, ref_sched, out_dir=tmp_path / "ref")
+    ref = train(tiny_ds, ref_sched, model=tiny_model(name=arch), out_dir=tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_ds, build_schedule(name, **kw), callbacks=[KillAt(epoch=2, step_in_epoch=1)],
-              out_dir=tmp_path / "run")
+        train(tiny_ds, build_schedule(name, **kw), model=tiny_model(name=arch),
+              callbacks=[KillAt(epoch=2, step_in_epoch=1)], out_dir=tmp_path / "run")
     resumed_sched = build_schedule(name, **kw)
-    res = train(tiny_ds, resumed_sched, model=tiny_model(seed=123), out_dir=tmp_path / "run")
+    res = train(tiny_ds, resumed_sched, model=tiny_model(seed=123, name=arch), out_dir=tmp_path / "run")
     assert res.resumed_from == 2
     ref_w, res_w = ref.model.state_dict(), res.model.state_dict()
     assert ref_w.keys() == res_w.keys()
@@ -94,9 +97,9 @@ def test_killed_mid_epoch_resumes_bit_identical(case, tiny_ds, tmp_path):
 
 
 def test_state_round_trips_through_checkpoint_format(tiny_ds):
-    for name, kw in RESUME_CASES.values():
+    for name, kw, *arch in RESUME_CASES.values():
         sched = build_schedule(name, **kw)
-        train(tiny_ds, sched)
+        train(tiny_ds, sched, model=tiny_model(name=(arch or ["vgg_tiny"])[0]))
         spec, tensors = flatten(sched.state_dict(), "@s")
         again = build_schedule(name, **kw)
         again.load_state_dict(unflatten(spec, tensors))
@@ -235,7 +238,8 @@ def test_soft_zeroes_chosen_filters_then_training_rebuilds_them(tiny_ds):
     assert [h["epoch"] for h in sched.history] == [1, 2, 3, 4]
 
 
-def test_soft_final_removal_keeps_outputs_and_shrinks(tiny_ds):
+@pytest.mark.parametrize("arch", ["vgg_tiny", "resnet_tiny"])
+def test_soft_final_removal_keeps_outputs_and_shrinks(arch, tiny_ds):
     snap = {}
 
     class Before(Callback):
@@ -243,14 +247,14 @@ def test_soft_final_removal_keeps_outputs_and_shrinks(tiny_ds):
             snap["model"] = copy.deepcopy(state.model).eval()
 
     sched = SoftFilter(target=0.5, criterion="l1", ramp_epochs=2)
-    res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[Before(), sched], progress=False)
+    res = fit(tiny_model(name=arch), tiny_ds, CFG, device="cpu", callbacks=[Before(), sched], progress=False)
     assert [h["ratio"] for h in sched.history[:4]] == [0.25, 0.5, 0.5, 0.5]
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         want, got = snap["model"](x), res.model.eval()(x)
     assert torch.allclose(want, got, atol=1e-5), (want - got).abs().max()
     convs = [m for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [4, 4, 8, 8]
+    assert {c.out_channels for c in convs} == {4, 8}  # every group of 8 -> 4, of 16 -> 8
     assert sum(p.numel() for p in res.model.parameters()) < sum(p.numel() for p in snap["model"].parameters())
 
 
