@@ -36,6 +36,21 @@ def _sub(rec: Recorder, t: Any, fill: int = 0) -> Any:
     return t
 
 
+class NeedsRealData(RuntimeError):
+    """Raised during a meta-device trace when channel ids depend on tensor values; the trace reruns for real."""
+
+
+def _meta_operands(args: tuple, kwargs: dict) -> bool:
+    def meta(a: Any) -> bool:
+        if isinstance(a, torch.Tensor):
+            return a.device.type == "meta" and a.dtype in (torch.long, torch.int, torch.bool, torch.int32)
+        if isinstance(a, (list, tuple)):
+            return any(meta(b) for b in a)
+        return False
+
+    return any(meta(a) for a in list(args) + list(kwargs.values()))
+
+
 def _assign(rec: Recorder, out: Any, ids_out: Any) -> None:
     if isinstance(out, torch.Tensor):
         rec.set_ids(out, ids_out)
@@ -49,6 +64,10 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     """Run the same op on the id tensor of the data argument."""
     x = args[0]
     ids = _sub(rec, x)
+    if _meta_operands(args[1:], kwargs):  # indices computed on the meta device: values unknown
+        if rec.is_loose(ids) or not varying_dims(ids):
+            return  # a parameter gathered by an index table (relative position bias): no channel meaning
+        raise NeedsRealData(name)
     if name in ("view", "view_as"):
         name = "reshape" if name == "view" else "reshape_as"
     fn = getattr(torch.Tensor, name, None) or getattr(torch, name)

@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import UnsupportedOpError
 from .atoms import AtomTable
+from .idops import compress
 
 Handler = Callable[["Recorder", str, tuple, dict, Any], None]
 HANDLERS: Dict[str, Handler] = {}
@@ -138,11 +139,11 @@ class Recorder:
         return self.param_atoms[key]
 
     def set_ids(self, t: Any, ids: Optional[torch.Tensor]) -> None:
-        if not isinstance(t, torch.Tensor) or ids is None or id(t) in self.owner:
+        if not isinstance(t, torch.Tensor) or ids is None or id(t) in self.owner or ids.device.type == "meta":
             return
         if tuple(ids.shape) != tuple(t.shape):
             ids = ids.expand(t.shape) if ids.dim() == t.dim() or ids.dim() == 0 else ids.reshape(t.shape)
-        if (ids < 0).all():
+        if (compress(ids) < 0).all():
             return
         t._pk_ids = ids
         self.tagged.append(weakref.ref(t))
