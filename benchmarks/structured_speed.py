@@ -1,0 +1,141 @@
+"""Does structured pruning make models faster? prunekit vs Torch-Pruning 1.6 at the same 50% channel ratio.
+
+For each model (random init): params and MACs ratio, pruning time, CPU latency speedup at batch 1 (224 px) and
+batch 32 (64 px, to keep the run short), and "latency speedup / MACs reduction" (1.0 = the pruned model is as
+much faster as its MAC count promises). Torch-Pruning uses its public API: MagnitudePruner (L2),
+pruning_ratio=0.5, classifier ignored. Latencies: 1 intra-op thread, models timed interleaved, median of
+repeats. Writes docs/structured_speed.json.
+
+    nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prunekit.apply.structured import prune_structured  # noqa: E402
+from prunekit.measure import count_macs, count_params  # noqa: E402
+
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
+
+
+def build(name: str) -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)().eval()
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The last Linear (or conv) producing the class logits."""
+    last = None
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            last = m
+    return last
+
+
+def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+    import torch_pruning as tp
+
+    pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                       pruning_ratio=ratio, ignored_layers=[classifier(model)])
+    pruner.step()
+    return model
+
+
+def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> Dict[str, float]:
+    """Median latency per model, timing the models round-robin so machine load hits all alike."""
+    times: Dict[str, List[float]] = {k: [] for k in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m(x)
+            m(x)
+        for _ in range(repeats):
+            for k, m in models.items():
+                t0 = time.perf_counter()
+                m(x)
+                times[k].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench(name: str, ratio: float, repeats: int, round_to: Any) -> Dict[str, Any]:
+    shape = (3, 224, 224)
+    x1 = torch.randn(1, *shape)
+    base = build(name)
+    row: Dict[str, Any] = {"model": name, "params": count_params(base), "macs": count_macs(base, shape)[0]}
+    ours = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
+    row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
+    tp_model = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    prune_tp(tp_model, x1, ratio)
+    row["tp_prune_s"] = round(time.perf_counter() - t0, 2)
+    models = {"base": base, "ours": ours, "tp": tp_model}
+    for k in ("ours", "tp"):
+        m = models[k]
+        assert m(x1).shape == base(x1).shape
+        row[f"{k}_params_ratio"] = round(count_params(m) / row["params"], 3)
+        row[f"{k}_macs_ratio"] = round(count_macs(m, shape)[0] / row["macs"], 3)
+    lat1 = latency_ms(models, x1, repeats)
+    lat32 = latency_ms(models, torch.randn(32, 3, 64, 64), max(2, repeats // 2))
+    for k in ("ours", "tp"):
+        s1, s32 = lat1["base"] / lat1[k], lat32["base"] / lat32[k]
+        row[f"{k}_speedup_b1"] = round(s1, 2)
+        row[f"{k}_speedup_b32"] = round(s32, 2)
+        row[f"{k}_eff_b1"] = round(s1 * row[f"{k}_macs_ratio"], 2)  # speedup / MACs reduction
+        row[f"{k}_eff_b32"] = round(s32 * row[f"{k}_macs_ratio"], 2)
+    row["base_ms_b1"], row["base_ms_b32"] = round(lat1["base"], 1), round(lat32["base"], 1)
+    return row
+
+
+def geo(values: List[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def main(argv: List[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--round-to", default="auto", help="'auto', 'none' or an int")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    round_to = None if args.round_to == "none" else (args.round_to if args.round_to == "auto" else int(args.round_to))
+    head = (f"{'model':<16} {'params o/tp':>11} {'MACs o/tp':>11} {'prune s o/tp':>13} {'speedup b1 o/tp':>16} "
+            f"{'b32 o/tp':>11} {'eff b1 o/tp':>12} {'eff b32 o/tp':>12}")
+    print(head)
+    rows = []
+    for name in args.models:
+        r = bench(name, args.ratio, args.repeats, round_to)
+        rows.append(r)
+        print(f"{name:<16} {r['ours_params_ratio']:>5.2f}/{r['tp_params_ratio']:<5.2f} "
+              f"{r['ours_macs_ratio']:>5.2f}/{r['tp_macs_ratio']:<5.2f} {r['ours_prune_s']:>6.2f}/{r['tp_prune_s']:<6.2f} "
+              f"{r['ours_speedup_b1']:>7.2f}/{r['tp_speedup_b1']:<8.2f} {r['ours_speedup_b32']:>5.2f}/{r['tp_speedup_b32']:<5.2f} "
+              f"{r['ours_eff_b1']:>5.2f}/{r['tp_eff_b1']:<6.2f} {r['ours_eff_b32']:>5.2f}/{r['tp_eff_b32']:<6.2f}",
+              flush=True)
+    summary = {k: round(geo([r[k] for r in rows]), 3) for k in ("ours_eff_b1", "tp_eff_b1", "ours_eff_b32", "tp_eff_b32")}
+    print("geo-mean speedup/MACs-reduction:", summary)
+    Path(args.out).write_text(json.dumps({"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to,
+                                          "rows": rows, "geomean": summary}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
