@@ -13,7 +13,8 @@ Each cell (criterion x reduction x seed) copies it, finds the channel ratio that
 (``prunekit.targets.search_ratio``, uniform per-layer ratio, so every criterion removes the same number of channels
 per layer and only *which* channels differs), prunes with the criterion (data-driven criteria get
 ``--calib-batches`` training batches; ``attention`` trains SE modules for ``--attention-epochs`` with the backbone
-frozen, then folds them away), measures test accuracy before fine-tuning, fine-tunes ``--finetune-epochs`` and
+frozen, then folds them away), re-estimates BatchNorm statistics on ``--bn-recal-batches`` training batches (the
+same for every criterion), measures test accuracy before fine-tuning, fine-tunes ``--finetune-epochs`` and
 measures again. The ``unpruned`` row is the base model fine-tuned for the same epochs (same total budget).
 
 Every cell writes ``docs/results/criteria/<key>.json`` (key = model, data, image size, criterion, reduction, seed,
@@ -69,8 +70,10 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--attention-epochs", type=int, default=1)
     p.add_argument("--attention-sparsity", type=float, default=1e-3)
-    p.add_argument("--attention-lr", type=float, default=0.05, help="lr for the SE modules (backbone frozen)")
+    p.add_argument("--attention-lr", type=float, default=0.5, help="lr for the SE modules (backbone frozen)")
     p.add_argument("--calib-batches", type=int, default=4)
+    p.add_argument("--bn-recal-batches", type=int, default=8,
+                   help="after pruning, re-estimate BN statistics on this many training batches (0: off)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
@@ -136,8 +139,9 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
                                           max_batches=None, seed=seed, **plan_kwargs)
         extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal")}
         return {"plan": plan, "extra": extra}
-    plan, graph = make_plan(model, x, criterion=resolve(criterion), data=calibration(data, args.calib_batches), seed=seed,
-                            return_graph=True, **plan_kwargs)
+    calib = calibration(data, args.calib_batches)
+    plan, graph = make_plan(model, x, criterion=resolve(criterion), data=calib, seed=seed, return_graph=True,
+                            **plan_kwargs)
     apply_plan(model, plan, graph=graph)
     return {"plan": plan, "extra": {}}
 
@@ -162,6 +166,8 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
         row.update(plan_kwargs=ratios[target], extra=decided["extra"],
                    removed={g.module: g.remove for g in plan.groups},
                    kept={g.module: g.size - len(g.remove) for g in plan.groups})
+        recalibrate_bn(model, data, args.bn_recal_batches)
+        row["bn_recal_batches"] = args.bn_recal_batches
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
         if len(data.splits.get("val", [])):
             row["val_acc_before_ft"] = evaluate(model, data, "val")["accuracy"]
@@ -178,6 +184,24 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     row["latency_ms_b1"] = median[1]
     row["threads"] = torch.get_num_threads()
     return row
+
+
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, data: Any, batches: int) -> None:
+    """Removing input channels shifts every BN's input statistics; re-estimate them (same for all criteria)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not batches or not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    for x, _ in calibration(data, batches):
+        model(x)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    model.eval()
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -221,19 +245,22 @@ def report(args: argparse.Namespace) -> None:
         acc, sd = _mean_sd([100 * r["test_acc"] for r in rs])
         before = [100 * r["test_acc_before_ft"] for r in rs if "test_acc_before_ft" in r]
         red, _ = _mean_sd([100 * r["macs_reduction"] for r in rs])
+        pred, _ = _mean_sd([100 * r["params_reduction"] for r in rs])
         val_before = [100 * r["val_acc_before_ft"] for r in rs if "val_acc_before_ft" in r]
         table.append({"criterion": crit, "target": target, "epochs (base+ft)": f"{be}+{fe}", "seeds": len(rs),
                       "test acc %": f"{acc:.2f} ± {sd:.2f}",
                       "before ft %": f"{statistics.mean(before):.2f}" if before else "-",
                       "val before ft %": f"{statistics.mean(val_before):.2f}" if val_before else "-",
                       "params": int(statistics.mean(r["params"] for r in rs)),
+                      "params red. %": round(pred, 1),
                       "MACs (M)": round(statistics.mean(r["macs"] for r in rs) / 1e6, 2), "MACs red. %": round(red, 1),
                       "latency b1 ms": round(statistics.median(r["latency_ms_b1"] for r in rs), 2),
                       "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
         series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
     md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px)", "",
           "Written by `benchmarks/compare_criteria.py` from `docs/results/criteria/*.json` (one file per cell). "
-          "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning. "
+          "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning and "
+          f"re-estimating BN statistics on {args.bn_recal_batches} training batches. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
           "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only). "

@@ -174,7 +174,8 @@ def filter_rows(group: Group, model: nn.Module, per_slice_unit: bool) -> torch.T
     """[size, D]: each channel's filters from every coupled producing layer, concatenated.
 
     ``per_slice_unit`` scales each channel's part from each layer to unit norm first, so a wide layer does not
-    outweigh a narrow one in a residual group, and a zero filter stays a zero row. Groups with no producing conv/Linear (e.g. only norms) use every parameter slice.
+    outweigh a narrow one in a residual group, and a zero filter stays a zero row. Groups with no producing
+    conv/Linear (e.g. only norms) use every parameter slice.
     """
     modules = dict(model.named_modules())
     parts = _rows(group, modules, lambda m, mod: is_filter_slice(m, mod), per_slice_unit)

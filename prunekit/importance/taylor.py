@@ -25,7 +25,8 @@ from .observe import CONV, batches, cached, device_of
 Key = Tuple[str, object]  # (parameter name, dim or "grouped")
 
 
-def _reductions(model: nn.Module, named: List[Tuple[str, nn.Parameter]], grads: List[torch.Tensor]) -> Dict[Key, torch.Tensor]:
+def _reductions(model: nn.Module, named: List[Tuple[str, nn.Parameter]],
+                grads: List[torch.Tensor]) -> Dict[Key, torch.Tensor]:
     """Per parameter and dim: sum of g*w over every other dim (plus block-wise sums for grouped convs)."""
     modules = dict(model.named_modules())
     out: Dict[Key, torch.Tensor] = {}
