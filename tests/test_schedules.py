@@ -281,10 +281,8 @@ def test_structured_targets_in_params_reduction(tiny_ds):
     res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[soft], progress=False)
     assert soft.resolved["reduce"] == {"params": 0.4}
     assert 1 - sum(p.numel() for p in res.model.parameters()) / n0 == pytest.approx(0.4, abs=0.02)
-    with pytest.raises(ConfigError, match="input size"):  # a round before any data needs the input size
-        fit(tiny_model(), tiny_ds, CFG, device="cpu", progress=False,
-            callbacks=[build_schedule("iterative", method="structured", reduce={"params": 0.4}, end_epoch=2)])
-    it = build_schedule("iterative", method="structured", reduce={"params": 0.4}, end_epoch=2, every=1, input_size=16)
+    # A round at epoch 0, before any batch was seen, takes the input size from the loop's data.
+    it = build_schedule("iterative", method="structured", reduce={"params": 0.4}, end_epoch=2, every=1)
     res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[it], progress=False)
     assert 1 - sum(p.numel() for p in res.model.parameters()) / n0 == pytest.approx(0.4, abs=0.02)
     assert [h["epoch"] for h in it.history] == [0, 1, 2]
@@ -362,3 +360,14 @@ def test_curves_hit_their_ends():
     assert ratio_at("cubic", 0.5, 0.8, 0.1) == pytest.approx(0.8 - 0.7 * 0.125)
     with pytest.raises(ConfigError, match="curve='square'"):
         ratio_at("square", 0.5, 0.9)
+
+
+def test_early_stopping_returns_the_pruned_best_epoch(tiny_ds, tmp_path):
+    """Early stopping restores the best epoch with its schedule state, then the soft schedule removes channels."""
+    soft = build_schedule("soft", method="structured", target=0.5, criterion="l2")
+    cfg = TrainConfig(epochs=10, batch_size=8, lr=1e-7, warmup_epochs=0, patience=1)
+    res = fit(tiny_model(), tiny_ds, cfg, device="cpu", callbacks=[soft], progress=False, out_dir=tmp_path)
+    assert res.stopped_early
+    widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [4, 4, 8, 8]
+    assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 3)

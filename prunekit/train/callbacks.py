@@ -26,6 +26,7 @@ class TrainState:
     metrics: Dict[str, Any] = field(default_factory=dict)  # last validation metrics
     stop: bool = False  # a callback may ask the loop to stop early
     loader: Optional[Any] = None  # the training batch iterator, for data-driven criteria
+    data: Optional[Any] = None  # the dataset (SceneDataset): splits, classes, image size
 
     @property
     def unwrapped(self) -> nn.Module:

@@ -139,10 +139,8 @@ class _Trainer:
         ckpt.save(self.unwrapped, self.out_dir / name, extras=tensors, train=state, recipe=self.cfg.model_dump(),
                   **self.description)
 
-    def try_resume(self) -> Optional[int]:
-        path = self.out_dir / LAST if self.out_dir is not None else None
-        if path is None or not path.is_file():
-            return None
+    def restore(self, path: Path) -> Dict[str, Any]:
+        """Load model (with its pruned structure), optimizer and callback states from a checkpoint of this run."""
         loaded = ckpt.load_checkpoint(path, self.device)
         state = loaded.description.get("train") or {}
         self.model = loaded.model.train()
@@ -152,6 +150,13 @@ class _Trainer:
             cb.load_state_dict(cb_state)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        return state
+
+    def try_resume(self) -> Optional[int]:
+        path = self.out_dir / LAST if self.out_dir is not None else None
+        if path is None or not path.is_file():
+            return None
+        state = self.restore(path)
         self.history = list(state["history"])
         self.best_val, self.best_epoch = state.get("best_val"), state.get("best_epoch")
         self.start_epoch, self.step = state["epoch"], state["step"]
@@ -163,13 +168,9 @@ class _Trainer:
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def run_epoch(self, epoch: int, ddp_model: nn.Module, ts: TrainState, total_steps: int, warmup: int) -> Dict:
-        from ..data import make_loader
-
         cfg = self.cfg
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout etc.: same draws on resume
-        loader = make_loader(self.data, "train", batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
-                             augment=cfg.augment, rank=self.info.rank, world_size=self.info.world_size,
-                             device=self.device)
+        loader = _train_loader(self.data, cfg, self.info, epoch, self.device)
         ts.loader = loader
         ddp_model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -221,9 +222,10 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     ts = TrainState(model=tr.model, optimizer=tr.optimizer, epoch=tr.start_epoch, step=tr.step, epochs=cfg.epochs,
-                    steps_per_epoch=steps_per_epoch)
+                    steps_per_epoch=steps_per_epoch, data=data)
     has_val = len(data.splits.get("val", [])) > 0
     if resumed is None:
+        ts.loader = _train_loader(data, cfg, tr.info, epoch=0, device=device)  # for criteria needing batches
         for cb in tr.callbacks:
             cb.on_train_start(ts)
     stopped = False
@@ -257,19 +259,24 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
         if ts.stop or (cfg.patience and has_val and epoch + 1 - (tr.best_epoch or 0) >= cfg.patience):
             stopped = True
             break
+    best = tr.out_dir / "best.safetensors" if tr.out_dir is not None else None
+    if stopped and cfg.patience and best is not None and best.is_file():
+        # Early stopping hands back the best epoch: weights, structure and callback state (masks, schedule) together,
+        # so a schedule's end-of-training step (e.g. removing soft-pruned channels) acts on the matching weights.
+        tr.restore(best)
+        ts.model, ts.optimizer = tr.model, tr.optimizer
     for cb in tr.callbacks:
         cb.on_train_end(ts)
     tr.model = ts.model
-    if stopped and cfg.patience and tr.out_dir is not None and (tr.out_dir / "best.safetensors").is_file():
-        best = ckpt.load_checkpoint(tr.out_dir / "best.safetensors", device).model
-        if best.state_dict().keys() == tr.model.state_dict().keys():
-            tr.model = best
     return TrainResult(tr.model, tr.history, tr.best_val, len(tr.history), stopped, resumed)
 
 
-def _steps_per_epoch(data: Any, cfg: TrainConfig, info: DistInfo) -> int:
+def _train_loader(data: Any, cfg: TrainConfig, info: DistInfo, epoch: int, device: torch.device | str = "cpu"):
     from ..data import make_loader
 
-    loader = make_loader(data, "train", batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=0,
-                         rank=info.rank, world_size=info.world_size)
-    return max(1, len(loader))
+    return make_loader(data, "train", batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
+                       augment=cfg.augment, rank=info.rank, world_size=info.world_size, device=device)
+
+
+def _steps_per_epoch(data: Any, cfg: TrainConfig, info: DistInfo) -> int:
+    return max(1, len(_train_loader(data, cfg, info, epoch=0)))
