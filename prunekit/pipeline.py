@@ -103,7 +103,7 @@ def _measure(model: nn.Module, ds, file_path: Optional[Path], latency: bool, acc
 def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str, Any]]:
     """A prunekit checkpoint as given, or a model trained here from scratch (or from local weights)."""
     path = Path(opts.model)
-    if path.suffix == ".safetensors" or path.is_file():
+    if _is_trained_source(opts) and opts.weights is None:
         loaded = ckpt.load_checkpoint(path, device)
         _check_classes(loaded.description, ds, opts.model)
         _use_checkpoint_normalization(ds, loaded.description)
@@ -124,30 +124,72 @@ def _finetune_config(opts: PruneOptions) -> TrainConfig:
                        lr=opts.finetune_lr or base.peak_lr() / 5, warmup_epochs=0, seed=opts.seed + 1)
 
 
-def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, Dict[str, Any], Optional[Any]]:
-    """Returns (model, fine-tuning callbacks, what was done, masks or None)."""
-    if opts.method == "structured":
-        from .apply.structured import prune_structured
+def calibration_batches(ds, batches: int = 4, batch_size: int = 64, device: Any = "cpu") -> list:
+    """A few un-augmented training batches for data-driven criteria (Taylor, activations, attention, PFAM maps)."""
+    from .data import make_loader
 
-        example = ds.images[:2].float().to(next(model.parameters()).device)
-        model, plan = prune_structured(model, example, ratio=opts.ratio, criterion=opts.criterion,
-                                       scope="uniform" if opts.scope == "layer" else "global")
-        return model, [], {"method": "structured", "ratio": opts.ratio, "criterion": opts.criterion,
-                           "scope": opts.scope, "plan": json.loads(plan.to_json())}, None
+    loader = make_loader(ds, "train", batch_size=batch_size, train=False, augment=False, device=device)
+    return [b for _, b in zip(range(batches), loader)]
+
+
+def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, Dict[str, Any]]:
+    from .apply.structured import prune_structured
+
+    device = next(model.parameters()).device
+    example = ds.images[:2].float().to(device)
+    kwargs: Dict[str, Any] = {"scope": "uniform" if opts.scope == "layer" else "global",
+                              "data": calibration_batches(ds, device=device)}
+    done: Dict[str, Any] = {"method": "structured", "criterion": opts.criterion, "scope": opts.scope}
+    if opts.reduce:
+        from .targets import parse_reduce, search_ratio
+
+        found = search_ratio(model, example, parse_reduce(opts.reduce), criterion=opts.criterion, **kwargs)
+        kwargs.update(found.plan_kwargs())
+        done.update(reduce=opts.reduce, reduce_achieved=found.achieved)
+    else:
+        kwargs["ratio"] = opts.ratio
+    model, plan = prune_structured(model, example, criterion=opts.criterion, **kwargs)
+    done.update(ratio=kwargs["ratio"], plan=json.loads(plan.to_json()))
+    return model, done
+
+
+def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, Dict[str, Any], Optional[Any]]:
+    """One-shot pruning. Returns (model, fine-tuning callbacks, what was done, masks or None)."""
+    if opts.method == "structured":
+        model, done = _prune_structured(opts, model, ds)
+        return model, [], done, None
     from .sparse import MaskCallback, magnitude_prune, nm_prune, parse_nm
 
     if opts.nm:
         n, m = parse_nm(opts.nm)
         masks = nm_prune(model, n=n, m=m)
     else:
-        masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope)
+        allocation = opts.criterion if opts.criterion in ("lamp", "erk") else None
+        masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope, allocation=allocation)
     masks.apply(model)
     return model, [MaskCallback(masks)], {"method": "unstructured", "ratio": opts.ratio, "scope": opts.scope,
                                           "nm": opts.nm, "sparsity": dataclasses.asdict(masks.sparsity())}, masks
 
 
+def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device) -> Tuple[nn.Module, Dict, Any]:
+    """Prune while training: during fine-tuning of a trained model, or during training from scratch."""
+    from .schedules.config import ScheduleConfig
+
+    if opts.nm:
+        raise ConfigError("--nm prunes in one shot; use it with --schedule oneshot")
+    recipe = ScheduleConfig.from_options(opts, scope=opts.scope)
+    schedule = recipe.build()
+    cfg = _finetune_config(opts) if trained else TrainConfig(
+        epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr, seed=opts.seed)
+    res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
+              progress=opts.progress, description={"data": data_section(ds)})
+    done = {"method": opts.method, "schedule": recipe.model_dump(mode="json"), "epochs": cfg.epochs,
+            "history": getattr(schedule, "history", None)}
+    return res.model, done, getattr(schedule, "masks", None)
+
+
 def prune_job(opts: PruneOptions) -> Dict[str, Any]:
-    """Train or load, measure, prune, fine-tune, measure again, save, and write the report."""
+    """Train or load, measure, prune (one shot, or on a schedule while training), fine-tune, measure, save, report."""
     from .report import write_report
 
     seed_everything(opts.seed)
@@ -155,18 +197,28 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
     ds = load_data(opts, opts.seed)
-    model, start = _starting_model(opts, ds, device)
-    before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
+    from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
+    if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model
+        model = create_model(opts.model, len(ds.classes)).to(device)
+        start: Dict[str, Any] = {"source": "random init; pruned while training from scratch"}
+        before_acc = None
+    else:
+        model, start = _starting_model(opts, ds, device)
+        before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
     base_file = out / "before.safetensors"
     ckpt.save(model, base_file, data=data_section(ds))
     before = _measure(model, ds, base_file, opts.latency, before_acc)
     t0 = time.perf_counter()
-    pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds)
-    done["prune_seconds"] = round(time.perf_counter() - t0, 3)
-    if opts.finetune_epochs:
-        res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks, out_dir=out / "finetune",
-                  progress=opts.progress, description={"data": data_section(ds)})
-        pruned = res.model
+    if opts.schedule != "oneshot":
+        pruned, done, masks = _scheduled(opts, copy.deepcopy(model), ds, not from_scratch_schedule, device)
+        done["seconds"] = round(time.perf_counter() - t0, 1)
+    else:
+        pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds)
+        done["prune_seconds"] = round(time.perf_counter() - t0, 3)
+        if opts.finetune_epochs:
+            res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks,
+                      out_dir=out / "finetune", progress=opts.progress, description={"data": data_section(ds)})
+            pruned = res.model
     after_acc = evaluate(pruned, ds, "test", device=device)["accuracy"]
     final = out / "model.safetensors"
     extras = {f"@mask/{k}": v for k, v in masks.state_dict().items()} if masks is not None else None
@@ -180,6 +232,10 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
               "report": {k: str(v) for k, v in paths.items()}}
     write_json(out / "result.json", result)
     return result
+
+
+def _is_trained_source(opts: PruneOptions) -> bool:
+    return opts.weights is not None or Path(opts.model).suffix == ".safetensors" or Path(opts.model).is_file()
 
 
 def info_job(opts) -> Dict[str, Any]:

@@ -61,3 +61,24 @@ def test_bad_nm_is_clear(tiny_folder, tmp_path, capsys):
     code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "0",
                  "--finetune-epochs", "0", "--nm", "2-4", "--out", str(tmp_path / "bad"), "--no-latency"])
     assert code == 2 and "2:4" in capsys.readouterr().err
+
+
+def test_soft_schedule_from_scratch_to_a_params_target(tiny_folder, tmp_path):
+    """PFAM-style: no checkpoint, soft pruning every epoch of training, final physical removal to params -40%."""
+    res = prune_job(_opts(tiny_folder, tmp_path / "soft", method="structured", schedule="soft", criterion="pfam",
+                          reduce="params=0.4", epochs=3, finetune_epochs=0))
+    assert res["before"]["accuracy"] is None  # nothing was trained unpruned
+    assert 1 - res["after"]["params"] / res["before"]["params"] == pytest.approx(0.4, abs=0.03)
+    assert prunekit.load(res["checkpoint"])(torch.randn(1, 3, 16, 16)).shape == (1, 3)
+
+
+def test_gradual_schedule_on_a_trained_checkpoint(tiny_folder, tmp_path):
+    base = prune_job(_opts(tiny_folder, tmp_path / "base", ratio=0.0, finetune_epochs=0, epochs=2))
+    res = prune_job(_opts(tiny_folder, tmp_path / "grad", model=base["checkpoint"], schedule="gradual", ratio=0.7,
+                          finetune_epochs=3, scope="global"))
+    loaded = ckpt.load_checkpoint(res["checkpoint"])
+    masks = loaded.model.prunekit_masks
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    assert pruned / sum(m.numel() for m in masks.values()) == pytest.approx(0.7, abs=0.01)
+    state = loaded.model.state_dict()
+    assert all(torch.all(state[k][~m] == 0) for k, m in masks.items())

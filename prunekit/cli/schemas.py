@@ -6,6 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..schedules.config import ScheduleConfig
 from ..train.config import TrainConfig
 
 
@@ -40,7 +41,9 @@ class EvalOptions(RunOptions, DataOptions):
     batch_size: int = Field(256, ge=1)
 
 
-class PruneOptions(RunOptions, DataOptions):
+class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
+    """Schedule fields (``--schedule``, ``--start-epoch``, ``--reduce``, ...) come from ScheduleConfig."""
+
     model: str = Field("vgg_small", description="model name (trained here first) or a prunekit checkpoint path")
     weights: Optional[str] = Field(None, description="local weights for a model name (skips training from scratch)")
     method: Literal["unstructured", "structured"] = Field(
@@ -50,9 +53,13 @@ class PruneOptions(RunOptions, DataOptions):
     scope: Literal["layer", "global"] = Field("layer", description="one ratio per layer, or one global threshold",
                                               json_schema_extra={"consts": {"--global": "global"}})
     nm: Optional[str] = Field(None, description="N:M semi-structured sparsity, e.g. 2:4 (unstructured only)")
-    criterion: str = Field("l1", description="importance criterion (structured): l1, l2, random, ...")
-    epochs: int = Field(30, ge=0, description="training epochs from scratch when --model is a name without weights")
-    finetune_epochs: int = Field(10, ge=0, description="fine-tuning epochs after pruning")
+    criterion: str = Field("l1", description="importance criterion: l1, l2, fpgm, bn_scale, taylor, activation, "
+                                             "apoz, attention, pfam, random (structured); l1, lamp, erk (unstructured)")
+    epochs: int = Field(30, ge=0, description="training epochs when --model is a name without weights (from "
+                                              "scratch; with a --schedule other than oneshot, pruning happens during "
+                                              "these epochs)")
+    finetune_epochs: int = Field(10, ge=0, description="fine-tuning epochs after pruning (a --schedule on a trained "
+                                                       "model runs during them)")
     finetune_lr: Optional[float] = Field(None, gt=0, description="fine-tuning peak lr (default: a fifth of training)")
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"

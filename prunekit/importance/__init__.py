@@ -20,7 +20,7 @@ from .base import Criterion
 
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
-from . import l1, l2, random  # noqa: E402,F401  (register the built-in criteria)
+from . import extra, l1, l2, random  # noqa: E402,F401  (register the built-in criteria)
 
 __all__ = ["CRITERIA", "score_groups", "Criterion"]
 
