@@ -25,18 +25,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import prunekit  # noqa: E402
 from prunekit.data import load_dataset  # noqa: E402
-from prunekit.sparse import MaskCallback, magnitude_prune, masked_sparsity, nm_prune  # noqa: E402
+from prunekit.sparse import MaskCallback, magnitude_prune, masked_sparsity, nm_prune, parse_nm  # noqa: E402
 from prunekit.train.config import TrainConfig  # noqa: E402
 from prunekit.train.loop import evaluate, fit  # noqa: E402
 
 FORMATS = ("fp32", "fp16", "int8", "kmeans4")
-NM_PATTERNS = {"2:4": (2, 4), "1:4": (1, 4), "1:8": (1, 8)}
 
 
 def prune(model: torch.nn.Module, method: str, sparsity: float | str):
     if method == "nm":
-        n, m = NM_PATTERNS[sparsity]
-        return nm_prune(model, n, m)
+        return nm_prune(model, *parse_nm(str(sparsity)))
     return magnitude_prune(model, float(sparsity), scope="layer" if method == "layer" else "global")
 
 
@@ -64,7 +62,9 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--sparsities", default="0.5,0.7,0.9,0.95,0.98")
     parser.add_argument("--methods", default="layer,global,nm")
+    parser.add_argument("--nm", default="2:4,1:4,1:8", help="N:M patterns for the nm method")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base", default=None, help="start from this trained checkpoint instead of training")
     parser.add_argument("--work", default="runs/sparse_accuracy")
     parser.add_argument("--out", default="docs/sparse_accuracy.json")
     args = parser.parse_args()
@@ -76,7 +76,10 @@ def main() -> None:
     base_cfg = TrainConfig(epochs=args.base_epochs, seed=args.seed)
     model = prunekit.create_model(args.model, num_classes=len(ds.classes))
     t0 = time.perf_counter()
-    base = fit(model, ds, base_cfg, device="cpu", out_dir=work / "base", progress=False).model.eval()
+    if args.base:
+        base = prunekit.load(args.base).eval()
+    else:
+        base = fit(model, ds, base_cfg, device="cpu", out_dir=work / "base", progress=False).model.eval()
     base_acc = evaluate(base, ds, "test", device="cpu")["accuracy"]
     print(f"dense {args.model}@{args.size}: test accuracy {base_acc:.4f} ({time.perf_counter() - t0:.0f} s)",
           flush=True)
@@ -84,7 +87,7 @@ def main() -> None:
                                    "accuracy_finetuned": base_acc, "formats": format_costs(base, ds, None)}]
     ft_cfg = TrainConfig(epochs=args.ft_epochs, seed=args.seed, lr=0.01, warmup_epochs=0)
     for method in args.methods.split(","):
-        levels = list(NM_PATTERNS) if method == "nm" else args.sparsities.split(",")
+        levels = args.nm.split(",") if method == "nm" else args.sparsities.split(",")
         for level in levels:
             model = copy.deepcopy(base)
             masks = prune(model, method, level)
@@ -101,8 +104,8 @@ def main() -> None:
             print(f"{method:<6} {level:>5} sparsity {row['sparsity']:.3f}: acc pruned {pruned_acc:.4f} -> "
                   f"fine-tuned {row['accuracy_finetuned']:.4f} | " + " ".join(
                       f"{v} {f[v]['accuracy']:.4f}/{f[v]['bytes'] / 1e3:.0f}kB" for v in FORMATS), flush=True)
-    out = {"model": args.model, "size": args.size, "base_epochs": args.base_epochs, "ft_epochs": args.ft_epochs,
-           "seed": args.seed, "classes": len(ds.classes), "rows": rows}
+    out = {"model": args.model, "size": args.size, "base": args.base, "base_epochs": args.base_epochs,
+           "ft_epochs": args.ft_epochs, "seed": args.seed, "classes": len(ds.classes), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     plot(out, Path(args.out).with_suffix(".png"))
