@@ -284,6 +284,10 @@ def report(args: argparse.Namespace) -> None:
     if unpruned:
         xs = sorted({round(p[0]) for s in series.values() for p in s} | {0})
         series["unpruned"] = [(x_, unpruned[0][1], None) for x_ in xs]
+    import matplotlib
+    from cycler import cycler
+
+    matplotlib.rcParams["axes.prop_cycle"] = cycler(color=matplotlib.colormaps["tab20"].colors)  # > 10 series
     plot_tradeoff(series, args.docs / f"{args.name}_tradeoff.png", xlabel="MACs reduction (%)",
                   ylabel="test accuracy (%)", title=f"{args.model}, {data_name(args)} {args.image_size}px")
     print("\n".join(md))
