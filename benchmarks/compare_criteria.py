@@ -63,6 +63,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="vgg_tiny")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--criteria", nargs="+", default=CRITERIA)
+    p.add_argument("--scope", choices=["uniform", "global"], default="uniform",
+                   help="uniform: same ratio in every layer; global: the criterion's scores set per-layer counts")
     p.add_argument("--reduce", nargs="+", default=["macs=0.5"], help="targets such as macs=0.5 params=0.4 macs=2x")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--base-epochs", type=int, default=8)
@@ -79,7 +81,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="table and plot go here")
     p.add_argument("--work", type=Path, default=WORK, help="cached base models")
-    p.add_argument("--name", default="criteria", help="docs/<name>_results.md and docs/<name>_tradeoff.png")
+    p.add_argument("--name", default=None, help="docs/<name>_results.md and docs/<name>_tradeoff.png "
+                   "(default: criteria, or criteria_global with --scope global)")
     p.add_argument("--report-only", action="store_true", help="rebuild table and plot from existing JSON files")
     return p.parse_args(argv)
 
@@ -90,8 +93,9 @@ def data_name(args: argparse.Namespace) -> str:
 
 def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> str:
     crit = criterion.replace("@", "_").replace("=", "").replace(",", "_")
+    scope = "-global" if args.scope == "global" and criterion != "unpruned" else ""
     return (f"{args.model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
-            f"-b{args.base_epochs}-f{args.finetune_epochs}")
+            f"-b{args.base_epochs}-f{args.finetune_epochs}{scope}")
 
 
 def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Module:
@@ -127,23 +131,37 @@ def resolve(criterion: str) -> str:
     return register_variant(criterion, **opts)
 
 
-def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, plan_kwargs: Dict[str, Any],
-          seed: int, x: torch.Tensor) -> Dict[str, Any]:
-    """Prune ``model`` in place; returns what the cell records about the decision."""
+def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, target: str, seed: int,
+          x: torch.Tensor, ratios: Dict[str, Any]) -> Dict[str, Any]:
+    """Prune ``model`` in place to ``target``; returns the plan, the make_plan arguments and extras to record.
+
+    Uniform scope: one ratio per target for every criterion (searched once: counts do not depend on scores).
+    Global scope: each criterion's own scores decide the per-layer counts, so the ratio is searched per criterion.
+    """
+    reduce = parse_reduce(target)
+    if args.scope == "uniform" and target not in ratios:
+        ratios[target] = search_ratio(model, x, reduce).plan_kwargs()
     if criterion == "attention":
         from prunekit.attention import attention_prune
 
         cfg = TrainConfig(batch_size=args.batch_size, lr=args.attention_lr, warmup_epochs=0, seed=seed)
+        how = dict(ratios[target]) if args.scope == "uniform" else {"reduce": reduce, "scope": "global"}
         _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs, mode="frozen",
                                           sparsity=args.attention_sparsity, train_cfg=cfg, device="cpu",
-                                          max_batches=None, seed=seed, **plan_kwargs)
-        extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal")}
-        return {"plan": plan, "extra": extra}
+                                          max_batches=None, seed=seed, **how)
+        extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",
+                                        "ratio_search")}
+        return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration(data, args.calib_batches)
-    plan, graph = make_plan(model, x, criterion=resolve(criterion), data=calib, seed=seed, return_graph=True,
-                            **plan_kwargs)
+    name = resolve(criterion)
+    if args.scope == "uniform":
+        how = dict(ratios[target])
+    else:
+        found = search_ratio(model, x, reduce, criterion=name, scope="global", data=calib, seed=seed)
+        how = {**found.plan_kwargs(), "scope": "global"}
+    plan, graph = make_plan(model, x, criterion=name, data=calib, seed=seed, return_graph=True, **how)
     apply_plan(model, plan, graph=graph)
-    return {"plan": plan, "extra": {}}
+    return {"plan": plan, "plan_kwargs": how, "extra": {}}
 
 
 def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, seed: int,
@@ -156,16 +174,15 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     t0 = time.perf_counter()
     row: Dict[str, Any] = {"model": args.model, "data": data_name(args), "image_size": args.image_size,
                            "criterion": criterion, "target": target, "seed": seed, "base_epochs": args.base_epochs,
-                           "finetune_epochs": args.finetune_epochs}
+                           "finetune_epochs": args.finetune_epochs, "scope": args.scope}
     if criterion != "unpruned":
-        if target not in ratios:
-            ratios[target] = search_ratio(base, x, parse_reduce(target)).plan_kwargs()
         seed_everything(seed)
-        decided = prune(args, model, data, criterion, ratios[target], seed, x)
+        decided = prune(args, model, data, criterion, target, seed, x, ratios)
         plan = decided["plan"]
-        row.update(plan_kwargs=ratios[target], extra=decided["extra"],
+        row.update(plan_kwargs=decided["plan_kwargs"], extra=decided["extra"],
                    removed={g.module: g.remove for g in plan.groups},
-                   kept={g.module: g.size - len(g.remove) for g in plan.groups})
+                   kept={g.module: g.size - len(g.remove) for g in plan.groups},
+                   sizes={g.module: g.size for g in plan.groups})
         recalibrate_bn(model, data, args.bn_recal_batches)
         row["bn_recal_batches"] = args.bn_recal_batches
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
@@ -227,12 +244,32 @@ def overlap_with_l1(rows: List[Dict[str, Any]]) -> Dict[tuple, float]:
     return {k: statistics.mean(v) for k, v in out.items()}
 
 
+def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
+    """Channels each criterion kept per layer (first seed), one table per target, when the criteria disagree."""
+    out: List[str] = []
+    pruned = [r for r in rows if "kept" in r]
+    if not pruned:
+        return out
+    seed = min(r["seed"] for r in pruned)
+    for target in sorted({r["target"] for r in pruned}):
+        rs = sorted((r for r in pruned if r["target"] == target and r["seed"] == seed), key=lambda r: r["criterion"])
+        if len({json.dumps(r["kept"], sort_keys=True) for r in rs}) <= 1:
+            continue
+        layers = list(rs[0].get("sizes") or rs[0]["kept"])
+        table = [{"criterion": "(original)", **{k: rs[0].get("sizes", {}).get(k, "-") for k in layers}}]
+        table += [{"criterion": r["criterion"], **{k: r["kept"].get(k, r.get("sizes", {}).get(k, "-"))
+                                                    for k in layers}} for r in rs]
+        out += [f"## Channels kept per layer ({target}, seed {seed})", "", markdown_table(table), ""]
+    return out
+
+
 def report(args: argparse.Namespace) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(args.results.glob("*.json"))]
     rows = [r for r in rows if r["model"] == args.model and r["data"] == data_name(args)
             and r["image_size"] == args.image_size and r["base_epochs"] == args.base_epochs
             and r["finetune_epochs"] == args.finetune_epochs and r["criterion"] in ["unpruned"] + args.criteria
-            and r["target"] in ["none"] + args.reduce]
+            and r["target"] in ["none"] + args.reduce
+            and (r["criterion"] == "unpruned" or r.get("scope", "uniform") == args.scope)]
     if not rows:
         print("no results yet")
         return
@@ -257,7 +294,7 @@ def report(args: argparse.Namespace) -> None:
                       "latency b1 ms": round(statistics.median(r["latency_ms_b1"] for r in rs), 2),
                       "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
         series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
-    md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px)", "",
+    md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px, {args.scope} scope)", "",
           "Written by `benchmarks/compare_criteria.py` from `docs/results/criteria/*.json` (one file per cell). "
           "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning and "
           f"re-estimating BN statistics on {args.bn_recal_batches} training batches. "
@@ -268,6 +305,7 @@ def report(args: argparse.Namespace) -> None:
           f"(unpruned included); `attention` also trains only its SE modules for {args.attention_epochs} epoch(s) "
           "(backbone frozen) before pruning.", "",
           markdown_table(table), ""]
+    md += kept_tables(rows)
     att = [r for r in rows if r["criterion"] == "attention" and r.get("extra", {}).get("scores")]
     if att:
         r = att[0]
@@ -295,6 +333,7 @@ def report(args: argparse.Namespace) -> None:
 
 def main(argv: List[str] | None = None) -> None:
     args = parse_args(argv)
+    args.name = args.name or ("criteria_global" if args.scope == "global" else "criteria")
     torch.set_num_threads(args.threads)
     for t in args.reduce:
         parse_reduce(t)

@@ -190,3 +190,17 @@ def test_hidden_linear_gets_attention_and_folds_exactly():
     assert remove_attention(mlp, "fold", gate_means=stats.mean) == {"1": "fold"}
     with torch.no_grad():
         assert torch.allclose(mlp(x), gated, atol=1e-6)
+
+
+def test_attention_prune_to_a_params_target_with_global_scope(tiny_folder):
+    data = _dataset(tiny_folder)
+    torch.manual_seed(0)
+    model = prunekit.create_model("vgg_tiny", len(data.classes))
+    n_before = sum(p.numel() for p in model.parameters())
+    model, plan, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), attention_epochs=1,
+                                          train_cfg=TrainConfig(batch_size=8, augment=False), device="cpu",
+                                          reduce={"params": 0.4}, scope="global")
+    achieved = 1 - sum(p.numel() for p in model.parameters()) / n_before
+    assert abs(achieved - 0.4) <= 0.01
+    assert report["ratio_search"]["achieved"] == pytest.approx(achieved)
+    assert plan.settings["scope"] == "global"

@@ -29,8 +29,12 @@ __all__ = ["ChannelAttention", "AttentionStats", "insert_attention", "remove_att
 def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: float = 0.5, attention_epochs: int = 3,
                     mode: str = "frozen", sparsity: float = 0.0, reduction: int = 8, removal: str = "fold",
                     train_cfg: Optional[TrainConfig] = None, device: Any = "auto", max_batches: Optional[int] = None,
-                    progress: bool = False, **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
+                    progress: bool = False, reduce: Optional[Dict[str, float]] = None,
+                    **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
     """Whole attention-guided flow; returns (pruned plain model, plan, report). ``plan_options`` go to make_plan.
+
+    ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
+    (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
 
     The report holds the hosts, how each attention module was removed (fold/drop), the per-layer score
     distribution and how far folding moved the logits on one batch (``fold_logit_max_abs``).
@@ -52,8 +56,16 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     how = remove_attention(model, removal, gate_means=stats.mean)
     with torch.no_grad():
         after = model(probe.to(next(model.parameters()).device))
-    plan, graph = make_plan(model, tuple(x.to(next(model.parameters()).device) for x in inputs), ratio=ratio,
-                            criterion="attention", return_graph=True, **plan_options)
+    on_device = tuple(x.to(next(model.parameters()).device) for x in inputs)
+    search = None
+    if reduce is not None:
+        from ..targets import search_ratio
+
+        found = search_ratio(model, on_device, reduce, criterion="attention", **plan_options)
+        search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
+        plan_options = {**plan_options, **found.plan_kwargs()}
+        ratio = plan_options.pop("ratio")
+    plan, graph = make_plan(model, on_device, ratio=ratio, criterion="attention", return_graph=True, **plan_options)
     apply_plan(model, plan, graph=graph)
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone
@@ -61,7 +73,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
               "sparsity": sparsity, "reduction": reduction, "scores": stats.summary(),
               "fold_logit_max_abs": float((before - after).abs().max()),
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),
-              "history": result.history}
+              "ratio_search": search, "history": result.history}
     return model.train(), plan, report
 
 
