@@ -33,6 +33,9 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
                     **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
     """Whole attention-guided flow; returns (pruned plain model, plan, report). ``plan_options`` go to make_plan.
 
+    ``data`` is a :class:`~prunekit.data.SceneDataset`: its train split trains the attention (``train_cfg`` sets
+    lr and batch size; its epochs are ``attention_epochs``) and then scores it (``max_batches`` bounds scoring).
+
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
     (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
 
