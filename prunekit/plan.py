@@ -234,11 +234,9 @@ def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float) -> List
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:
-    memo: Dict[int, Any] = {}
-    for t in list(model.parameters()) + list(model.buffers()):
-        e = torch.empty_like(t, device="meta")
-        memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
-    return copy.deepcopy(model, memo)
+    from .graph import meta_twin
+
+    return meta_twin(model)
 
 
 def _dry_run(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],

@@ -50,13 +50,34 @@ def build_graph(model: nn.Module, example_inputs: Any, ignore: Iterable[str] = (
         return _build(model, example_inputs, ignore, was_training)
 
 
-def meta_twin(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose parameters and buffers live on the meta device (no data is copied)."""
-    memo: dict = {}
-    for t in list(model.parameters()) + list(model.buffers()):
+def meta_twin(model: nn.Module, _memo: dict | None = None) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data is copied).
+
+    Modules are copied shallowly (deepcopy of a large model costs seconds); only the containers a trace or
+    apply_plan writes to (parameters, buffers, children, hook tables) are new.
+    """
+    memo = {} if _memo is None else _memo
+    if id(model) in memo:
+        return memo[id(model)]
+    twin = copy.copy(model)
+    memo[id(model)] = twin
+    d = twin.__dict__
+    for key, val in list(d.items()):
+        if key.startswith(("_forward", "_backward", "_state_dict", "_load_state_dict")) and isinstance(val, dict):
+            d[key] = type(val)(val)
+    d["_parameters"] = {k: _meta_tensor(v, memo) for k, v in model._parameters.items()}
+    d["_buffers"] = {k: _meta_tensor(v, memo) for k, v in model._buffers.items()}
+    d["_modules"] = {k: (meta_twin(v, memo) if v is not None else None) for k, v in model._modules.items()}
+    return twin
+
+
+def _meta_tensor(t: Any, memo: dict) -> Any:
+    if t is None:
+        return None
+    if id(t) not in memo:
         e = torch.empty_like(t, device="meta")
         memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
-    return copy.deepcopy(model, memo)
+    return memo[id(t)]
 
 
 def _to_meta(example_inputs: Any) -> Any:

@@ -90,33 +90,9 @@ def build_groups(rec: Recording) -> DependencyGraph:
     is_channel[same[rec.producer]] = True
     is_channel[0] = False
 
-    order: List[int] = []  # space labels in order of first appearance
-    chan_idx: Dict[int, Dict[int, int]] = {}
-    parts: Dict[int, List[Member]] = {}
-    pinned: Dict[int, set] = {}
-
-    def add(rec_m: MemberRecord, atoms: torch.Tensor) -> None:
-        safe = atoms.clamp(min=0)
-        lab = torch.where(atoms >= 0, same[safe], torch.zeros_like(atoms))
-        valid = (atoms >= 0) & is_channel[lab]
-        if not bool(valid.any()):
-            return
-        sp = torch.where(valid, space[safe], torch.full_like(atoms, -1))
-        for s in _ordered_unique(sp[valid]):
-            if s not in chan_idx:
-                chan_idx[s], parts[s], pinned[s] = {}, [], set()
-                order.append(s)
-            table = chan_idx[s]
-            mine = valid & (sp == s)
-            for lbl in _ordered_unique(lab[mine]):
-                table.setdefault(lbl, len(table))
-            lut = _lookup(table, lab)
-            index = torch.where(mine, lut, torch.full_like(lab, -1))
-            parts[s].append(Member(rec_m.module, rec_m.attr, rec_m.dim, rec_m.kind, index))
-
-    for m in rec.members:
-        add(m, m.atoms)
-    for key, atoms in rec.param_atoms.items():
+    records: List[MemberRecord] = list(rec.members)
+    pinned_labels: List[int] = []
+    for key, atoms in rec.param_atoms.items():  # raw parameters: find the one dim their channels run along
         mod, _, attr = key.rpartition(".")
         lab = same[atoms]
         valid = is_channel[lab]
@@ -124,30 +100,84 @@ def build_groups(rec: Recording) -> DependencyGraph:
             continue
         dim = _separable_dim(torch.where(valid, lab, torch.full_like(lab, -1)))
         if dim is None:
-            for lbl in _ordered_unique(lab[valid]):
-                s = int(space[lbl])
-                pinned.setdefault(s, set()).add(lbl)
+            pinned_labels += torch.unique(lab[valid]).tolist()
             continue
         row_atoms = atoms.movedim(dim, 0).reshape(atoms.shape[dim], -1)[:, 0]
-        add(MemberRecord(mod, attr, dim, row_atoms, rec.param_kind.get(key, "param")), row_atoms)
+        records.append(MemberRecord(mod, attr, dim, row_atoms, rec.param_kind.get(key, "param")))
 
+    labels = [_channel_labels(r.atoms, same, is_channel) for r in records]
+    chan, order = _number_channels(labels, space, rec.atoms.count)
     groups: Dict[int, Group] = {}
-    for s in order:
-        first = parts[s][0]
-        groups[s] = Group(key=f"{first.name}:{first.dim}", size=len(chan_idx[s]), members=parts[s])
+    for r, lab in zip(records, labels):
+        ok = lab >= 0
+        if not bool(ok.any()):
+            continue
+        sp = torch.where(ok, space[lab.clamp(min=0)], torch.full_like(lab, -1))
+        index_all = torch.where(ok, chan[lab.clamp(min=0)], torch.full_like(lab, -1))
+        for s_ in torch.unique(sp[ok]).tolist():
+            index = torch.where(sp == s_, index_all, torch.full_like(lab, -1))
+            member = Member(r.module, r.attr, r.dim, r.kind, index)
+            if s_ not in groups:
+                groups[s_] = Group(key="", size=0, members=[])
+            groups[s_].members.append(member)
+    sizes = _space_sizes(chan, space, is_channel)
+    for s_, g in groups.items():
+        first = g.members[0]
+        g.key, g.size = f"{first.name}:{first.dim}", sizes[s_]
     for b in rec.blockings:
-        _apply_blocking(b, same, space, is_channel, chan_idx, groups)
-    for s, g in groups.items():
-        pins = [chan_idx[s][lbl] for lbl in pinned.get(s, ()) if lbl in chan_idx[s]]
-        if pins:
-            g.pinned = torch.zeros(g.size, dtype=torch.bool)
-            g.pinned[pins] = True
+        _apply_blocking(b, same, space, is_channel, chan, groups)
+    for lbl in pinned_labels:
+        g = groups.get(int(space[lbl]))
+        if g is not None and int(chan[lbl]) >= 0:
+            if g.pinned is None:
+                g.pinned = torch.zeros(g.size, dtype=torch.bool)
+            g.pinned[int(chan[lbl])] = True
     blocks = sorted(rec.residual_blocks)
     inner = [b for b in blocks if not any(o != b and o.startswith(b + ".") for o in blocks)]
-    return DependencyGraph([groups[s] for s in order], inner, rec.visited)
+    ordered = [groups[s_] for s_ in order if s_ in groups]
+    return DependencyGraph(ordered, inner, rec.visited)
 
 
-def _apply_blocking(b, same, space, is_channel, chan_idx, groups) -> None:
+def _channel_labels(atoms: torch.Tensor, same: torch.Tensor, is_channel: torch.Tensor) -> torch.Tensor:
+    """Channel label per position (the component's smallest atom), -1 where it is not a prunable channel."""
+    lab = torch.where(atoms >= 0, same[atoms.clamp(min=0)], torch.zeros_like(atoms))
+    return torch.where((atoms >= 0) & is_channel[lab], lab, torch.full_like(lab, -1))
+
+
+def _number_channels(labels: List[torch.Tensor], space: torch.Tensor, n_atoms: int):
+    """Channel index of every label inside its space, in order of first appearance over the members, and
+    the spaces in order of first appearance (so keys and indices are stable across re-traces)."""
+    flat = torch.cat([lab.reshape(-1) for lab in labels]) if labels else torch.zeros(0, dtype=torch.long)
+    pos = torch.arange(flat.numel())
+    ok = flat >= 0
+    big = flat.numel() + 1
+    first = torch.full((n_atoms,), big, dtype=torch.long)
+    first.scatter_reduce_(0, flat[ok], pos[ok], reduce="amin")
+    used = (first < big).nonzero().squeeze(1)
+    f, sp = first[used], space[used]
+    space_first = torch.full((n_atoms,), big, dtype=torch.long)
+    space_first.scatter_reduce_(0, sp, f, reduce="amin")
+    perm = torch.argsort(space_first[sp] * big + f)
+    used, sp = used[perm], sp[perm]
+    chan = torch.full((n_atoms,), -1, dtype=torch.long)
+    if used.numel():
+        spaces, counts = torch.unique_consecutive(sp, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        chan[used] = torch.arange(used.numel()) - torch.repeat_interleave(starts, counts)
+        return chan, spaces.tolist()
+    return chan, []
+
+
+def _space_sizes(chan: torch.Tensor, space: torch.Tensor, is_channel: torch.Tensor) -> Dict[int, int]:
+    used = (chan >= 0).nonzero().squeeze(1)
+    sizes: Dict[int, int] = {}
+    if used.numel():
+        sp, counts = torch.unique(space[used], return_counts=True)
+        sizes = dict(zip(sp.tolist(), counts.tolist()))
+    return sizes
+
+
+def _apply_blocking(b, same, space, is_channel, chan, groups) -> None:
     lab = same[b.grid.clamp(min=0)]
     valid = is_channel[lab] & (b.grid >= 0)
     if not bool(valid.any()):
@@ -159,8 +189,7 @@ def _apply_blocking(b, same, space, is_channel, chan_idx, groups) -> None:
             g.pinned = torch.ones(g.size, dtype=torch.bool)
         return
     g = owners[0]
-    table = chan_idx[next(iter(spaces))]
-    rows = _lookup(table, lab).reshape(-1, b.grid.shape[-1])
+    rows = chan[lab].reshape(-1, b.grid.shape[-1])
     uniq = {tuple(sorted(r.tolist())): r for r in rows}
     if len(uniq) == 1:  # one row: no constraint
         return
@@ -200,22 +229,6 @@ def _refines(fine: set, coarse: set) -> bool:
             return False
         counts.add(len(parts))
     return len(counts) == 1
-
-
-def _ordered_unique(t: torch.Tensor) -> List[int]:
-    vals, inv = torch.unique(t.reshape(-1), return_inverse=True)
-    first = torch.full((vals.numel(),), t.numel(), dtype=torch.long)
-    first.scatter_reduce_(0, inv, torch.arange(t.numel()), reduce="amin")
-    return vals[torch.argsort(first)].tolist()
-
-
-def _lookup(table: Dict[int, int], labels: torch.Tensor) -> torch.Tensor:
-    keys = torch.tensor(list(table.keys()), dtype=torch.long)
-    vals = torch.tensor(list(table.values()), dtype=torch.long)
-    sorted_keys, perm = torch.sort(keys)
-    pos = torch.searchsorted(sorted_keys, labels.clamp(min=0)).clamp(max=len(keys) - 1)
-    hit = sorted_keys[pos] == labels
-    return torch.where(hit, vals[perm][pos], torch.full_like(labels, -1))
 
 
 def _separable_dim(lab: torch.Tensor) -> Optional[int]:

@@ -46,7 +46,7 @@ def columns(atoms: AtomTable, ids: Optional[torch.Tensor], dim: int) -> Optional
     n = c.shape[-1]
     rows = c.reshape(-1, n)
     if rows.shape[0] > 1:
-        rows = torch.unique(rows, dim=0)
+        rows = rows[:1] if bool((rows == rows[:1]).all()) else torch.unique(rows, dim=0)
     col = rows[0].clone()
     for r in rows[1:]:
         atoms.join(col, r)

@@ -307,7 +307,6 @@ def run_trace(model: nn.Module, example_inputs: Any, ignore: List[str]) -> Recor
     for x in inputs:
         if isinstance(x, torch.Tensor):
             rec.set_ids(x, torch.zeros((), dtype=torch.long).expand(x.shape))
-    hooks = []
     names = {id(m): n for n, m in model.named_modules()}
 
     def pre(mod, args):
@@ -324,9 +323,18 @@ def run_trace(model: nn.Module, example_inputs: Any, ignore: List[str]) -> Recor
             if id(x) in roots:
                 rec.residual_blocks.append(name)
 
-    for mod in model.modules():
-        hooks.append(mod.register_forward_pre_hook(pre))
-        hooks.append(mod.register_forward_hook(post))
+    # Global hooks (two registrations) instead of two per module: registering thousands of handles is slow.
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    def gpre(mod, args):
+        if id(mod) in names:
+            pre(mod, args)
+
+    def gpost(mod, args, output):
+        if id(mod) in names:
+            post(mod, args, output)
+
+    hooks = [register_module_forward_pre_hook(gpre), register_module_forward_hook(gpost)]
     try:
         with torch.no_grad(), _Mode(rec):
             out = model(*inputs)

@@ -19,11 +19,10 @@ SliceStat = Callable[[torch.Tensor, int], torch.Tensor]  # (tensor, dim) -> one 
 def per_channel(group: Group, model: nn.Module, stat: SliceStat) -> torch.Tensor:
     """Sum ``stat`` over every parameter slice of each channel (buffers and attributes are skipped)."""
     total = torch.zeros(group.size, dtype=torch.float64)
-    modules = dict(model.named_modules())
     for m in group.members:
         if m.kind not in ("param", "grouped_in"):
             continue
-        t = getattr(modules[m.module], m.attr).detach()
+        t = getattr(model.get_submodule(m.module), m.attr).detach()
         if m.kind == "grouped_in":
             blocks = t.chunk(m.index.shape[0], dim=0)
             pairs = [(stat(b, m.dim), row) for b, row in zip(blocks, m.index)]
