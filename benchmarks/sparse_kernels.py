@@ -90,8 +90,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads; 1 by default: on a shared, oversubscribed machine a multi-threaded "
+                             "kernel waits for its slowest thread and timings become meaningless")
     parser.add_argument("--out", default="docs/sparse_kernels.json")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sparse (CSR|BSR) tensor support is in beta")
     out: Dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
                            "mkl": torch.backends.mkl.is_available(), "machine": platform.machine(),

@@ -74,7 +74,7 @@ def tiny_cnn() -> nn.Module:
 
 
 def _fake_times(winner: str):
-    def fake(fns, repeats=15, min_seconds=0.0, stat="min"):
+    def fake(fns, repeats=15, min_seconds=0.0, stat="min", clock="auto"):
         return {k: (1.0 if k == winner else 5.0) for k in fns}
     return fake
 
