@@ -4,7 +4,7 @@ and the accuracy cost and file size of each value format of the compressed check
     .venv/bin/python benchmarks/sparse_accuracy.py                       # vgg_small at 64 px
     .venv/bin/python benchmarks/sparse_accuracy.py --model resnet18 --size 64 --base-epochs 12
 
-One dense model is trained once (resumable: ``--work`` keeps its checkpoint), then each (method, sparsity) starts
+One dense model is trained once (or given with ``--base``) (resumable: ``--work`` keeps its checkpoint), then each (method, sparsity) starts
 from a copy of it: prune, evaluate, fine-tune ``--ft-epochs`` with :class:`MaskCallback`, evaluate, and check every
 pruned weight is still exactly 0. Each fine-tuned model is then saved in every value format and reloaded through
 ``prunekit.load`` to measure the accuracy each format costs. Writes a JSON table and a plot under docs/.
@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--base-epochs", type=int, default=20)
     parser.add_argument("--ft-epochs", type=int, default=3)
-    parser.add_argument("--sparsities", default="0.5,0.7,0.9,0.95,0.98")
+    parser.add_argument("--sparsities", default="0,0.5,0.7,0.9,0.95,0.98",
+                        help="0 is the control: the same fine-tuning with nothing pruned")
     parser.add_argument("--methods", default="layer,global,nm")
     parser.add_argument("--nm", default="2:4,1:4,1:8", help="N:M patterns for the nm method")
     parser.add_argument("--seed", type=int, default=0)
