@@ -264,15 +264,17 @@ def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequen
 
     was = model.training
     model.eval()
-    try:
-        twin = _meta_copy(model)
-        with torch.no_grad():
-            want = [t.shape for t in flatten_outputs(twin(*[torch.empty_like(x, device="meta")
-                                                            if isinstance(x, torch.Tensor) else x
-                                                            for x in inputs]))]
-    except Exception:  # model cannot run on meta: nothing to check against
-        model.train(was)
-        return
+    want = graph.output_shapes  # shapes of the traced (eval-mode) forward
+    if not want or graph.traced_in_training:
+        try:
+            twin = _meta_copy(model)
+            with torch.no_grad():
+                want = [t.shape for t in flatten_outputs(twin(*[torch.empty_like(x, device="meta")
+                                                                if isinstance(x, torch.Tensor) else x
+                                                                for x in inputs]))]
+        except Exception:  # model cannot run on meta: nothing to check against
+            model.train(was)
+            return
     try:
         for _ in range(64):
             err = _dry_run(model, plan, graph, inputs, want)

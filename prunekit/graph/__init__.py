@@ -117,7 +117,9 @@ def _build(model: nn.Module, example_inputs: Any, ignore: list, was_training: bo
                         state[k].copy_(v)
     finally:
         model.train(was_training)
-    return build_groups(rec)
+    graph = build_groups(rec)
+    graph.traced_in_training = bool(skipped)
+    return graph
 
 
 def _unvisited_with_params(model: nn.Module, visited: set) -> list:

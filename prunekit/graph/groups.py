@@ -69,6 +69,8 @@ class DependencyGraph:
     groups: List[Group]
     residual_blocks: List[str]
     visited: set
+    output_shapes: List[torch.Size] = field(default_factory=list)
+    traced_in_training: bool = False
 
     def group(self, key: str) -> Group:
         for g in self.groups:
@@ -135,7 +137,7 @@ def build_groups(rec: Recording) -> DependencyGraph:
     blocks = sorted(rec.residual_blocks)
     inner = [b for b in blocks if not any(o != b and o.startswith(b + ".") for o in blocks)]
     ordered = [groups[s_] for s_ in order if s_ in groups]
-    return DependencyGraph(ordered, inner, rec.visited)
+    return DependencyGraph(ordered, inner, rec.visited, list(rec.output_shapes))
 
 
 def _channel_labels(atoms: torch.Tensor, same: torch.Tensor, is_channel: torch.Tensor) -> torch.Tensor:

@@ -81,7 +81,7 @@ class Recording:
     producer: torch.Tensor  # bool per atom: allocated by a layer output (a real channel)
     residual_blocks: List[str]
     visited: set
-    module_io: Dict[str, Tuple[tuple, tuple]] = field(default_factory=dict)
+    output_shapes: List[torch.Size] = field(default_factory=list)
 
 
 class Recorder:
@@ -347,4 +347,6 @@ def run_trace(model: nn.Module, example_inputs: Any, ignore: List[str]) -> Recor
         i = rec.ids(t) if "_pk_ids" in t.__dict__ else None
         if i is not None:
             rec.atoms.freeze(i)
-    return rec.finish()
+    recording = rec.finish()
+    recording.output_shapes = [t.shape for t in flatten_outputs(out)]
+    return recording
