@@ -244,6 +244,11 @@ def overlap_with_l1(rows: List[Dict[str, Any]]) -> Dict[tuple, float]:
     return {k: statistics.mean(v) for k, v in out.items()}
 
 
+def _layer_order(name: str) -> tuple:
+    """features.10 after features.9: numeric parts compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
+
+
 def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
     """Channels each criterion kept per layer (first seed), one table per target, when the criteria disagree."""
     out: List[str] = []
@@ -255,10 +260,13 @@ def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
         rs = sorted((r for r in pruned if r["target"] == target and r["seed"] == seed), key=lambda r: r["criterion"])
         if len({json.dumps(r["kept"], sort_keys=True) for r in rs}) <= 1:
             continue
-        layers = list(rs[0].get("sizes") or rs[0]["kept"])
-        table = [{"criterion": "(original)", **{k: rs[0].get("sizes", {}).get(k, "-") for k in layers}}]
-        table += [{"criterion": r["criterion"], **{k: r["kept"].get(k, r.get("sizes", {}).get(k, "-"))
-                                                    for k in layers}} for r in rs]
+        sizes: Dict[str, int] = {}  # a layer a criterion left whole is absent from its plan
+        for r in sorted(rs, key=lambda r: -len(r.get("sizes", {}))):
+            for k, v in r.get("sizes", {}).items():
+                sizes.setdefault(k, v)
+        layers = sorted(sizes, key=_layer_order)
+        table = [{"criterion": "(original)", **{k: sizes[k] for k in layers}}]
+        table += [{"criterion": r["criterion"], **{k: r["kept"].get(k, sizes[k]) for k in layers}} for r in rs]
         out += [f"## Channels kept per layer ({target}, seed {seed})", "", markdown_table(table), ""]
     return out
 
