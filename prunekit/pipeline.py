@@ -113,8 +113,13 @@ def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str
         return model.to(device), {"source": opts.weights or "random init"}
     cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
                       seed=opts.seed)
+    callbacks = []
+    if opts.slimming:
+        from .slimming import BNSparsity
+
+        callbacks.append(BNSparsity(opts.slimming))
     res = fit(model, ds, cfg, device=device, out_dir=opts.out / "base", progress=opts.progress,
-              description={"data": data_section(ds)})
+              callbacks=callbacks, description={"data": data_section(ds)})
     return res.model, {"source": f"trained {res.epochs_run} epochs here", "history": res.history}
 
 
@@ -137,9 +142,11 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
 
     device = next(model.parameters()).device
     example = ds.images[:2].float().to(device)
-    kwargs: Dict[str, Any] = {"scope": "uniform" if opts.scope == "layer" else "global",
-                              "data": calibration_batches(ds, device=device)}
+    scope = "uniform" if opts.scope == "layer" else "global"
     done: Dict[str, Any] = {"method": "structured", "criterion": opts.criterion, "scope": opts.scope}
+    if opts.criterion == "attention":
+        return _attention_prune(opts, model, ds, example, scope, done)
+    kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device)}
     if opts.reduce:
         from .targets import parse_reduce, search_ratio
 
@@ -150,6 +157,22 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         kwargs["ratio"] = opts.ratio
     model, plan = prune_structured(model, example, criterion=opts.criterion, **kwargs)
     done.update(ratio=kwargs["ratio"], plan=json.loads(plan.to_json()))
+    return model, done
+
+
+def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: str, done: Dict[str, Any]):
+    """SE attention inserted, trained, read, removed (folded or dropped); the channels it turns down go."""
+    from .attention import attention_prune
+    from .targets import parse_reduce
+
+    cfg = TrainConfig(batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.finetune_lr, seed=opts.seed)
+    model, plan, report = attention_prune(
+        model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
+        attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
+        reduction=opts.attention_reduction, removal=opts.attention_removal, train_cfg=cfg,
+        device=next(model.parameters()).device, progress=opts.progress, scope=scope)
+    done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
+                plan=json.loads(plan.to_json()))
     return model, done
 
 

@@ -82,3 +82,14 @@ def test_gradual_schedule_on_a_trained_checkpoint(tiny_folder, tmp_path):
     assert pruned / sum(m.numel() for m in masks.values()) == pytest.approx(0.7, abs=0.01)
     state = loaded.model.state_dict()
     assert all(torch.all(state[k][~m] == 0) for k, m in masks.items())
+
+
+@pytest.mark.parametrize("criterion", ["attention", "taylor", "fpgm"])
+def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, criterion):
+    res = prune_job(_opts(tiny_folder, tmp_path / criterion, method="structured", criterion=criterion, ratio=0.5,
+                          epochs=1, finetune_epochs=1, attention_epochs=1))
+    assert res["after"]["params"] < 0.5 * res["before"]["params"]
+    model = prunekit.load(res["checkpoint"])
+    assert not any("attention" in type(m).__name__.lower() or "SE" in type(m).__name__ for m in model.modules())
+    if criterion == "attention":
+        assert res["pruning"]["attention"]  # how each attention module was removed is reported

@@ -67,6 +67,17 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     quantize: Optional[Literal["fp16", "bf16", "int8", "kmeans4"]] = Field(
         None, description="value format of the compressed sparse checkpoint (unstructured)")
     latency: bool = Field(True, description="measure latency before/after")
+    calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")
+    slimming: float = Field(0.0, ge=0, description="Network Slimming: L1 penalty on BN scales while training from "
+                                                   "scratch (use with --criterion bn_scale; typical 1e-4)")
+    attention_epochs: int = Field(3, ge=0, description="epochs training the SE attention modules (--criterion "
+                                                       "attention)")
+    attention_mode: Literal["frozen", "joint"] = Field("frozen", description="train attention alone or with the "
+                                                                            "backbone")
+    attention_sparsity: float = Field(0.0, ge=0, description="L1 penalty on attention outputs")
+    attention_reduction: int = Field(8, ge=1, description="SE bottleneck reduction ratio")
+    attention_removal: Literal["fold", "drop"] = Field("fold", description="fold the mean attention into the "
+                                                                          "layer, or drop it")
 
     @field_validator("nm")
     @classmethod
