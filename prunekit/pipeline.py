@@ -111,8 +111,7 @@ def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str
     model = create_model(opts.model, len(ds.classes), weights=opts.weights)
     if opts.weights is not None or opts.epochs == 0:
         return model.to(device), {"source": opts.weights or "random init"}
-    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
-                      seed=opts.seed)
+    cfg = _train_config(opts)
     callbacks = []
     if opts.slimming:
         from .slimming import BNSparsity
@@ -123,10 +122,17 @@ def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str
     return res.model, {"source": f"trained {res.epochs_run} epochs here", "history": res.history}
 
 
+def _train_config(opts: PruneOptions) -> TrainConfig:
+    """Training from scratch inside ``prune``: the ``--epochs`` budget with the training flags."""
+    return TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
+                       seed=opts.seed)
+
+
 def _finetune_config(opts: PruneOptions) -> TrainConfig:
-    base = TrainConfig(optimizer=opts.optimizer, lr=opts.lr)
-    return TrainConfig(epochs=opts.finetune_epochs, batch_size=opts.batch_size, optimizer=opts.optimizer,
-                       lr=opts.finetune_lr or base.peak_lr() / 5, warmup_epochs=0, seed=opts.seed + 1)
+    """Fine-tuning after pruning: no warm-up, a fifth of the training lr unless ``--finetune-lr`` is given."""
+    return _train_config(opts).model_copy(update={
+        "epochs": opts.finetune_epochs, "lr": opts.finetune_lr or _train_config(opts).peak_lr() / 5,
+        "warmup_epochs": 0, "seed": opts.seed + 1})
 
 
 def calibration_batches(ds, batches: int = 4, batch_size: int = 64, device: Any = "cpu") -> list:
@@ -202,8 +208,7 @@ def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device) 
         raise ConfigError("--nm prunes in one shot; use it with --schedule oneshot")
     recipe = ScheduleConfig.from_options(opts, scope=opts.scope)
     schedule = recipe.build()
-    cfg = _finetune_config(opts) if trained else TrainConfig(
-        epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr, seed=opts.seed)
+    cfg = _finetune_config(opts) if trained else _train_config(opts)
     res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
               progress=opts.progress, description={"data": data_section(ds)})
     done = {"method": opts.method, "schedule": recipe.model_dump(mode="json"), "epochs": cfg.epochs,
