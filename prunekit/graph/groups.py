@@ -94,7 +94,10 @@ def build_groups(rec: Recording) -> DependencyGraph:
 
     records: List[MemberRecord] = list(rec.members)
     pinned_labels: List[int] = []
+    explicit = {f"{m.module}.{m.attr}" if m.module else m.attr for m in rec.members}
     for key, atoms in rec.param_atoms.items():  # raw parameters: find the one dim their channels run along
+        if key in explicit:
+            continue  # a layer already said how it is sliced (e.g. a standardised conv weight)
         mod, _, attr = key.rpartition(".")
         lab = same[atoms]
         valid = is_channel[lab]

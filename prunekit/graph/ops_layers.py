@@ -63,6 +63,8 @@ def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     rec.member(w[0], w[1], 0, out_atoms)
     if b is not None:
         rec.member(b[0], b[1], 0, out_atoms)
+    if rec.owner.get(id(weight)) is None:  # a standardised weight: its row elements follow the output channel
+        rec.atoms.join(rec.ids(weight).reshape(c_out, -1)[:, 0], out_atoms)
     rec.set_ids(out, _channel_out(out_atoms, 1, out.shape))
 
 
@@ -130,7 +132,15 @@ def batch_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
     if ids is None:
         return
     if rec.owner.get(id(x)) is None and rec.is_loose(ids):
-        rec.set_ids(out, ids)  # weight standardisation (a norm applied to a reshaped weight): pass through
+        # weight standardisation: a norm over each output row of a reshaped conv weight [1, O, K]. Join each
+        # row's elements (and a derived gain passed as the norm's weight) so they follow output channel o.
+        col = ids.reshape(ids.shape[0], ids.shape[1], -1)[0, :, 0]  # first element of each row
+        for i, n in ((3, "weight"), (4, "bias")):
+            t = _arg(args, kwargs, i, n)
+            tid = rec.ids(t) if isinstance(t, torch.Tensor) else None
+            if tid is not None and tid.numel() == col.numel():
+                rec.atoms.join(col, tid.reshape(-1))
+        rec.set_ids(out, ids)
         return
     col = columns(rec.atoms, ids, 1)
     names = ["running_mean", "running_var", "weight", "bias"]

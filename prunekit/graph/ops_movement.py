@@ -95,7 +95,7 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
             rec.atoms.link_space(grid)
     if name in ("chunk", "split", "tensor_split", "split_with_sizes"):
         _split_constraint(rec, name, args, kwargs, ids)
-    if name in _SPLITTERS | {"flatten"} and isinstance(out, torch.Tensor):
+    if name in _SPLITTERS | {"flatten"} and isinstance(out, torch.Tensor) and not rec.is_loose(ids):
         _maybe_block(rec, ids, res)
         _check_merge(rec, ids, res)
 
