@@ -175,6 +175,13 @@ def table(results: Dict[str, Dict[str, Dict]]) -> str:
     return "\n".join(lines)
 
 
+def write(results: Dict[str, Dict[str, Dict]], args: argparse.Namespace) -> None:
+    out = {"model": args.model, "init": args.init, "seed": args.seed, "torch": torch.__version__,
+           "zstandard": zstd.__version__, "machine": platform.machine(), "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50")
@@ -182,19 +189,24 @@ def main() -> None:
     parser.add_argument("--init", choices=["default", "laplace"], default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/sparse_storage.json")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine the results of earlier runs (e.g. one per sparsity, run in parallel) into --out")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     results: Dict[str, Dict[str, Dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for ratio in (float(s) for s in args.sparsities.split(",")):
-            results[f"{ratio:.0%}"] = measure(args.model, ratio, args.init, args.seed, Path(tmp))
-            print(f"done {ratio:.0%}", file=sys.stderr, flush=True)
+    if args.merge:
+        for path in args.merge:
+            results.update(json.loads(Path(path).read_text())["results"])
+        results = dict(sorted(results.items(), key=lambda kv: float(kv[0].rstrip("%"))))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            for ratio in (float(s) for s in args.sparsities.split(",")):
+                results[f"{ratio:.0%}"] = measure(args.model, ratio, args.init, args.seed, Path(tmp))
+                write(results, args)  # after every sparsity: a slow run that is cut short keeps what it measured
+                print(f"done {ratio:.0%}", file=sys.stderr, flush=True)
     print(f"{args.model}, init={args.init}, global magnitude over all conv/linear weights")
     print(table(results))
-    out = {"model": args.model, "init": args.init, "seed": args.seed, "torch": torch.__version__,
-           "zstandard": zstd.__version__, "machine": platform.machine(), "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write(results, args)
     print(f"wrote {args.out}")
 
 
