@@ -78,11 +78,19 @@ class AtomTable:
 
 def _components(n: int, edges: List[torch.Tensor]) -> torch.Tensor:
     """Connected components by min-label propagation with pointer jumping (all vectorised)."""
-    labels = torch.arange(n, dtype=torch.long)
+    full = torch.arange(n, dtype=torch.long)
     if not edges:
-        return labels
+        return full
     e = torch.cat(edges, 0)
-    u, v = e[:, 0], e[:, 1]
+    nodes, compact = torch.unique(e.reshape(-1), return_inverse=True)  # only atoms that have edges
+    compact = compact.view(-1, 2)
+    full[nodes] = nodes[_propagate(nodes.numel(), compact[:, 0], compact[:, 1])]
+    return full
+
+
+def _propagate(n: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Component label (smallest node index) per node; node order = atom order, so the minimum carries over."""
+    labels = torch.arange(n, dtype=torch.long)
     while True:
         lu, lv = labels[u], labels[v]
         m = torch.minimum(lu, lv)
