@@ -29,6 +29,22 @@ def _param(rec: Recorder, t: Any, op: str) -> Optional[tuple]:
     return own
 
 
+def _bias(rec: Recorder, bias: Any, out_atoms: torch.Tensor, op: str) -> None:
+    """A bias parameter is a member; a bias built in forward (BEiT: cat(q_bias, zeros, v_bias)) is joined
+    element-wise so its source parameters follow the output channels; a constant one pins them."""
+    if bias is None:
+        return
+    own = rec.owner.get(id(bias)) or rec.param_of(bias)
+    if own is not None:
+        rec.member(own[0], own[1], 0, out_atoms, kind=own[2])
+        return
+    ids = rec.ids(bias)
+    if ids is None:
+        rec.atoms.freeze(out_atoms)
+    else:
+        rec.atoms.join(ids.reshape(-1), out_atoms)
+
+
 def _channel_out(ids: torch.Tensor, ch_dim: int, shape: torch.Size) -> torch.Tensor:
     view = [1] * len(shape)
     view[ch_dim] = -1
@@ -40,7 +56,6 @@ def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
     groups = int(_arg(args, kwargs, 6, "groups", 1))
     w = _param(rec, weight, name)
-    b = _param(rec, bias, name)
     col = columns(rec.atoms, rec.ids(x), 1)
     c_out, c_in = weight.shape[0], x.shape[1]
     if groups == 1:
@@ -61,8 +76,7 @@ def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         out_atoms = rec.new_channels(c_out)
         rec.block(out_atoms.view(groups, c_out // groups), "groups")
     rec.member(w[0], w[1], 0, out_atoms)
-    if b is not None:
-        rec.member(b[0], b[1], 0, out_atoms)
+    _bias(rec, bias, out_atoms, name)
     if rec.owner.get(id(weight)) is None:  # a standardised weight: its row elements follow the output channel
         rec.atoms.join(rec.ids(weight).reshape(c_out, -1)[:, 0], out_atoms)
     rec.set_ids(out, _channel_out(out_atoms, 1, out.shape))
@@ -90,7 +104,6 @@ def conv_transpose(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any
 def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
     w = _param(rec, weight, name)
-    b = _param(rec, bias, name)
     col = columns(rec.atoms, rec.ids(x), -1)
     if col is not None:
         rec.member(w[0], w[1], 1, col)
@@ -98,8 +111,7 @@ def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     if col is not None and _width_tied_qkv(rec, w, weight, col):
         rec.atoms.join(out_atoms.view(3, -1), col.view(1, -1).expand(3, -1))
     rec.member(w[0], w[1], 0, out_atoms)
-    if b is not None:
-        rec.member(b[0], b[1], 0, out_atoms)
+    _bias(rec, bias, out_atoms, name)
     rec.set_ids(out, _channel_out(out_atoms, out.dim() - 1, out.shape))
 
 

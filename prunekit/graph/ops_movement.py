@@ -73,6 +73,8 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     fn = getattr(torch.Tensor, name, None) or getattr(torch, name)
     if name in ("T", "mT"):
         res = getattr(ids, name)
+    elif name == "unfold" and not (len(args) == 4 and all(isinstance(a, int) for a in args[1:])):
+        res = F.unfold(ids.double(), *args[1:], **kwargs).long()  # im2col: channel c -> c*k*k .. (c+1)*k*k
     elif name in _NEED_FLOAT:
         fn = getattr(torch.Tensor, name, None) or getattr(torch, name)
         res = fn(ids.double(), *args[1:], **kwargs)
