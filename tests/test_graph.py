@@ -237,3 +237,17 @@ def test_trace_leaves_no_marks_and_keeps_mode():
     model, x = TinyNet().train(), torch.randn(1, 3, 16, 16)
     build_graph(model, x)
     assert model.training and "_pk_ids" not in x.__dict__
+
+
+def test_scalar_scale_does_not_couple_channels():
+    class Affine(nn.Module):  # timm LearnableAffineBlock: one scale for all channels
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.out(self.scale * self.conv(x))
+
+    g = build_graph(Affine(), torch.randn(1, 3, 4, 4))
+    assert len(g.groups) == 1 and g.groups[0].size == 8 and g.groups[0].pinned is None

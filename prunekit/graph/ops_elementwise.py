@@ -55,6 +55,8 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
     if name in ("masked_fill", "masked_fill_"):
         operands = operands[:1]
     tracked = [(t, rec.ids(t)) for t in operands]
+    # the operand that spans the whole output goes first; a smaller one is broadcast onto it
+    tracked.sort(key=lambda p: (p[1] is None, tuple(p[0].shape) != tuple(out.shape)))
     result = None
     for t, ids in tracked:
         if ids is None:
@@ -63,6 +65,8 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
         if result is None:
             result = ids
             continue
+        if _broadcast_over_varying(t, result):
+            continue  # one value shared by many channels (a scalar scale): no coupling
         a, b = compress_pair(result, ids)
         rec.atoms.join(a, b)
         if (result < 0).any():
@@ -81,6 +85,15 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
         for t in operands:
             roots |= _roots(t)
         out.__dict__["_pk_roots"] = roots
+
+
+def _broadcast_over_varying(t: torch.Tensor, result: torch.Tensor) -> bool:
+    off = result.dim() - t.dim()
+    for d in range(result.dim()):
+        size = t.shape[d - off] if d >= off else 1
+        if size == 1 and result.shape[d] > 1 and varies(result, d):
+            return True
+    return False
 
 
 @register(*_names(_UNARY))
