@@ -1,0 +1,107 @@
+"""PFAM (issue 8) against its peers under one training budget, from scratch, resumable cell by cell.
+
+    .venv/bin/python benchmarks/pfam_from_scratch.py --data ../shared/data/ucmerced --model vgg_small \\
+        --epochs 30 --targets params=0.4 macs=0.5 --seeds 0 1 2
+    .venv/bin/python benchmarks/pfam_from_scratch.py --epochs 4 --model vgg_tiny --seeds 0      # quick check
+
+Methods, every one with ``--epochs`` epochs of training in total:
+- ``unpruned``: the network trained from scratch, no pruning;
+- ``pfam``, ``sfp_l2``, ``fpgm_soft``, ``random_soft``: the soft schedule from scratch (zero the lowest-scored
+  filters at every epoch end, let them regrow, remove the final zeros physically) with the PFAM, L2-norm (soft filter
+  pruning), FPGM and random criteria;
+- ``l1_oneshot``, ``attention``: train ``epochs - finetune`` epochs unpruned, prune once (L1 norm, or SE attention
+  trained ``--attention-epochs`` epochs), fine-tune ``--finetune`` epochs.
+
+Each cell runs ``prunekit.pipeline.prune_job`` (which itself resumes after a kill) and writes one JSON under
+``docs/results/pfam/``; a rerun skips finished cells. The table ``docs/pfam_results.md`` is rebuilt from all JSON.
+Nothing is chosen on the test split: settings are the defaults, fixed before any run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from prunekit.cli.schemas import PruneOptions  # noqa: E402
+from prunekit.pipeline import prune_job, write_json  # noqa: E402
+from prunekit.report.tables import markdown_table  # noqa: E402
+
+RESULTS = REPO / "docs" / "results" / "pfam"
+SOFT = {"pfam": "pfam", "sfp_l2": "l2", "fpgm_soft": "fpgm", "random_soft": "random"}
+ONESHOT = {"l1_oneshot": "l1", "attention": "attention"}
+
+
+def cell_options(method: str, target: str, seed: int, a: argparse.Namespace, work: Path) -> PruneOptions:
+    common = dict(model=a.model, data=a.data, image_size=a.image_size, seed=seed, out=work, progress=False,
+                  latency=False, method="structured", batch_size=a.batch_size)
+    if method == "unpruned":
+        return PruneOptions(**common, ratio=0.0, epochs=a.epochs, finetune_epochs=0)
+    if method in SOFT:
+        return PruneOptions(**common, schedule="soft", criterion=SOFT[method], reduce=target, epochs=a.epochs,
+                            finetune_epochs=0)
+    return PruneOptions(**common, criterion=ONESHOT[method], reduce=target, epochs=a.epochs - a.finetune,
+                        finetune_epochs=a.finetune, attention_epochs=a.attention_epochs)
+
+
+def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict[str, Any]:
+    key = f"{a.model}-{Path(a.data).name if a.data else 'embedded'}-{a.image_size}px-e{a.epochs}-{method}-" \
+          f"{'none' if method == 'unpruned' else target}-s{seed}"
+    path = RESULTS / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"running {key}", flush=True)
+    res = prune_job(cell_options(method, target, seed, a, REPO / "runs" / "pfam" / key))
+    row = {"key": key, "model": a.model, "method": method, "target": None if method == "unpruned" else target,
+           "seed": seed, "epochs": a.epochs, "test_accuracy": res["after"]["accuracy"],
+           "params": res["after"]["params"], "macs": res["after"]["macs"],
+           "params_reduction": 1 - res["after"]["params"] / res["before"]["params"],
+           "macs_reduction": 1 - res["after"]["macs"] / res["before"]["macs"]}
+    write_json(path, row)
+    return row
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["epochs"], r["target"] or "-", r["method"]), []).append(r)
+    out = []
+    for (model, epochs, target, method), rs in sorted(groups.items()):
+        accs = [r["test_accuracy"] for r in rs]
+        out.append({"model": model, "epochs": epochs, "target": target, "method": method, "seeds": len(rs),
+                    "test acc %": f"{100 * statistics.mean(accs):.2f}",
+                    "spread (sd)": f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-",
+                    "params -%": f"{100 * statistics.mean(r['params_reduction'] for r in rs):.1f}",
+                    "MACs -%": f"{100 * statistics.mean(r['macs_reduction'] for r in rs):.1f}"})
+    return markdown_table(out, list(out[0])) if out else "(no results yet)"
+
+
+def main(argv: List[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=None)
+    p.add_argument("--model", default="vgg_small")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--finetune", type=int, default=10, help="fine-tuning epochs of the one-shot methods")
+    p.add_argument("--attention-epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--targets", nargs="+", default=["params=0.4", "macs=0.5"])
+    p.add_argument("--methods", nargs="+", default=["unpruned", *SOFT, *ONESHOT])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    a = p.parse_args(argv)
+    for seed in a.seeds:
+        for method in a.methods:
+            for target in (a.targets if method != "unpruned" else [None]):
+                run_cell(method, target, seed, a)
+    rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("*.json"))]
+    text = "# PFAM against its peers, from scratch, same training budget\n\n" + table(rows) + "\n"
+    (REPO / "docs" / "pfam_results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
