@@ -120,15 +120,17 @@ def plot(out: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    dense = out["rows"][0]["accuracy_finetuned"]
+    control = [r for r in out["rows"] if r["method"] != "dense" and r["sparsity"] == 0.0]
+    dense = (control or out["rows"][:1])[0]["accuracy_finetuned"]
     for method, marker in (("layer", "o"), ("global", "s"), ("nm", "^")):
-        rows = [r for r in out["rows"] if r["method"] == method]
+        rows = [r for r in out["rows"] if r["method"] == method and r["sparsity"] > 0]
         if rows:
             xs = [r["sparsity"] for r in rows]
             axes[0].plot(xs, [r["accuracy_finetuned"] for r in rows], marker=marker, label=f"{method} fine-tuned")
             axes[0].plot(xs, [r["accuracy_pruned"] for r in rows], marker=marker, ls=":", alpha=0.6,
                          label=f"{method} no fine-tune")
-    axes[0].axhline(dense, color="k", lw=0.8, label="dense")
+    axes[0].axhline(dense, color="k", lw=0.8, label="dense, same fine-tuning" if control else "dense")
+    axes[0].axhline(out["rows"][0]["accuracy_pruned"], color="k", lw=0.8, ls=":", label="dense starting point")
     axes[0].set(xlabel="sparsity (fraction of targeted weights removed)", ylabel="test accuracy",
                 title=f"{out['model']} @ {out['size']} px, UC Merced")
     axes[0].legend(fontsize=7)
