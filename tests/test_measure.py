@@ -197,3 +197,15 @@ def test_cpu_peak_memory_matches_live_activation_closed_form():
     # A non-in-place ReLU keeps its input and output alive together: 2 x (32x256) is the new peak.
     model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 64))
     assert peak_forward_memory(model, (16,), batch_size=32) == 4 * (2 * 32 * 256)
+
+
+def test_count_macs_on_models_whose_tracker_needs_grad_mode():
+    """timm's PiT passes a tuple through Sequential; the counter's module tracker then needs autograd on."""
+    import timm
+
+    from prunekit.measure import count_macs as macs_of
+
+    model = timm.create_model("pit_ti_224", pretrained=False, img_size=64)
+    macs, flops = macs_of(model, (3, 64, 64))
+    assert macs > 0 and flops == 2 * macs
+    assert all(p.grad is None for p in model.parameters())

@@ -70,12 +70,22 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 64, 64)) -> tu
     fastpath = torch.backends.mha.get_fastpath_enabled()
     with borrowed(model) as device:
         x = dummy_input(model, 1, shape, device)
-        counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
         try:
             torch.backends.mha.set_fastpath_enabled(False)
-            with torch.no_grad(), counter:
-                model(x)
+            try:
+                flops = _count_flops(model, x, grad=False)
+            except (RuntimeError, AssertionError) as e:
+                # The counter's module tracker hooks autograd; some timm models (pit, cait) then need grad mode.
+                if "gradient function" not in str(e):
+                    raise
+                flops = _count_flops(model, x, grad=True)
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
-    flops = int(counter.get_total_flops())
     return flops // 2, flops
+
+
+def _count_flops(model: nn.Module, x: torch.Tensor, grad: bool) -> int:
+    counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
+    with torch.set_grad_enabled(grad), counter:
+        model(x)
+    return int(counter.get_total_flops())
