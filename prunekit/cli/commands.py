@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Callable, Dict, Type
 
 from pydantic import BaseModel
@@ -14,65 +15,27 @@ class Command:
     name: str
     help: str
     options: Type[BaseModel]
-    job: Callable[[Any], Dict[str, Any]]
+    target: str  # "module:function" of the job, imported only when the command runs (keeps --help fast)
     render: Callable[[Dict[str, Any]], str]
 
-
-def _train(opts):
-    from ..pipeline import train_job
-
-    return train_job(opts)
-
-
-def _eval(opts):
-    from ..pipeline import eval_job
-
-    return eval_job(opts)
-
-
-def _prune(opts):
-    from ..pipeline import prune_job
-
-    return prune_job(opts)
-
-
-def _demo(opts):
-    from ..demo import run_demo
-
-    return run_demo(opts)
-
-
-def _size(opts):
-    from ..pipeline import size_job
-
-    return size_job(opts)
-
-
-def _export(opts):
-    from ..pipeline import export_job
-
-    return export_job(opts)
-
-
-def _info(opts):
-    from ..pipeline import info_job
-
-    return info_job(opts)
+    def job(self, opts: BaseModel) -> Dict[str, Any]:
+        module, func = self.target.split(":")
+        return getattr(import_module(module), func)(opts)
 
 
 COMMANDS = [
     Command("train", "train a model from scratch (or local weights) on a class-per-folder dataset",
-            schemas.TrainOptions, _train, render.train),
+            schemas.TrainOptions, "prunekit.pipeline:train_job", render.train),
     Command("eval", "evaluate a prunekit checkpoint: accuracy, per-class accuracy, confusion matrix",
-            schemas.EvalOptions, _eval, render.evaluation),
+            schemas.EvalOptions, "prunekit.pipeline:eval_job", render.evaluation),
     Command("prune", "prune a model (unstructured masks or structured channel removal), fine-tune, report",
-            schemas.PruneOptions, _prune, render.prune),
+            schemas.PruneOptions, "prunekit.pipeline:prune_job", render.prune),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
-            schemas.InfoOptions, _info, render.info),
+            schemas.InfoOptions, "prunekit.pipeline:info_job", render.info),
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",
-            schemas.SizeOptions, _size, render.size),
+            schemas.SizeOptions, "prunekit.pipeline:size_job", render.size),
     Command("export", "export a checkpoint to ONNX, verified with onnxruntime",
-            schemas.ExportOptions, _export, render.info),
+            schemas.ExportOptions, "prunekit.pipeline:export_job", render.info),
     Command("demo", "train, prune and fine-tune a compact CNN on the embedded UC Merced subset; before/after report",
-            schemas.DemoOptions, _demo, render.prune),
+            schemas.DemoOptions, "prunekit.demo:run_demo", render.prune),
 ]
