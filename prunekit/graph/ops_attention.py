@@ -57,17 +57,8 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
         rec.atoms.join(ka, kb)
     ca = _carry(ia, -1) if ia is not None and varies(ia, -2) else None
     cb = _carry(ib, -2) if ib is not None and varies(ib, -1) else None
-    res = None
-    for c in (ca, cb):
-        if c is None:
-            continue
-        c = c.expand(out.shape) if c.dim() == out.dim() else None
-        if c is None:
-            continue
-        if res is None:
-            res = c
-        else:
-            rec.atoms.join(res, c)
+    res = _join_carries(rec, [c.expand(out.shape) if c is not None and c.dim() == out.dim() else None
+                              for c in (ca, cb)])
     if bias is not None and rec.ids(bias) is not None and res is not None:
         rec.atoms.join(res, rec.ids(bias).expand(out.shape))
     if res is not None:
@@ -144,17 +135,17 @@ def einsum(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
         if all(v is not None for v in views):
             a, b = torch.broadcast_tensors(*views)
             rec.atoms.join(a, b)
-    res = None
-    for i, letters in zip(ids, (la, lb)):
-        c = _einsum_carry(i, letters, rhs, out.shape)
-        if c is None:
-            continue
-        if res is None:
-            res = c
-        else:
-            rec.atoms.join(res, c)
+    res = _join_carries(rec, [_einsum_carry(i, letters, rhs, out.shape) for i, letters in zip(ids, (la, lb))])
     if res is not None:
         rec.set_ids(out, res)
+
+
+def _join_carries(rec: Recorder, carries: list) -> Optional[torch.Tensor]:
+    """Channel ids an output carries from both operands: the first one found, joined with the others."""
+    found = [c for c in carries if c is not None]
+    for c in found[1:]:
+        rec.atoms.join(found[0], c)
+    return found[0] if found else None
 
 
 def _einsum_view(ids: torch.Tensor, letters: str, shared: set, contracted: set) -> Optional[torch.Tensor]:

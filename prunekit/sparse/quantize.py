@@ -55,10 +55,16 @@ def to_bytes(t: torch.Tensor) -> bytes:
     return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def from_bytes(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
+def _checked_size(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> int:
+    """Bytes per element, after checking the section holds exactly ``count`` of them."""
     itemsize = torch.empty(0, dtype=dtype).element_size()
     if len(buf) != count * itemsize:
         raise ValueError(f"section holds {len(buf)} bytes, expected {count} x {itemsize}")
+    return itemsize
+
+
+def from_bytes(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
+    _checked_size(buf, dtype, count)
     if count == 0:
         return torch.empty(0, dtype=dtype)
     return torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(dtype).clone()
@@ -72,9 +78,7 @@ def shuffle(t: torch.Tensor) -> bytes:
 
 
 def unshuffle(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
-    size = torch.empty(0, dtype=dtype).element_size()
-    if len(buf) != count * size:
-        raise ValueError(f"section holds {len(buf)} bytes, expected {count} x {size}")
+    size = _checked_size(buf, dtype, count)
     if count == 0:
         return torch.empty(0, dtype=dtype)
     planes = torch.frombuffer(bytearray(buf), dtype=torch.uint8).reshape(size, count)
