@@ -68,6 +68,9 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reduce", nargs="+", default=["macs=0.5"], help="targets such as macs=0.5 params=0.4 macs=2x")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--base-epochs", type=int, default=8)
+    p.add_argument("--base-seed", type=int, default=None,
+                   help="prune every seed from the base model of this seed (seeds then vary pruning and "
+                        "fine-tuning only; saves training one base per seed)")
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--finetune-lr", type=float, default=0.01)
     p.add_argument("--attention-epochs", type=int, default=1)
@@ -95,7 +98,8 @@ def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> 
     crit = criterion.replace("@", "_").replace("=", "").replace(",", "_")
     scope = "-global" if args.scope == "global" and criterion != "unpruned" else ""
     return (f"{args.model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
-            f"-b{args.base_epochs}-f{args.finetune_epochs}{scope}")
+            f"-b{args.base_epochs}-f{args.finetune_epochs}{scope}"
+            f"{'' if args.base_seed is None else f'-bs{args.base_seed}'}")
 
 
 def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Module:
@@ -127,7 +131,7 @@ def resolve(criterion: str) -> str:
     opts: Dict[str, Any] = {}
     for item in spec.split(","):
         k, _, v = item.partition("=")
-        opts[k] = v if k == "embed" else (v.lower() == "true" if k in ("include_self", "center") else float(v))
+        opts[k] = v if k == "embed" else (v.lower() == "true" if k in ("include_self", "center", "normalize") else float(v))
     return register_variant(criterion, **opts)
 
 
@@ -167,14 +171,15 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
 def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, seed: int,
              ratios: Dict[str, Any]) -> Dict[str, Any]:
     x = torch.zeros(1, 3, args.image_size, args.image_size)
-    base = base_model(args, data, seed)
+    base = base_model(args, data, seed if args.base_seed is None else args.base_seed)
     shape = (3, args.image_size, args.image_size)
     base_params, base_macs = count_params(base), count_macs(base, shape)[0]
     model = copy.deepcopy(base)
     t0 = time.perf_counter()
     row: Dict[str, Any] = {"model": args.model, "data": data_name(args), "image_size": args.image_size,
                            "criterion": criterion, "target": target, "seed": seed, "base_epochs": args.base_epochs,
-                           "finetune_epochs": args.finetune_epochs, "scope": args.scope}
+                           "finetune_epochs": args.finetune_epochs, "scope": args.scope,
+                           "base_seed": seed if args.base_seed is None else args.base_seed}
     if criterion != "unpruned":
         seed_everything(seed)
         decided = prune(args, model, data, criterion, target, seed, x, ratios)

@@ -32,7 +32,7 @@ from prunekit.pipeline import prune_job, write_json  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
 
 RESULTS = REPO / "docs" / "results" / "pfam"
-SOFT = {"pfam": "pfam", "sfp_l2": "l2", "fpgm_soft": "fpgm", "random_soft": "random"}
+SOFT = {"pfam": "pfam", "pfam_energy": "pfam_energy", "sfp_l2": "l2", "fpgm_soft": "fpgm", "random_soft": "random"}
 ONESHOT = {"l1_oneshot": "l1", "attention": "attention"}
 
 

@@ -35,6 +35,8 @@ FORMATS = ("fp32", "fp16", "int8", "kmeans4")
 def prune(model: torch.nn.Module, method: str, sparsity: float | str):
     if method == "nm":
         return nm_prune(model, *parse_nm(str(sparsity)))
+    if method in ("lamp", "erk"):  # layer-adaptive allocation of one global budget
+        return magnitude_prune(model, float(sparsity), scope="global", allocation=method)
     return magnitude_prune(model, float(sparsity), scope="layer" if method == "layer" else "global")
 
 
@@ -62,7 +64,9 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=3)
     parser.add_argument("--sparsities", default="0,0.5,0.7,0.9,0.95,0.98",
                         help="0 is the control: the same fine-tuning with nothing pruned")
-    parser.add_argument("--methods", default="layer,global,nm")
+    parser.add_argument("--methods", default="layer,global,nm", help="any of layer, global, lamp, erk, nm")
+    parser.add_argument("--merge", action="store_true",
+                        help="add the new rows to an existing --out file (replacing rows of the same method and level)")
     parser.add_argument("--nm", default="2:4,1:4,1:8", help="N:M patterns for the nm method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default=None, help="start from this trained checkpoint instead of training")
@@ -105,6 +109,10 @@ def main() -> None:
             print(f"{method:<6} {level:>5} sparsity {row['sparsity']:.3f}: acc pruned {pruned_acc:.4f} -> "
                   f"fine-tuned {row['accuracy_finetuned']:.4f} | " + " ".join(
                       f"{v} {f[v]['accuracy']:.4f}/{f[v]['bytes'] / 1e3:.0f}kB" for v in FORMATS), flush=True)
+    if args.merge and Path(args.out).is_file():
+        new = {(r["method"], r.get("level")) for r in rows}
+        old = json.loads(Path(args.out).read_text())["rows"]
+        rows = [r for r in old if (r["method"], r.get("level")) not in new] + [r for r in rows if r["method"] != "dense"]
     out = {"model": args.model, "size": args.size, "base": args.base, "base_epochs": args.base_epochs,
            "ft_epochs": args.ft_epochs, "seed": args.seed, "classes": len(ds.classes), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,7 @@ def plot(out: Dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     control = [r for r in out["rows"] if r["method"] != "dense" and r["sparsity"] == 0.0]
     dense = (control or out["rows"][:1])[0]["accuracy_finetuned"]
-    for method, marker in (("layer", "o"), ("global", "s"), ("nm", "^")):
+    for method, marker in (("layer", "o"), ("global", "s"), ("lamp", "D"), ("erk", "v"), ("nm", "^")):
         rows = [r for r in out["rows"] if r["method"] == method and r["sparsity"] > 0]
         if rows:
             xs = [r["sparsity"] for r in rows]

@@ -220,6 +220,9 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     """Train or load, measure, prune (one shot, or on a schedule while training), fine-tune, measure, save, report."""
     from .report import write_report
 
+    if opts.sparse_kernels and opts.method != "unstructured":
+        raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
+                          "a smaller dense model")
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
@@ -251,8 +254,9 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     final = out / "model.safetensors"
     extras = {f"@mask/{k}": v for k, v in masks.state_dict().items()} if masks is not None else None
     codec = {"values": opts.quantize or "fp32"} if masks is not None else None
+    kernels = _kernel_decisions(pruned, masks, ds, done) if opts.sparse_kernels else None
     ckpt.save(pruned, final, extras=extras, codec=codec, data=data_section(ds), pruning=done,
-              metrics={"test_accuracy": after_acc}, recipe=opts.model_dump(mode="json"))
+              metrics={"test_accuracy": after_acc}, recipe=opts.model_dump(mode="json"), sparse_kernels=kernels)
     after = _measure(pruned, ds, final, opts.latency, after_acc)
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
                          extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start})
@@ -260,6 +264,18 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
               "report": {k: str(v) for k, v in paths.items()}}
     write_json(out / "result.json", result)
     return result
+
+
+def _kernel_decisions(model: nn.Module, masks: Optional[Any], ds, done: Dict[str, Any]) -> Dict[str, Any]:
+    """Time sparse against dense kernels per masked layer (batch 1, CPU) on a copy; summarize into ``done``."""
+    from .sparse.kernels import sparsify_for_inference
+
+    example = calibration_batches(ds, 1)[0][0][:1].cpu()
+    _, decisions = sparsify_for_inference(copy.deepcopy(model).cpu(), masks, example)
+    sparse = [n for n, d in decisions["layers"].items() if d["kind"] != "dense"]
+    done["sparse_kernels"] = {"layers_timed": len(decisions["layers"]), "layers_sparse": sparse,
+                              "note": "recorded in the checkpoint; prunekit.load(path, sparse_kernels=True) uses them"}
+    return decisions
 
 
 def _is_trained_source(opts: PruneOptions) -> bool:

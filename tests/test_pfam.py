@@ -121,3 +121,20 @@ def test_register_variant_is_a_named_criterion():
     via_name = score_groups(graph, model, name, ctx={}, normalize="none")[GROUP]
     via_ctx = score_groups(graph, model, "pfam", ctx={"pfam": {"temperature": 100.0}}, normalize="none")[GROUP]
     assert torch.equal(via_name, via_ctx)
+
+
+def test_energy_variant_keeps_magnitude():
+    """normalize=False: a small filter pointing the same way as a large one scores low (the cosine would tie
+    them), a zero filter scores 0, and the planted uncorrelated filter still ranks below the duplicates."""
+    emb = torch.randn(6, 9, generator=torch.Generator().manual_seed(5)).double()
+    emb[1] = 0.01 * emb[0]
+    emb[2] = 0
+    cos = pfam_scores(emb, temperature=0.1)
+    energy = pfam_scores(emb, temperature=0.1, normalize=False)
+    assert float(energy[2]) == 0.0 and int(torch.argmin(energy)) == 2
+    assert float(energy[1]) < 0.05 * float(energy[0])
+    assert float(cos[1]) > 0.5 * float(cos[0])  # the cosine sees the small copy as highly correlated
+    model = _planted_model()
+    graph = build_graph(model, X)
+    s = score_groups(graph, model, "pfam", ctx={"pfam": {"normalize": False}}, normalize="none")[GROUP]
+    assert float(s[9]) < min(float(s[d]) for d in (2, 4, 6, 8, 10, 12, 14))

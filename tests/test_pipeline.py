@@ -8,6 +8,7 @@ import prunekit
 from prunekit.cli.main import main
 from prunekit.cli.schemas import PruneOptions
 from prunekit.pipeline import prune_job
+from prunekit.errors import ConfigError
 from prunekit.storage import checkpoint as ckpt
 
 
@@ -93,3 +94,30 @@ def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, criteri
     assert not any("attention" in type(m).__name__.lower() or "SE" in type(m).__name__ for m in model.modules())
     if criterion == "attention":
         assert res["pruning"]["attention"]  # how each attention module was removed is reported
+
+
+def test_sparse_kernel_decisions_recorded_and_replayed_on_load(tiny_folder, tmp_path):
+    from prunekit.sparse.kernels import _SparseWeight
+
+    res = prune_job(_opts(tiny_folder, tmp_path / "k", method="unstructured", ratio=0.9, finetune_epochs=0,
+                          sparse_kernels=True))
+    dense = prunekit.load(res["checkpoint"])
+    decisions = dense.prunekit_description["sparse_kernels"]
+    assert set(decisions["layers"]) == {k.rsplit(".", 1)[0] for k in dense.prunekit_masks}
+    assert all(d["kind"] in ("dense", "csr") and d["times_ms"]["dense"] > 0 for d in decisions["layers"].values())
+    assert res["pruning"]["sparse_kernels"]["layers_timed"] == len(decisions["layers"])
+    # whatever this CPU decided, force every layer sparse to exercise the replay path
+    forced = {**decisions, "layers": {k: {**d, "kind": "csr"} for k, d in decisions["layers"].items()}}
+    path = tmp_path / "forced.safetensors"
+    ckpt.save(dense, path, sparse_kernels=forced)
+    fast = prunekit.load(path, sparse_kernels=True)
+    assert sum(isinstance(m, _SparseWeight) for m in fast.modules()) == len(forced["layers"])
+    assert not any(isinstance(m, _SparseWeight) for m in prunekit.load(path).modules())  # default stays dense
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), dense(x), atol=1e-5)
+
+
+def test_sparse_kernels_refused_for_structured(tiny_folder, tmp_path):
+    with pytest.raises(ConfigError, match="--sparse-kernels needs --unstructured"):
+        prune_job(_opts(tiny_folder, tmp_path / "ks", method="structured", ratio=0.5, sparse_kernels=True))

@@ -54,7 +54,8 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
                                               json_schema_extra={"consts": {"--global": "global"}})
     nm: Optional[str] = Field(None, description="N:M semi-structured sparsity, e.g. 2:4 (unstructured only)")
     criterion: str = Field("l1", description="importance criterion: l1, l2, fpgm, bn_scale, taylor, activation, "
-                                             "apoz, attention, pfam, random (structured); l1, lamp, erk (unstructured)")
+                                             "apoz, attention, pfam, pfam_energy, pfam_fmap, random (structured); "
+                                             "l1, lamp, erk (unstructured)")
     epochs: int = Field(30, ge=0, description="training epochs when --model is a name without weights (from "
                                               "scratch; with a --schedule other than oneshot, pruning happens during "
                                               "these epochs)")
@@ -66,6 +67,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     lr: Optional[float] = Field(None, gt=0, description="training peak lr")
     quantize: Optional[Literal["fp16", "bf16", "int8", "kmeans4"]] = Field(
         None, description="value format of the compressed sparse checkpoint (unstructured)")
+    sparse_kernels: bool = Field(False, description="time torch sparse (CSR) kernels against dense per layer on this "
+                                                     "CPU, record the layers where sparse is faster in the checkpoint "
+                                                     "(unstructured); prunekit.load(path, sparse_kernels=True) "
+                                                     "replays them")
     latency: bool = Field(True, description="measure latency before/after")
     calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")
     slimming: float = Field(0.0, ge=0, description="Network Slimming: L1 penalty on BN scales while training from "

@@ -8,7 +8,7 @@ that names the model, so the other groups of the same ``score_groups`` call read
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
 import torch
 from torch import nn
@@ -170,24 +170,27 @@ def _add(total: torch.Tensor, count: torch.Tensor, index: torch.Tensor, vals: to
 
 
 # -- filter embeddings -----------------------------------------------------------------------------------------
-def filter_rows(group: Group, model: nn.Module, per_slice_unit: bool) -> torch.Tensor:
+def filter_rows(group: Group, model: nn.Module, per_slice_unit: bool, keep_magnitude: bool = False) -> torch.Tensor:
     """[size, D]: each channel's filters from every coupled producing layer, concatenated.
 
     ``per_slice_unit`` scales each channel's part from each layer to unit norm first, so a wide layer does not
-    outweigh a narrow one in a residual group, and a zero filter stays a zero row. Groups with no producing
-    conv/Linear (e.g. only norms) use every parameter slice.
+    outweigh a narrow one in a residual group, and a zero filter stays a zero row. With ``keep_magnitude`` each
+    layer's part is divided by that layer's RMS row norm instead: layers weigh alike, and within a layer the
+    filters keep their relative sizes. Groups with no producing conv/Linear (e.g. only norms) use every
+    parameter slice.
     """
     modules = dict(model.named_modules())
-    parts = _rows(group, modules, lambda m, mod: is_filter_slice(m, mod), per_slice_unit)
+    unit = "rms" if keep_magnitude else per_slice_unit
+    parts = _rows(group, modules, lambda m, mod: is_filter_slice(m, mod), unit)
     if not parts:
-        parts = _rows(group, modules, lambda m, mod: m.kind == "param", per_slice_unit)
+        parts = _rows(group, modules, lambda m, mod: m.kind == "param", unit)
     if not parts:
         return torch.zeros(group.size, 1, dtype=torch.float64)
     return torch.cat(parts, 1)
 
 
 def _rows(group: Group, modules: Dict[str, nn.Module], keep: Callable[[Member, nn.Module], bool],
-          unit: bool) -> List[torch.Tensor]:
+          unit: Union[bool, str]) -> List[torch.Tensor]:
     parts = []
     for m in group.members:
         mod = modules[m.module]
@@ -202,7 +205,9 @@ def _rows(group: Group, modules: Dict[str, nn.Module], keep: Callable[[Member, n
             continue  # channels own unequal numbers of rows here: not an embedding of each channel
         order = torch.argsort(idx[ok], stable=True)
         rows = t[ok][order].reshape(group.size, -1)
-        if unit:
+        if unit == "rms":
+            rows = rows / rows.norm(dim=1).pow(2).mean().sqrt().clamp(min=1e-12)
+        elif unit:
             rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-12)
         parts.append(rows)
     return parts

@@ -10,6 +10,10 @@ For a group of n coupled channels:
    ``fmap_size`` x ``fmap_size``), flattened. ``center=True`` subtracts each embedding's mean (Pearson instead of
    cosine).
 2. Correlation: C_ij = <e_i, e_j> / (|e_i| |e_j|)   (cosine similarity; 0 for an all-zero embedding).
+   ``normalize=False`` keeps the filters' magnitudes instead (the dot-product "energy" of channel self-attention,
+   as in non-local / DANet channel attention): C_ij = <e_i, e_j> / mean_k |e_k|^2, each layer's part of e_i
+   scaled by that layer's RMS filter norm. A zero or regrowing (small) filter then correlates weakly with every
+   other and stays selected, where the cosine judges it by its direction alone.
 3. Self-attention over the filters of the layer (every filter attends to every other), a scaled softmax per row:
        A_ij = exp(C_ij / T) / sum_{k in K_i} exp(C_ik / T),   K_i = {k != i} (``include_self=False``, default)
                                                                or all k (``include_self=True``)
@@ -19,7 +23,8 @@ T (``temperature``, default 0.1) sets how far the attention concentrates on a fi
 T -> infinity gives the mean |C_ij| over the layer, small T gives ~ |C| of the most positively correlated filter.
 A filter duplicated elsewhere in its layer scores ~1 (kept); a filter orthogonal to all others scores 0.
 
-Options come from ``ctx["pfam"]`` (a dict), the registered variants ``pfam`` (weights) and ``pfam_fmap``, or a
+Options come from ``ctx["pfam"]`` (a dict), the registered variants ``pfam`` (weights), ``pfam_energy``
+(weights, ``normalize=False``) and ``pfam_fmap``, or a
 named variant made with ``register_variant("pfam_t1", temperature=1.0)`` (usable as ``make_plan(criterion=...)``).
 """
 from __future__ import annotations
@@ -37,19 +42,23 @@ from .observe import (CONV, batches, cached, device_of, filter_rows, is_filter_s
                       position_index)
 
 DEFAULTS: Dict[str, Any] = {"embed": "weights", "temperature": 0.1, "include_self": False, "center": False,
+                            "normalize": True,
                             "fmap_images": 16, "fmap_size": 8}
 
 
 def pfam_scores(emb: torch.Tensor, temperature: float = 0.1, include_self: bool = False,
-                center: bool = False) -> torch.Tensor:
+                center: bool = False, normalize: bool = True) -> torch.Tensor:
     """Scores for embeddings ``emb`` [n, D] (the formula of this module's docstring)."""
     if not temperature > 0:
         raise ConfigError(f"pfam temperature={temperature!r} must be > 0 (e.g. 0.1)")
     e = emb.double()
     if center:
         e = e - e.mean(1, keepdim=True)
-    e = e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    corr = e @ e.t()
+    if normalize:
+        e = e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        corr = e @ e.t()
+    else:
+        corr = (e @ e.t()) / e.pow(2).sum(1).mean().clamp(min=1e-24)
     n = corr.shape[0]
     if n < 2:
         return torch.ones(n, dtype=torch.float64)
@@ -75,15 +84,23 @@ def options(ctx: Dict[str, Any], **override: Any) -> Dict[str, Any]:
 
 def _score(group: Group, model: nn.Module, ctx: Dict, opts: Dict[str, Any]) -> torch.Tensor:
     if opts["embed"] == "weights":
-        emb = filter_rows(group, model, per_slice_unit=True)
+        emb = filter_rows(group, model, per_slice_unit=True, keep_magnitude=not opts["normalize"])
     else:
         emb = fmap_embedding(group, model, ctx, int(opts["fmap_images"]), int(opts["fmap_size"]))
-    return pfam_scores(emb, float(opts["temperature"]), bool(opts["include_self"]), bool(opts["center"])).float()
+    return pfam_scores(emb, float(opts["temperature"]), bool(opts["include_self"]), bool(opts["center"]),
+                       bool(opts["normalize"])).float()
 
 
 @CRITERIA.register("pfam")
 def pfam(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
     return _score(group, model, ctx, options(ctx))
+
+
+@CRITERIA.register("pfam_energy")
+def pfam_energy(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """PFAM on dot-product energies (``normalize=False``): the variant chosen on the validation split for the soft
+    schedule, where the cosine form swaps trained filters for regrowing ones at every stage (docs/pfam.md)."""
+    return _score(group, model, ctx, options(ctx, normalize=False))
 
 
 @CRITERIA.register("pfam_fmap")

@@ -184,6 +184,19 @@ def check_fits(model: nn.Module, weights: Dict[str, torch.Tensor], path: str | P
                                   f"file but {tuple(own[k].shape)} in the model")
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """``prunekit.load``: the model saved at ``path``, in eval mode, with its description as ``.prunekit_description``."""
-    return load_checkpoint(path, device).model.eval()
+def load(path: str | Path, device: str | torch.device = "cpu", sparse_kernels: bool = False) -> nn.Module:
+    """``prunekit.load``: the model saved at ``path``, in eval mode, with its description as ``.prunekit_description``.
+
+    ``sparse_kernels=True`` replays the per-layer kernel decisions recorded at pruning time (``prunekit prune
+    --sparse-kernels``): the layers measured faster as torch sparse kernels become CSR layers, for CPU inference
+    only (no autograd through them). A checkpoint without decisions loads dense.
+    """
+    model = load_checkpoint(path, device).model.eval()
+    decisions = model.prunekit_description.get("sparse_kernels")
+    if sparse_kernels and decisions:
+        from ..sparse.kernels import apply_decisions
+
+        if torch.device(device).type != "cpu":
+            raise CheckpointError("sparse kernels run on the CPU; load with device='cpu' or sparse_kernels=False")
+        apply_decisions(model, decisions)
+    return model
