@@ -45,6 +45,7 @@ RESUME_CASES = {
     "rigl": ("rigl", dict(target=0.8, end_epoch=4, update_every=1)),
     "soft": ("soft", dict(method="structured", target=0.5, criterion="random", seed=3)),
     "soft-resnet": ("soft", dict(method="structured", target=0.5, criterion="l1"), "resnet_tiny"),
+    "soft-then-hard": ("soft", dict(method="structured", target=0.5, criterion="random", seed=3, hard_epochs=2)),
     "iterative-structured-resnet": ("iterative", dict(method="structured", target=0.5, start_epoch=1, end_epoch=3,
                                                       every=1), "resnet_tiny"),
 }
@@ -256,6 +257,38 @@ def test_soft_final_removal_keeps_outputs_and_shrinks(arch, tiny_ds):
     convs = [m for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert {c.out_channels for c in convs} == {4, 8}  # every group of 8 -> 4, of 16 -> 8
     assert sum(p.numel() for p in res.model.parameters()) < sum(p.numel() for p in snap["model"].parameters())
+
+
+def test_soft_then_hard_removes_early_and_trains_the_small_model(tiny_ds):
+    sizes = []
+
+    class Widths(Callback):
+        def on_epoch_end(self, state):
+            sizes.append(sum(p.numel() for p in state.unwrapped.parameters()))
+
+    sched = SoftFilter(target=0.5, criterion="random", seed=1, hard_epochs=2)
+    start = tiny_model()
+    full = sum(p.numel() for p in start.parameters())
+    snap = {}
+
+    class Snap(Callback):
+        def on_epoch_start(self, state):
+            if state.epoch == CFG.epochs - 1:
+                snap["weights"] = {k: v.clone() for k, v in state.unwrapped.state_dict().items()}
+
+    res = fit(start, tiny_ds, CFG, device="cpu", callbacks=[sched, Widths(), Snap()], progress=False)
+    hard = CFG.epochs - 2
+    removed = [h for h in sched.history if h.get("event") == "removed"]
+    assert len(removed) == 1 and removed[0]["epoch"] == hard
+    assert [h["epoch"] for h in sched.history if "zeroed" in h] == [1, hard]  # no soft stage after removal
+    assert sizes[:hard - 1] == [full] * (hard - 1) and all(s < full for s in sizes[hard:])  # small from there on
+    final = res.model.state_dict()
+    assert any(not torch.equal(final[k], snap["weights"][k]) for k in final if k.endswith("weight"))  # still trained
+    convs = [m for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {c.out_channels for c in convs} == {4, 8}
+    with pytest.raises(ConfigError, match="hard_epochs"):
+        fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[SoftFilter(target=0.5, hard_epochs=CFG.epochs)],
+            progress=False)
 
 
 # -- iterative structured --------------------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ class ScheduleConfig(BaseModel):
     margin: Optional[float] = Field(None, ge=0, lt=1, description="hysteresis band around the threshold (dns; "
                                                                  "default 0.1)")
     ramp_epochs: Optional[int] = Field(None, ge=0, description="epochs over which the target ramps up (soft)")
+    hard_epochs: Optional[int] = Field(None, ge=0, description="soft-then-hard: remove the channels this many "
+                                                               "epochs before the end and train the small model "
+                                                               "(soft)")
     input_size: Optional[int] = Field(None, ge=1, description="input side in pixels for tracing (structured; "
                                                               "default: from the data)")
     seed: int = Field(0, description="seed for criteria that draw randomness")

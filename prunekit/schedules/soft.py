@@ -9,6 +9,11 @@ ramp up over the first ``ramp_epochs`` epochs. When training ends, a last stage 
 since the previous one, and the final zero channels are removed physically through the structured engine
 (``apply_plan``), which leaves the outputs unchanged.
 
+``hard_epochs=k`` ends the soft phase ``k`` epochs early (soft-then-hard): at boundary ``epochs - k`` the last stage
+runs and its zero channels are removed physically at once (optimizer state carried), so the network trains its
+final, smaller shape for ``k`` epochs. Without it, a criterion that does not look at magnitude (PFAM's cosine,
+random) can swap channels at the very last stage with no epoch left to recover.
+
     fit(model, data, TrainConfig(epochs=30), callbacks=[SoftFilter(target=0.4, criterion="pfam", ramp_epochs=5)])
 """
 from __future__ import annotations
@@ -37,6 +42,7 @@ class SoftFilter(Schedule):
         ramp_curve: shape of that rise: ``linear``, ``cubic`` or ``exponential``.
         remove: remove the final zero channels physically at train end (default True).
         calib_batches: training batches handed to data-driven criteria.
+        hard_epochs: epochs trained after an early physical removal (0: remove only when training ends).
     """
 
     methods = ("structured",)
@@ -46,33 +52,54 @@ class SoftFilter(Schedule):
     def __init__(self, method: str = "structured", target: float = 0.5, criterion: str = "l2",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
                  ramp_epochs: int = 0, ramp_curve: str = "linear", remove: bool = True, calib_batches: int = 4,
-                 **common: Any) -> None:
+                 hard_epochs: int = 0, **common: Any) -> None:
         super().__init__(method, target, criterion, start_epoch, end_epoch, every, **common)
         if not isinstance(ramp_epochs, int) or ramp_epochs < 0:
             raise ConfigError(f"ramp_epochs={ramp_epochs!r} must be an integer >= 0")
         if not isinstance(calib_batches, int) or calib_batches < 0:
             raise ConfigError(f"calib_batches={calib_batches!r} must be an integer >= 0")
+        if not isinstance(hard_epochs, int) or hard_epochs < 0:
+            raise ConfigError(f"hard_epochs={hard_epochs!r} must be an integer >= 0")
+        if hard_epochs and not remove:
+            raise ConfigError("hard_epochs removes channels physically before training ends; it needs remove=True")
+        self.hard_epochs = hard_epochs
         self.ramp_epochs, self.ramp_curve = ramp_epochs, check_curve(ramp_curve)
         self.remove, self.calib_batches = bool(remove), calib_batches
         self.plan: Optional[Dict[str, Any]] = None  # last stage's Plan as plain data
         self.keep: Dict[str, torch.Tensor] = {}  # group key -> kept channels after the last stage
         self.shape: Optional[list] = None
         self.trained_since_stage = False
+        self.removed = False  # soft-then-hard: the channels are already gone
         self._removed_from: Optional[int] = None
 
     def progress(self, boundary: int) -> float:
         """How far the ramp is at ``boundary`` (1 without a ramp)."""
         return 1.0 if not self.ramp_epochs else (boundary - self.start_epoch) / self.ramp_epochs
 
+    def hard_boundary(self, state: TrainState) -> Optional[int]:
+        """The boundary where soft-then-hard removes channels for good (None: at train end)."""
+        if not self.hard_epochs:
+            return None
+        if self.hard_epochs >= state.epochs:
+            raise ConfigError(f"hard_epochs={self.hard_epochs} leaves no soft epoch in a {state.epochs}-epoch run; "
+                              "use fewer hard epochs or train longer")
+        return state.epochs - self.hard_epochs
+
     def is_stage(self, state: TrainState, boundary: int) -> bool:
-        return (boundary >= max(1, self.start_epoch) and boundary <= self.end(state)
+        hard = self.hard_boundary(state)
+        last = self.end(state) if hard is None else min(self.end(state), hard)
+        return (boundary >= max(1, self.start_epoch) and boundary <= last
                 and (boundary - self.start_epoch) % self.every == 0)
 
     def on_step_end(self, state: TrainState) -> None:
         self.trained_since_stage = True
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
-        if self.is_stage(state, boundary):
+        if self.removed:
+            return
+        if boundary == self.hard_boundary(state):
+            self._remove(state, boundary)
+        elif self.is_stage(state, boundary):
             self.stage(state, self.progress(boundary), boundary)
 
     def stage(self, state: TrainState, progress: float, boundary: int) -> Plan:
@@ -96,25 +123,29 @@ class SoftFilter(Schedule):
 
     def on_train_end(self, state: TrainState) -> None:
         """Last stage if needed, then remove the zero channels for good (in place; optimizer state carried)."""
+        if self.remove and not self.removed and self._removed_from != id(state.unwrapped):
+            self._remove(state, -1)
+
+    def _remove(self, state: TrainState, boundary: int) -> None:
         model = state.unwrapped
-        if not self.remove or self._removed_from == id(model):
-            return
-        last_progress = self.history[-1]["progress"] if self.history else None
+        last_progress = self.history[-1].get("progress") if self.history else None
         if self.plan is None or self.trained_since_stage or last_progress != 1.0:
-            self.stage(state, 1.0, -1)
+            self.stage(state, 1.0, boundary)
         plan = Plan.from_dict(self.plan)
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
         apply_plan(model, plan, graph=build_graph(model, (example,), ignore=plan.ignore), optimizer=state.optimizer)
         self._removed_from = id(model)
-        self.history.append({"event": "removed", "channels_removed": sum(len(g["remove"])
-                                                                          for g in self.plan["groups"])})
+        self.removed = boundary >= 0  # removed mid-training: later boundaries and train end leave the model alone
+        self.history.append({"event": "removed", "epoch": boundary, "channels_removed": sum(
+            len(g["remove"]) for g in self.plan["groups"])})
 
     def extra_state(self) -> Dict[str, Any]:
         return {"plan": self.plan, "keep": tensor_dict(self.keep), "input_shape": self.shape,
-                "trained_since_stage": self.trained_since_stage}
+                "trained_since_stage": self.trained_since_stage, "removed": self.removed}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
         self.plan = state.get("plan")
         self.keep = dict(state.get("keep") or {})
         self.shape = list(state["input_shape"]) if state.get("input_shape") else None
         self.trained_since_stage = bool(state.get("trained_since_stage"))
+        self.removed = bool(state.get("removed"))
