@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--reduce", default="params=0.4")
     ap.add_argument("--ramp-epochs", type=int, default=0)
+    ap.add_argument("--zero", choices=["group", "filters"], default="group",
+                    help="what a stage zeroes: every coupled slice, or the filters only (SFP)")
     ap.add_argument("--variants", nargs="+", default=["pfam", "pfam@normalize=false", "l2"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -56,7 +58,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for variant in a.variants:
         key = (f"{a.model}-{Path(a.data).name if a.data else 'embedded'}-e{a.epochs}-{a.reduce}-r{a.ramp_epochs}-"
-               f"{variant}-s{a.seed}").replace("@", "_").replace("=", "").replace(",", "_")
+               f"{variant}-s{a.seed}{'' if a.zero == 'group' else '-zfilters'}").replace("@", "_").replace("=", "").replace(",", "_")
         path = a.out / f"{key}.json"
         if path.is_file():
             print(json.loads(path.read_text())["summary"])
@@ -64,17 +66,18 @@ def main() -> None:
         torch.manual_seed(a.seed)
         model = prunekit.create_model(a.model, ds.num_classes)
         sched = build_schedule("soft", method="structured", reduce=a.reduce, criterion=criterion_of(variant),
-                               input_size=64, start_epoch=0, every=1, ramp_epochs=a.ramp_epochs, seed=a.seed)
+                               input_size=64, start_epoch=0, every=1, ramp_epochs=a.ramp_epochs, seed=a.seed,
+                               zero=a.zero)
         t0 = time.perf_counter()
         res = fit(model, ds, TrainConfig(epochs=a.epochs, batch_size=64, seed=a.seed), device="cpu",
                   callbacks=[sched], progress=False)
         val = evaluate(res.model, ds, "val")["accuracy"]
         row = {"variant": variant, "model": a.model, "epochs": a.epochs, "reduce": a.reduce, "seed": a.seed,
-               "ramp_epochs": a.ramp_epochs, "val_final": val, "val_per_epoch": [h.get("val_acc") for h in res.history],
+               "ramp_epochs": a.ramp_epochs, "zero": a.zero, "val_final": val, "val_per_epoch": [h.get("val_acc") for h in res.history],
                "swapped": [h.get("swapped") for h in sched.history if "swapped" in h],
                "zeroed": [h.get("zeroed") for h in sched.history if "zeroed" in h],
                "seconds": round(time.perf_counter() - t0, 1)}
-        row["summary"] = (f"{variant:<28} val after removal {val:.3f}  best val/epoch "
+        row["summary"] = (f"{variant:<28} zero={a.zero:<7} val after removal {val:.3f}  best val/epoch "
                           f"{max(v or 0 for v in row['val_per_epoch']):.3f}  swapped {row['swapped']}")
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(row, indent=1))

@@ -7,7 +7,9 @@ import copy
 import pytest
 import torch
 
+from prunekit.apply.structured import zero_channels
 from prunekit.data import load_dataset
+from prunekit.plan import Plan
 from prunekit.errors import CheckpointError, ConfigError
 from prunekit.models import create_model
 from prunekit.schedules import (SCHEDULES, DynamicSurgery, Gradual, ScheduleConfig, SoftFilter, build_schedule,
@@ -237,6 +239,52 @@ def test_soft_zeroes_chosen_filters_then_training_rebuilds_them(tiny_ds):
     fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[Before(), sched, After()], progress=False)
     assert checks["zero"] > 0 and checks["regrown"] > 0
     assert [h["epoch"] for h in sched.history] == [1, 2, 3, 4]
+
+
+def test_soft_filters_mode_zeroes_only_filters_and_gradients_rebuild_them(tiny_ds):
+    """zero="filters" (SFP): BN and the next layer stay alive, so the zeroed filters get real gradients back
+    (they move further than with the default, where only leftover momentum moves them); the last stage zeroes
+    the whole group and the removal is exact."""
+    moved = {}
+
+    def run(zero):
+        seen = []
+
+        class Before(Callback):
+            def on_epoch_end(self, state):
+                if sched.plan is not None and state.epoch >= 1:
+                    for conv, remove in _zeroed(sched).items():
+                        seen.append(float(state.model.get_submodule(conv).weight[remove].detach().abs().mean()))
+
+        class After(Callback):
+            def on_epoch_end(self, state):
+                for conv, remove in _zeroed(sched).items():
+                    bn = _bn_after(state.model, conv)
+                    assert torch.all(state.model.get_submodule(conv).weight[remove] == 0)
+                    live = bool((bn.weight[remove] != 0).any())
+                    assert live == (zero == "filters"), (zero, conv)
+
+        sched = SoftFilter(target=0.5, criterion="l2", zero=zero, remove=False)
+        fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[Before(), sched, After()], progress=False)
+        moved[zero] = sum(seen) / len(seen)
+
+    run("group")
+    run("filters")
+    assert moved["filters"] > 2 * moved["group"] > 0, moved
+    snap = {}
+
+    class Snap(Callback):
+        def on_train_end(self, state):
+            snap["model"] = copy.deepcopy(state.model).eval()
+
+    sched = SoftFilter(target=0.5, criterion="l2", zero="filters")
+    res = fit(tiny_model(), tiny_ds, CFG, device="cpu", callbacks=[Snap(), sched], progress=False)
+    zero_channels(snap["model"], Plan.from_dict(sched.plan))  # what the last stage did to the whole group
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(snap["model"](x), res.model.eval()(x), atol=1e-5)
+    with pytest.raises(ConfigError, match="zero="):
+        SoftFilter(target=0.5, zero="bn")
 
 
 @pytest.mark.parametrize("arch", ["vgg_tiny", "resnet_tiny"])

@@ -9,7 +9,7 @@ exactly-zero channels afterwards leaves the outputs unchanged (for BatchNorm-sty
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -173,8 +173,13 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph] = None) -> nn.Module:
-    """Zero every coupled slice of the planned channels (parameters only) without removing them."""
+def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph] = None,
+                  only: Optional[Callable[[Any, nn.Module], bool]] = None) -> nn.Module:
+    """Zero every coupled slice of the planned channels (parameters only) without removing them.
+
+    ``only(member, module)`` restricts the zeroing to some slices, e.g. the producing filters alone (soft filter
+    pruning as He et al. 2018 do it, leaving BatchNorm and the next layer alive so gradients can rebuild them).
+    """
     if graph is None:
         graph = build_graph(model, plan.example_inputs(), ignore=plan.ignore)
     masks = channel_masks(plan)
@@ -185,7 +190,7 @@ def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph]
                 continue
             keep = masks[g.key]
             for m in g.members:
-                if m.kind not in ("param", "grouped_in"):
+                if m.kind not in ("param", "grouped_in") or (only is not None and not only(m, modules[m.module])):
                     continue
                 t = getattr(modules[m.module], m.attr)
                 drop = (m.index >= 0) & ~keep[m.index.clamp(min=0)]

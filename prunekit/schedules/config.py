@@ -79,6 +79,9 @@ class ScheduleConfig(BaseModel):
     hard_epochs: Optional[int] = Field(None, ge=0, description="soft-then-hard: remove the channels this many "
                                                                "epochs before the end and train the small model "
                                                                "(soft)")
+    zero: Optional[Literal["group", "filters"]] = Field(None, description="what a soft stage zeroes: every coupled "
+                                                                        "slice (group, default) or only the "
+                                                                        "producing filters (filters, as SFP)")
     input_size: Optional[int] = Field(None, ge=1, description="input side in pixels for tracing (structured; "
                                                               "default: from the data)")
     seed: int = Field(0, description="seed for criteria that draw randomness")

@@ -9,6 +9,11 @@ ramp up over the first ``ramp_epochs`` epochs. When training ends, a last stage 
 since the previous one, and the final zero channels are removed physically through the structured engine
 (``apply_plan``), which leaves the outputs unchanged.
 
+``zero="filters"`` zeroes only the producing filters at the intermediate stages (He et al.'s SFP), so the channel's
+BatchNorm and the next layer stay alive and gradients reach the filter again; the default ``zero="group"`` zeroes
+every coupled slice, which keeps each stage's model exactly removable but leaves a zeroed channel without any
+gradient (only leftover momentum moves it). The final stage always zeroes the whole group before removal.
+
 ``hard_epochs=k`` ends the soft phase ``k`` epochs early (soft-then-hard): at boundary ``epochs - k`` the last stage
 runs and its zero channels are removed physically at once (optimizer state carried), so the network trains its
 final, smaller shape for ``k`` epochs. Without it, a criterion that does not look at magnitude (PFAM's cosine,
@@ -25,6 +30,7 @@ import torch
 from ..apply.structured import apply_plan, channel_masks, zero_channels
 from ..errors import ConfigError
 from ..graph import build_graph
+from ..importance.observe import is_filter_slice
 from ..plan import Plan
 from ..train.callbacks import TrainState
 from . import SCHEDULES
@@ -43,6 +49,7 @@ class SoftFilter(Schedule):
         remove: remove the final zero channels physically at train end (default True).
         calib_batches: training batches handed to data-driven criteria.
         hard_epochs: epochs trained after an early physical removal (0: remove only when training ends).
+        zero: what an intermediate stage zeroes: ``group`` (every coupled slice) or ``filters`` (SFP).
     """
 
     methods = ("structured",)
@@ -52,7 +59,7 @@ class SoftFilter(Schedule):
     def __init__(self, method: str = "structured", target: float = 0.5, criterion: str = "l2",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
                  ramp_epochs: int = 0, ramp_curve: str = "linear", remove: bool = True, calib_batches: int = 4,
-                 hard_epochs: int = 0, **common: Any) -> None:
+                 hard_epochs: int = 0, zero: str = "group", **common: Any) -> None:
         super().__init__(method, target, criterion, start_epoch, end_epoch, every, **common)
         if not isinstance(ramp_epochs, int) or ramp_epochs < 0:
             raise ConfigError(f"ramp_epochs={ramp_epochs!r} must be an integer >= 0")
@@ -62,7 +69,9 @@ class SoftFilter(Schedule):
             raise ConfigError(f"hard_epochs={hard_epochs!r} must be an integer >= 0")
         if hard_epochs and not remove:
             raise ConfigError("hard_epochs removes channels physically before training ends; it needs remove=True")
-        self.hard_epochs = hard_epochs
+        if zero not in ("group", "filters"):
+            raise ConfigError(f"zero={zero!r} must be 'group' (every coupled slice) or 'filters' (SFP)")
+        self.hard_epochs, self.zero = hard_epochs, zero
         self.ramp_epochs, self.ramp_curve = ramp_epochs, check_curve(ramp_curve)
         self.remove, self.calib_batches = bool(remove), calib_batches
         self.plan: Optional[Dict[str, Any]] = None  # last stage's Plan as plain data
@@ -102,7 +111,7 @@ class SoftFilter(Schedule):
         elif self.is_stage(state, boundary):
             self.stage(state, self.progress(boundary), boundary)
 
-    def stage(self, state: TrainState, progress: float, boundary: int) -> Plan:
+    def stage(self, state: TrainState, progress: float, boundary: int, final: bool = False) -> Plan:
         """Rescore and zero the lowest channels up to the target ``progress`` of the way along the ramp."""
         model = state.unwrapped
         self.shape = input_shape(state, self.input_size, self.shape)
@@ -112,7 +121,7 @@ class SoftFilter(Schedule):
         ctx = {"data": calibration(state, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
         plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, None, ctx, ignore=self.skip,
                                     settings={"schedule": "soft", "epoch": boundary}, overrides=overrides)
-        zero_channels(model, plan, graph)
+        zero_channels(model, plan, graph, only=None if final or self.zero == "group" else is_filter_slice)
         keep = channel_masks(plan)
         swapped = sum(int((~keep[k] & self.keep[k]).sum()) for k in keep
                       if k in self.keep and self.keep[k].shape == keep[k].shape)
@@ -129,8 +138,8 @@ class SoftFilter(Schedule):
     def _remove(self, state: TrainState, boundary: int) -> None:
         model = state.unwrapped
         last_progress = self.history[-1].get("progress") if self.history else None
-        if self.plan is None or self.trained_since_stage or last_progress != 1.0:
-            self.stage(state, 1.0, boundary)
+        if self.plan is None or self.trained_since_stage or last_progress != 1.0 or self.zero != "group":
+            self.stage(state, 1.0, boundary, final=True)
         plan = Plan.from_dict(self.plan)
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
         apply_plan(model, plan, graph=build_graph(model, (example,), ignore=plan.ignore), optimizer=state.optimizer)
