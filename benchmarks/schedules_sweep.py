@@ -75,7 +75,8 @@ def run_cell(s: Dict[str, Any], ds: Any, runs: Path) -> Dict[str, Any]:
             opts.update(reduce=s["target"], criterion=s["criterion"], input_size=s["image_size"])
             schedule = build_schedule(s["schedule"], method="structured", **opts)
         else:
-            schedule = build_schedule(s["schedule"], method="unstructured", target=float(s["target"]), **opts)
+            schedule = build_schedule(s["schedule"], method="unstructured", target=float(s["target"]),
+                                      criterion=s["criterion"], **opts)
         callbacks.append(schedule)
     t0 = time.perf_counter()
     res = fit(model, ds, cfg, device="cpu", callbacks=callbacks, out_dir=runs, progress=False)
@@ -101,13 +102,15 @@ def summarize(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in results:
         s = r["settings"]
-        key = (s["model"], s["data"], s["image_size"], s["epochs"], s["method"], s["target"], s["schedule"])
+        key = (s["model"], s["data"], s["image_size"], s["epochs"], s["method"], s["target"], s["schedule"],
+               s.get("criterion", "-"))
         groups.setdefault(key, []).append(r)
     rows = []
     for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][:5], str(kv[0][5]), kv[0][6])):
         accs = [r["test_acc"] for r in rs]
         rows.append({"model": key[0], "data": key[1], "image_size": key[2], "epochs": key[3], "method": key[4],
-                     "target": key[5], "schedule": key[6], "seeds": len(rs), "acc": statistics.fmean(accs),
+                     "target": key[5], "schedule": key[6], "criterion": key[7], "seeds": len(rs),
+                     "acc": statistics.fmean(accs),
                      "spread": statistics.stdev(accs) if len(accs) > 1 else None,
                      "sparsity": statistics.fmean(r.get("sparsity", 0.0) for r in rs),
                      "macs_x": statistics.fmean(r["macs_dense"] / max(1, r["macs"]) for r in rs),
@@ -121,12 +124,12 @@ def write_report(rows: List[Dict[str, Any]], docs: Path) -> None:
              f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}. Accuracy on the test "
              "split, mean ± sample std over seeds; every schedule gets the same epochs. Sparsity is measured on the "
              "final weights (zeros / targeted weights); MACs and params reductions are dense / pruned.", "",
-             "| model | data | px | epochs | method | target | schedule | seeds | test acc | sparsity | MACs x "
-             "| params x | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | data | px | epochs | method | target | schedule | criterion | seeds | test acc | sparsity "
+             "| MACs x | params x | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = f"{r['acc']:.3f}" + (f" ± {r['spread']:.3f}" if r["spread"] is not None else "")
         lines.append(f"| {r['model']} | {r['data']} | {r['image_size']} | {r['epochs']} | {r['method']} | "
-                     f"{r['target']} | {r['schedule']} | {r['seeds']} | {acc} | {r['sparsity']:.1%} | "
+                     f"{r['target']} | {r['schedule']} | {r['criterion']} | {r['seeds']} | {acc} | {r['sparsity']:.1%} | "
                      f"{r['macs_x']:.2f} | {r['params_x']:.2f} | {r['seconds']:.0f} |")
     docs.mkdir(parents=True, exist_ok=True)
     with atomic_path(docs / "schedules_sweep.md") as tmp:
@@ -138,7 +141,7 @@ def write_report(rows: List[Dict[str, Any]], docs: Path) -> None:
             if r["method"] != method or r["schedule"] == "none":
                 continue
             x = 100 * r["sparsity"] if method == "unstructured" else r["macs_x"]
-            label = f"{r['schedule']} ({r['model']}, {r['data']})"
+            label = f"{r['schedule']} {r['criterion']} ({r['model']}, {r['data']})"
             series.setdefault(label, []).append((x, r["acc"], r["spread"]))
         for r in dense:
             if any(f"({r['model']}, {r['data']})" in k for k in series):
@@ -163,6 +166,10 @@ def main(argv: Optional[List[str]] = None) -> None:
                     help="structured targets (prunekit.targets syntax)")
     ap.add_argument("--structured-schedules", nargs="*", default=list(STRUCTURED), choices=STRUCTURED)
     ap.add_argument("--criterion", default="l2", help="structured criterion")
+    ap.add_argument("--unstructured-criterion", default="lamp", choices=["l1", "lamp", "erk"],
+                    help="how unstructured schedules share the global budget between layers: plain global magnitude "
+                         "(l1), LAMP scores or ERK ratios. Default lamp: global magnitude near initialization "
+                         "empties whole layers (the widest layer has the smallest init weights)")
     ap.add_argument("--no-dense", action="store_true", help="skip the unpruned baseline cells")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "schedules")
@@ -180,7 +187,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         if not args.no_dense:
             cells.append({**base, "method": "dense", "target": "0", "schedule": "none", "criterion": "-",
                           "seed": seed})
-        cells += [{**base, "method": "unstructured", "target": str(t), "schedule": sch, "criterion": "l1",
+        cells += [{**base, "method": "unstructured", "target": str(t), "schedule": sch,
+                   "criterion": args.unstructured_criterion,
                    "seed": seed} for t in args.sparsities for sch in args.schedules]
         cells += [{**base, "method": "structured", "target": red, "schedule": sch, "criterion": args.criterion,
                    "seed": seed} for red in args.reductions for sch in args.structured_schedules]

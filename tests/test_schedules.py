@@ -205,6 +205,32 @@ def test_dns_pruned_weights_keep_learning_and_end_at_target(tiny_ds):
     assert sched.masks.sparsity().overall == pytest.approx(0.8, abs=1e-3)
 
 
+def test_global_magnitude_at_init_empties_a_layer_lamp_and_dns_with_lamp_do_not():
+    """Why the sweep shares the budget with LAMP: at random init the widest layer has the smallest weights, so one
+    global magnitude threshold removes it entirely; LAMP keeps every layer alive, and DNS with criterion="lamp"
+    keeps each layer's share through its mask updates."""
+    from prunekit.sparse import magnitude_prune
+
+    torch.manual_seed(0)
+    model = create_model("vgg_tiny", num_classes=21)
+    dens = lambda masks: {n: float(m.float().mean()) for n, m in masks.items()}  # noqa: E731
+    assert min(dens(magnitude_prune(model, 0.9, scope="global", apply=False)).values()) == 0.0
+    assert min(dens(magnitude_prune(model, 0.9, scope="global", allocation="lamp", apply=False)).values()) > 0.0
+    model = create_model("vgg_tiny", num_classes=21)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainState(model=model, optimizer=opt, epochs=4, steps_per_epoch=3)
+    sched = DynamicSurgery(target=0.9, criterion="lamp", end_epoch=3)
+    sched.on_train_start(state)
+    shares = {n: 1 - d for n, d in dens(sched.masks).items()}
+    with torch.no_grad():
+        for w in sched.dense.values():  # scramble magnitudes: a global threshold would now move budget around
+            w.mul_(torch.rand_like(w) * 3)
+    sched.update_masks()
+    after = {n: 1 - d for n, d in dens(sched.masks).items()}
+    for n in shares:
+        assert after[n] == pytest.approx(shares[n], abs=0.05 + sched.margin) and after[n] < 1.0, n
+
+
 # -- soft filter pruning ---------------------------------------------------------------------------------------------
 def _zeroed(sched):
     return {g["module"]: g["remove"] for g in sched.plan["groups"]}

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..train.callbacks import TrainState
 from . import SCHEDULES
-from .base import Schedule, check_update_every, step_window, tensor_dict
+from .base import UNSTRUCTURED_CRITERIA, Schedule, check_update_every, step_window, tensor_dict
 
 
 @SCHEDULES.register("dns")
@@ -45,6 +45,7 @@ class DynamicSurgery(Schedule):
             raise ConfigError(f"margin={margin!r} must be a fraction in [0, 1), e.g. 0.1")
         self.margin, self.update_every = float(margin), check_update_every(update_every)
         self.dense: Dict[str, torch.Tensor] = {}  # full weights while splicing is on
+        self.layer_ratio: Dict[str, float] = {}  # per-layer share of the budget (layer scope, LAMP or ERK)
 
     # -- phases ----------------------------------------------------------------------------------------------------
     def on_boundary(self, state: TrainState, boundary: int) -> None:
@@ -98,17 +99,23 @@ class DynamicSurgery(Schedule):
     @torch.no_grad()
     def update_masks(self, step: int = -1, epoch: int = -1) -> Dict[str, int]:
         """Re-threshold every mask from the dense weights; returns counts of spliced and newly pruned weights."""
-        if self.scope == "global":
+        # one global magnitude threshold, unless the budget was shared out per layer (scope "layer", or a LAMP /
+        # ERK allocation): then each layer keeps the share its first masks gave it
+        shared = self.scope == "global" and UNSTRUCTURED_CRITERIA[self.criterion] is None
+        if shared:
             flat = torch.cat([w.abs().flatten().float().cpu() for w in self.dense.values()])
             k = round(self.target * flat.numel())
             t_all = float(torch.kthvalue(flat, k).values) if k > 0 else 0.0
+        elif not self.layer_ratio:
+            self.layer_ratio = {n: float(self.target if self.scope == "layer" else (~self.masks[n]).float().mean())
+                                for n in self.dense}
         spliced = pruned = 0
         for name, w in self.dense.items():
             mag = w.abs().float().cpu()
-            if self.scope == "global":
+            if shared:
                 t = t_all
             else:
-                k = round(self.target * mag.numel())
+                k = round(self.layer_ratio[name] * mag.numel())
                 t = float(torch.kthvalue(mag.flatten(), k).values) if k > 0 else 0.0
             old = self.masks[name]
             new = (mag >= (1 + self.margin) * t) | (old & (mag >= (1 - self.margin) * t)) if k > 0 else \
@@ -123,9 +130,10 @@ class DynamicSurgery(Schedule):
 
     # -- state -----------------------------------------------------------------------------------------------------
     def extra_state(self) -> Dict[str, Any]:
-        return {"dense": tensor_dict(self.dense)}
+        return {"dense": tensor_dict(self.dense), "layer_ratio": dict(self.layer_ratio)}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
         self.dense = dict(state.get("dense") or {})
+        self.layer_ratio = {k: float(v) for k, v in (state.get("layer_ratio") or {}).items()}
         if self.dense:
             self._masker = None  # splicing: the dense weights train, the masks only shape the forward pass
