@@ -11,6 +11,7 @@ the targeted weights as a whole still lose ``ratio``.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, Iterable, Optional, Sequence, Type
 
 from torch import nn
@@ -80,6 +81,11 @@ def magnitude_prune(model: nn.Module, ratio: float = 0.9, scope: str = "global",
         flat.update(alloc.global_masks({t.param_name: scores[t.param_name] for t in free}, budget))
 
     masks = Masks({t.param_name: flat[t.param_name].view(t.param.shape) for t in targets})
+    emptied = [n for n, m in masks.items() if m.numel() and not bool(m.any())]
+    if emptied and ratio < 1.0:
+        warnings.warn(f"magnitude pruning at ratio {ratio} removed every weight of {emptied[:3]}"
+                      f"{' and more' if len(emptied) > 3 else ''}: no signal passes that layer any more; share the "
+                      "budget with allocation='lamp' (CLI: --criterion lamp) or lower the ratio", stacklevel=2)
     if apply:
         masks.apply(model)
     return masks
