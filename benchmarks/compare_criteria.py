@@ -42,6 +42,7 @@ import prunekit  # noqa: E402
 import prunekit.importance.extra  # noqa: E402,F401
 from prunekit.apply.structured import apply_plan  # noqa: E402
 from prunekit.data import load_dataset, make_loader  # noqa: E402
+from prunekit.importance.pfam import variant_from_spec  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.latency import measure_latency  # noqa: E402
 from prunekit.plan import make_plan  # noqa: E402
@@ -119,22 +120,6 @@ def calibration(data: Any, n: int) -> List[Any]:
     return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False), n))
 
 
-def resolve(criterion: str) -> str:
-    """``pfam@temperature=0.5,embed=fmap`` -> a registered PFAM variant of that name (for ablations)."""
-    if "@" not in criterion:
-        return criterion
-    from prunekit.importance.pfam import register_variant
-
-    base, _, spec = criterion.partition("@")
-    if base != "pfam":
-        raise SystemExit(f"option variants exist for pfam only, got {criterion!r}")
-    opts: Dict[str, Any] = {}
-    for item in spec.split(","):
-        k, _, v = item.partition("=")
-        opts[k] = v if k == "embed" else (v.lower() == "true" if k in ("include_self", "center", "normalize") else float(v))
-    return register_variant(criterion, **opts)
-
-
 def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, target: str, seed: int,
           x: torch.Tensor, ratios: Dict[str, Any]) -> Dict[str, Any]:
     """Prune ``model`` in place to ``target``; returns the plan, the make_plan arguments and extras to record.
@@ -157,7 +142,7 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
                                         "ratio_search")}
         return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration(data, args.calib_batches)
-    name = resolve(criterion)
+    name = variant_from_spec(criterion)
     if args.scope == "uniform":
         how = dict(ratios[target])
     else:

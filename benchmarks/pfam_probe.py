@@ -21,22 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import prunekit  # noqa: E402
 from prunekit.data import load_dataset  # noqa: E402
-from prunekit.importance.pfam import register_variant  # noqa: E402
+from prunekit.importance.pfam import variant_from_spec  # noqa: E402
 from prunekit.runtime import atomic_path  # noqa: E402
 from prunekit.schedules import build_schedule  # noqa: E402
 from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402
-
-
-def criterion_of(variant: str) -> str:
-    """``pfam@normalize=false,temperature=1`` -> a registered PFAM variant; anything else is a registry name."""
-    if "@" not in variant:
-        return variant
-    base, _, spec = variant.partition("@")
-    opts = {}
-    for item in spec.split(","):
-        k, _, v = item.partition("=")
-        opts[k] = v if k == "embed" else (v.lower() == "true" if v.lower() in ("true", "false") else float(v))
-    return register_variant(variant, **opts)
 
 
 def main() -> None:
@@ -58,14 +46,15 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for variant in a.variants:
         key = (f"{a.model}-{Path(a.data).name if a.data else 'embedded'}-e{a.epochs}-{a.reduce}-r{a.ramp_epochs}-"
-               f"{variant}-s{a.seed}{'' if a.zero == 'group' else '-zfilters'}").replace("@", "_").replace("=", "").replace(",", "_")
+               f"{variant}-s{a.seed}{'' if a.zero == 'group' else '-zfilters'}")
+        key = key.replace("@", "_").replace("=", "").replace(",", "_")
         path = a.out / f"{key}.json"
         if path.is_file():
             print(json.loads(path.read_text())["summary"])
             continue
         torch.manual_seed(a.seed)
         model = prunekit.create_model(a.model, ds.num_classes)
-        sched = build_schedule("soft", method="structured", reduce=a.reduce, criterion=criterion_of(variant),
+        sched = build_schedule("soft", method="structured", reduce=a.reduce, criterion=variant_from_spec(variant),
                                input_size=64, start_epoch=0, every=1, ramp_epochs=a.ramp_epochs, seed=a.seed,
                                zero=a.zero)
         t0 = time.perf_counter()
@@ -73,7 +62,8 @@ def main() -> None:
                   callbacks=[sched], progress=False)
         val = evaluate(res.model, ds, "val")["accuracy"]
         row = {"variant": variant, "model": a.model, "epochs": a.epochs, "reduce": a.reduce, "seed": a.seed,
-               "ramp_epochs": a.ramp_epochs, "zero": a.zero, "val_final": val, "val_per_epoch": [h.get("val_acc") for h in res.history],
+               "ramp_epochs": a.ramp_epochs, "zero": a.zero, "val_final": val,
+               "val_per_epoch": [h.get("val_acc") for h in res.history],
                "swapped": [h.get("swapped") for h in sched.history if "swapped" in h],
                "zeroed": [h.get("zeroed") for h in sched.history if "zeroed" in h],
                "seconds": round(time.perf_counter() - t0, 1)}

@@ -131,7 +131,8 @@ def write_report(rows: List[Dict[str, Any]], docs: Path, setup: Optional[Dict[st
     for r in rows:
         acc = f"{r['acc']:.3f}" + (f" ± {r['spread']:.3f}" if r["spread"] is not None else "")
         lines.append(f"| {r['model']} | {r['data']} | {r['image_size']} | {r['epochs']} | {r['method']} | "
-                     f"{r['target']} | {r['schedule']} | {r['criterion']} | {r['seeds']} | {acc} | {r['sparsity']:.1%} | "
+                     f"{r['target']} | {r['schedule']} | {r['criterion']} | {r['seeds']} | {acc} | "
+                     f"{r['sparsity']:.1%} | "
                      f"{r['macs_x']:.2f} | {r['params_x']:.2f} | {r['seconds']:.0f} |")
     docs.mkdir(parents=True, exist_ok=True)
     with atomic_path(docs / "schedules_sweep.md") as tmp:

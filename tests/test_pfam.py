@@ -138,3 +138,15 @@ def test_energy_variant_keeps_magnitude():
     graph = build_graph(model, X)
     s = score_groups(graph, model, "pfam", ctx={"pfam": {"normalize": False}}, normalize="none")[GROUP]
     assert float(s[9]) < min(float(s[d]) for d in (2, 4, 6, 8, 10, 12, 14))
+
+
+def test_variant_from_spec_reads_options_by_type():
+    from prunekit.importance import CRITERIA
+    from prunekit.importance.pfam import variant_from_spec
+
+    assert variant_from_spec("l2") == "l2"
+    name = variant_from_spec("pfam@normalize=false,temperature=1,embed=fmap")
+    opts = CRITERIA.get(name).pfam_options
+    assert opts["normalize"] is False and opts["temperature"] == 1.0 and opts["embed"] == "fmap"
+    with pytest.raises(ConfigError, match="pfam only"):
+        variant_from_spec("l2@temperature=1")

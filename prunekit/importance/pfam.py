@@ -125,6 +125,22 @@ def register_variant(name: str, **opts: Any) -> str:
     return name
 
 
+def variant_from_spec(name: str) -> str:
+    """``pfam@normalize=false,temperature=1`` -> a registered PFAM variant of that name (for ablations); any name
+    without ``@`` is returned as it is. Values are read by the option's type: true/false, text or a number."""
+    if "@" not in name:
+        return name
+    base, _, spec = name.partition("@")
+    if base != "pfam":
+        raise ConfigError(f"option variants exist for pfam only, got {name!r}")
+    opts: Dict[str, Any] = {}
+    for item in spec.split(","):
+        k, _, v = item.partition("=")
+        kind = type(DEFAULTS.get(k, 0.0))
+        opts[k] = v.lower() == "true" if kind is bool else (v if kind is str else float(v))
+    return register_variant(name, **opts)
+
+
 def _feature_maps(model: nn.Module, ctx: Dict, images: int, size: int) -> Dict[str, Dict[str, torch.Tensor]]:
     """Inputs of every conv/Linear (and outputs of every conv) on the first calibration batch, pooled small."""
 
