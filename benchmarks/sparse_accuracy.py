@@ -110,9 +110,10 @@ def main() -> None:
                   f"fine-tuned {row['accuracy_finetuned']:.4f} | " + " ".join(
                       f"{v} {f[v]['accuracy']:.4f}/{f[v]['bytes'] / 1e3:.0f}kB" for v in FORMATS), flush=True)
     if args.merge and Path(args.out).is_file():
-        new = {(r["method"], r.get("level")) for r in rows}
+        added = [r for r in rows if r["method"] != "dense"]  # the file keeps its own dense (base) row first
+        new = {(r["method"], r.get("level")) for r in added}
         old = json.loads(Path(args.out).read_text())["rows"]
-        rows = [r for r in old if (r["method"], r.get("level")) not in new] + [r for r in rows if r["method"] != "dense"]
+        rows = [r for r in old if (r["method"], r.get("level")) not in new] + added
     out = {"model": args.model, "size": args.size, "base": args.base, "base_epochs": args.base_epochs,
            "ft_epochs": args.ft_epochs, "seed": args.seed, "classes": len(ds.classes), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
