@@ -82,6 +82,10 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
                    help="after pruning, re-estimate BN statistics on this many training batches (0: off)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
+    p.add_argument("--device", default="cpu", help="where training, BN re-estimation and evaluation run (cpu, "
+                                                   "cuda); plans are made on the CPU either way")
+    p.add_argument("--no-latency", dest="latency", action="store_false",
+                   help="skip the batch-1 CPU latency (meaningless on a machine shared by parallel jobs)")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
     p.add_argument("--docs", type=Path, default=REPO / "docs", help="table and plot go here")
     p.add_argument("--work", type=Path, default=WORK, help="cached base models")
@@ -98,26 +102,30 @@ def data_name(args: argparse.Namespace) -> str:
 def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> str:
     crit = criterion.replace("@", "_").replace("=", "").replace(",", "_")
     scope = "-global" if args.scope == "global" and criterion != "unpruned" else ""
-    return (f"{args.model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
+    model = args.model.replace("/", "_")
+    return (f"{model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
             f"-b{args.base_epochs}-f{args.finetune_epochs}{scope}"
             f"{'' if args.base_seed is None else f'-bs{args.base_seed}'}")
 
 
 def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Module:
     """The unpruned model of this seed, trained once and cached as a safetensors checkpoint."""
-    path = args.work / f"base-{args.model}-{data_name(args)}{args.image_size}-s{seed}-b{args.base_epochs}.safetensors"
+    model_tag = args.model.replace("/", "_")
+    path = args.work / f"base-{model_tag}-{data_name(args)}{args.image_size}-s{seed}-b{args.base_epochs}.safetensors"
     if path.is_file():
         return prunekit.load(path)
     seed_everything(seed)
     model = prunekit.create_model(args.model, len(data.classes))
     cfg = TrainConfig(epochs=args.base_epochs, batch_size=args.batch_size, seed=seed)
-    model = fit(model, data, cfg, device="cpu", out_dir=args.work / f"train-{path.stem}", progress=False).model
+    model = fit(model, data, cfg, device=args.device, out_dir=args.work / f"train-{path.stem}",
+                progress=False).model.cpu()
     prunekit.save(model, path)
     return model
 
 
-def calibration(data: Any, n: int) -> List[Any]:
-    return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False), n))
+def calibration(data: Any, n: int, device: Any = "cpu") -> List[Any]:
+    return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False,
+                                             device=device), n))
 
 
 def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, target: str, seed: int,
@@ -136,7 +144,7 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
         cfg = TrainConfig(batch_size=args.batch_size, lr=args.attention_lr, warmup_epochs=0, seed=seed)
         how = dict(ratios[target]) if args.scope == "uniform" else {"reduce": reduce, "scope": "global"}
         _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs, mode="frozen",
-                                          sparsity=args.attention_sparsity, train_cfg=cfg, device="cpu",
+                                          sparsity=args.attention_sparsity, train_cfg=cfg, device=args.device,
                                           max_batches=None, seed=seed, **how)
         extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",
                                         "ratio_search")}
@@ -173,6 +181,7 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
                    removed={g.module: g.remove for g in plan.groups},
                    kept={g.module: g.size - len(g.remove) for g in plan.groups},
                    sizes={g.module: g.size for g in plan.groups})
+        model.to(args.device)
         recalibrate_bn(model, data, args.bn_recal_batches)
         row["bn_recal_batches"] = args.bn_recal_batches
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
@@ -181,14 +190,16 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr, warmup_epochs=0,
                       seed=seed)
-    model = fit(model, data, cfg, device="cpu", progress=False).model
+    model = fit(model.to(args.device), data, cfg, device=args.device, progress=False).model
     row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
     row["test_acc"] = evaluate(model, data, "test")["accuracy"]
+    model = model.cpu()
     row["params"], row["macs"] = count_params(model), count_macs(model, shape)[0]
     row["params_reduction"] = 1 - row["params"] / base_params
     row["macs_reduction"] = 1 - row["macs"] / base_macs
-    median, _ = measure_latency(model, shape, (1,), device="cpu", max_seconds=2.0)
-    row["latency_ms_b1"] = median[1]
+    row["latency_ms_b1"] = measure_latency(model, shape, (1,), device="cpu", max_seconds=2.0)[0][1] if args.latency \
+        else None
+    row["device"] = torch.device(args.device).type
     row["threads"] = torch.get_num_threads()
     return row
 
@@ -204,7 +215,7 @@ def recalibrate_bn(model: torch.nn.Module, data: Any, batches: int) -> None:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches
     model.train()
-    for x, _ in calibration(data, batches):
+    for x, _ in calibration(data, batches, next(model.parameters()).device):
         model(x)
     for m, mom in zip(bns, momenta):
         m.momentum = mom
@@ -214,6 +225,11 @@ def recalibrate_bn(model: torch.nn.Module, data: Any, batches: int) -> None:
 def write_json(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, default=str))
+
+
+def _median_or_dash(vals: List[Any]) -> Any:
+    vals = [v for v in vals if v is not None]
+    return round(statistics.median(vals), 2) if vals else "-"
 
 
 def _mean_sd(vals: List[float]) -> tuple:
@@ -289,7 +305,7 @@ def report(args: argparse.Namespace) -> None:
                       "params": int(statistics.mean(r["params"] for r in rs)),
                       "params red. %": round(pred, 1),
                       "MACs (M)": round(statistics.mean(r["macs"] for r in rs) / 1e6, 2), "MACs red. %": round(red, 1),
-                      "latency b1 ms": round(statistics.median(r["latency_ms_b1"] for r in rs), 2),
+                      "latency b1 ms": _median_or_dash([r["latency_ms_b1"] for r in rs]),
                       "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
         series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
     md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px, {args.scope} scope)", "",

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from prunekit.cli.schemas import PruneOptions  # noqa: E402
 from prunekit.pipeline import prune_job, write_json  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
+from prunekit.runtime import pick_device  # noqa: E402
 
 RESULTS = REPO / "docs" / "results" / "pfam"
 SOFT = {"pfam": "pfam", "pfam_energy": "pfam_energy", "sfp_l2": "l2", "fpgm_soft": "fpgm", "random_soft": "random"}
@@ -38,7 +39,7 @@ ONESHOT = {"l1_oneshot": "l1", "attention": "attention"}
 
 def cell_options(method: str, target: str, seed: int, a: argparse.Namespace, work: Path) -> PruneOptions:
     common = dict(model=a.model, data=a.data, image_size=a.image_size, seed=seed, out=work, progress=False,
-                  latency=False, method="structured", batch_size=a.batch_size)
+                  latency=False, method="structured", batch_size=a.batch_size, device=a.device)
     if method == "unpruned":
         return PruneOptions(**common, ratio=0.0, epochs=a.epochs, finetune_epochs=0)
     if method in SOFT:
@@ -49,9 +50,10 @@ def cell_options(method: str, target: str, seed: int, a: argparse.Namespace, wor
 
 
 def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict[str, Any]:
-    key = f"{a.model}-{Path(a.data).name if a.data else 'embedded'}-{a.image_size}px-e{a.epochs}-{method}-" \
+    data = Path(a.data).name if a.data else "embedded"
+    key = f"{a.model.replace('/', '_')}-{data}-{a.image_size}px-e{a.epochs}-{method}-" \
           f"{'none' if method == 'unpruned' else target}-s{seed}"
-    path = RESULTS / f"{key}.json"
+    path = a.results / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
     print(f"running {key}", flush=True)
@@ -60,7 +62,8 @@ def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict
            "seed": seed, "epochs": a.epochs, "test_accuracy": res["after"]["accuracy"],
            "params": res["after"]["params"], "macs": res["after"]["macs"],
            "params_reduction": 1 - res["after"]["params"] / res["before"]["params"],
-           "macs_reduction": 1 - res["after"]["macs"] / res["before"]["macs"]}
+           "macs_reduction": 1 - res["after"]["macs"] / res["before"]["macs"],
+           "device": pick_device(a.device).type}
     write_json(path, row)
     return row
 
@@ -92,14 +95,17 @@ def main(argv: List[str] | None = None) -> None:
     p.add_argument("--targets", nargs="+", default=["params=0.4", "macs=0.5"])
     p.add_argument("--methods", nargs="+", default=["unpruned", *SOFT, *ONESHOT])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; results record it")
+    p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
+    p.add_argument("--name", default="pfam_results", help="the table goes to docs/<name>.md")
     a = p.parse_args(argv)
     for seed in a.seeds:
         for method in a.methods:
             for target in (a.targets if method != "unpruned" else [None]):
                 run_cell(method, target, seed, a)
-    rows = [json.loads(f.read_text()) for f in sorted(RESULTS.glob("*.json"))]
+    rows = [json.loads(f.read_text()) for f in sorted(a.results.glob("*.json"))]
     text = "# PFAM against its peers, from scratch, same training budget\n\n" + table(rows) + "\n"
-    (REPO / "docs" / "pfam_results.md").write_text(text)
+    (REPO / "docs" / f"{a.name}.md").write_text(text)
     print(text)
 
 

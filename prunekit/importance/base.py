@@ -43,7 +43,7 @@ def norm_except(t: torch.Tensor, dim: int, order: float) -> torch.Tensor:
         outer *= s
     v = t.detach().float().contiguous().view(outer, n, -1)
     m = torch.linalg.vector_norm(v, ord=order, dim=2) if v.shape[2] > 1 else v.view(outer, n)
-    acc = torch.zeros(n)
+    acc = torch.zeros(n, device=v.device)
     for rows in m.split(64, 0):  # reducing the outer dim in small chunks is ~10x faster than one call
         acc += (rows * rows).sum(0) if order == 2.0 else rows.abs().pow(order).sum(0)
     return acc.pow(1.0 / order)

@@ -1,0 +1,115 @@
+"""The same operations on a CUDA device as on the CPU: criteria, physical removal with optimizer state, every
+schedule, whole jobs, checkpoints. Skipped where no GPU is visible (CI has none); on a GPU machine:
+``pytest tests/test_cuda.py``. Each test compares against the CPU result, so a tensor left on the wrong device
+(an error) or a device-dependent decision (a silent difference) both fail."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import prunekit
+import prunekit.importance.extra  # noqa: F401
+from prunekit.apply.structured import apply_plan
+from prunekit.cli.schemas import PruneOptions
+from prunekit.graph import build_graph
+from prunekit.importance import CRITERIA, score_groups
+from prunekit.pipeline import prune_job
+from prunekit.plan import make_plan
+from prunekit.storage import checkpoint as ckpt
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _model(name: str = "vgg_tiny", classes: int = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = prunekit.create_model(name, classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _data(device):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(8, 3, 32, 32, generator=g).to(device), torch.randint(0, 4, (8,), generator=g).to(device))
+            for _ in range(2)]
+
+
+@pytest.mark.parametrize("name", [n for n in CRITERIA.names() if n != "attention"])
+def test_criterion_scores_match_cpu(name):
+    cpu = _model()
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    s_cpu = score_groups(build_graph(cpu, X), cpu, name, ctx={"data": _data("cpu"), "seed": 0}, normalize="none")
+    s_gpu = score_groups(build_graph(gpu, X.to(CUDA)), gpu, name, ctx={"data": _data(CUDA), "seed": 0},
+                         normalize="none")
+    assert set(s_cpu) == set(s_gpu) and s_cpu
+    for k in s_cpu:
+        assert s_gpu[k].device.type == "cpu"
+        torch.testing.assert_close(s_gpu[k], s_cpu[k], rtol=2e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/vit_tiny_patch16_224"])
+def test_physical_removal_on_cuda_matches_cpu(arch):
+    size = 224 if "vit" in arch else 64
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(2))
+    cpu = _model(arch, 10)
+    gpu = copy.deepcopy(cpu).to(CUDA)
+    plan_cpu = make_plan(cpu, x, ratio=0.5, criterion="l2")
+    plan_gpu = make_plan(gpu, x.to(CUDA), ratio=0.5, criterion="l2")
+    assert [g.remove for g in plan_cpu.groups] == [g.remove for g in plan_gpu.groups]
+    apply_plan(cpu, plan_cpu)
+    apply_plan(gpu, plan_gpu)
+    assert all(p.device.type == "cuda" for p in gpu.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x.to(CUDA)).cpu(), cpu(x), rtol=1e-3, atol=1e-3)
+
+
+def test_optimizer_state_is_sliced_on_cuda():
+    model = _model().to(CUDA).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = _data(CUDA)[0]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    plan = make_plan(model, X.to(CUDA), ratio=0.5, criterion="l1")
+    apply_plan(model, plan, optimizer=opt)
+    for p in model.parameters():
+        buf = opt.state[p]["momentum_buffer"]
+        assert buf.shape == p.shape and buf.device == p.device
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+JOBS = {
+    "unstructured_oneshot": dict(method="unstructured", ratio=0.8, scope="global"),
+    "unstructured_lamp_gradual": dict(method="unstructured", ratio=0.8, criterion="lamp", schedule="gradual",
+                                      start_epoch=0, end_epoch=2),
+    "unstructured_dns": dict(method="unstructured", ratio=0.8, criterion="lamp", schedule="dns"),
+    "unstructured_rigl": dict(method="unstructured", ratio=0.8, criterion="erk", schedule="rigl"),
+    "unstructured_iterative": dict(method="unstructured", ratio=0.8, schedule="iterative"),
+    "nm": dict(method="unstructured", nm="2:4"),
+    "structured_l1": dict(method="structured", ratio=0.5, criterion="l1"),
+    "structured_taylor_iterative": dict(method="structured", ratio=0.5, criterion="taylor", schedule="iterative"),
+    "structured_attention": dict(method="structured", ratio=0.5, criterion="attention", attention_epochs=1),
+    "structured_soft_pfam_energy": dict(method="structured", criterion="pfam_energy", schedule="soft",
+                                        reduce="params=0.4"),
+}
+
+
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_jobs_run_on_cuda_and_reload(job, tiny_folder, tmp_path):
+    opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=3, finetune_epochs=2,
+                        batch_size=8, out=tmp_path / job, progress=False, latency=False, val_frac=0.2, device="cuda",
+                        **JOBS[job])
+    res = prune_job(opts)
+    assert res["after"]["params"] <= res["before"]["params"]
+    loaded = ckpt.load_checkpoint(res["checkpoint"], "cpu")
+    again = ckpt.load_checkpoint(res["checkpoint"], CUDA)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model.eval()(x.to(CUDA)).cpu(), loaded.model.eval()(x), rtol=1e-3, atol=1e-4)
