@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The UC Merced sweeps that need more compute than two CPU cores give, run as parallel lanes on one GPU machine.
 #
-#   DATA=path/to/ucmerced DEADLINE=450 OUT=/tmp/out bash benchmarks/gpu_sweeps.sh
+#   DATA=path/to/ucmerced DEADLINE=450 OUT=/tmp/out LANES="tests pfam cc_r18 cc_vgg sched" bash benchmarks/gpu_sweeps.sh
 #
 # Every lane is a resumable benchmark command (one JSON per finished cell; a rerun skips finished cells), so a lane
-# stopped at DEADLINE seconds loses only its cell in flight. Results go to docs/results/*_gpu/ (kept apart from the
-# CPU runs: other numerics, other torch); OUT receives one tarball of those results and the lane logs.
+# stopped at DEADLINE seconds loses only its cell in flight. Results go to $RES/*_gpu/ (default runs/gpu_results, an
+# ignored folder: a device machine's sync removes untracked files that are not ignored) and stay apart from the CPU
+# runs (other numerics, other torch); OUT receives one small tarball of the JSON results and the lane logs.
+# Copy them into docs/results/ here.
 # First lane: the CUDA test file (tests/test_cuda.py), whose result says whether the rest can be trusted.
 set -u
 cd "$(dirname "$0")/.."
@@ -13,6 +15,9 @@ DATA=${DATA:-../shared/data/ucmerced}
 DEADLINE=${DEADLINE:-450}
 OUT=${OUT:-/tmp/gpu_sweeps}
 PY=${PY:-python3}
+RES=${RES:-runs/gpu_results}
+LANES=${LANES:-tests pfam cc_r18 cc_vgg sched}
+on() { case " $LANES " in *" $1 "*) return 0;; esac; return 1; }
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$OUT" runs/gpu_logs runs/cc_vgg
 start=$(date +%s)
@@ -31,48 +36,49 @@ $PY -c "import torch, torchvision, timm; print(torch.__version__, torchvision.__
   >> runs/gpu_logs/gpu.txt 2>&1
 $PY -c "from prunekit.data import load_dataset; ds = load_dataset('$DATA', image_size=64); print(len(ds.labels), 'images', len(ds.classes), 'classes')" >> runs/gpu_logs/gpu.txt 2>&1
 
-lane cuda_tests "$PY -m pytest tests/test_cuda.py -q -p no:cacheprovider -o addopts='-ra'"
+on tests && lane cuda_tests "$PY -m pytest tests/test_cuda.py -q -p no:cacheprovider -o addopts='-ra'"
 
-PF="$PY benchmarks/pfam_from_scratch.py --data $DATA --epochs 30 --device cuda --results docs/results/pfam_gpu \
+PF="$PY benchmarks/pfam_from_scratch.py --data $DATA --epochs 30 --device cuda --results $RES/pfam_gpu \
 --name pfam_gpu_results"
 ALL="pfam_energy sfp_l2 fpgm_soft l1_oneshot attention pfam random_soft"
 for model in vgg_small torchvision/resnet18; do
   for seed in 0 1 2; do
-    lane "pfam_${model##*/}_s$seed" "$PF --model $model --seeds $seed --targets params=0.4 --methods unpruned $ALL" \
-      "$PF --model $model --seeds $seed --targets macs=0.5 --methods $ALL"
+    on pfam && lane "pfam_${model##*/}_s${seed}_params" \
+      "$PF --model $model --seeds $seed --targets params=0.4 --methods unpruned $ALL"
+    on pfam && lane "pfam_${model##*/}_s${seed}_macs" "$PF --model $model --seeds $seed --targets macs=0.5 --methods $ALL"
   done
 done
 
 CRIT="l1 l2 fpgm bn_scale taylor mean_activation apoz pfam pfam_energy pfam_fmap attention random"
 CC="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed 0 --device cuda --no-latency \
---reduce macs=0.3 macs=0.5 macs=0.7 --criteria $CRIT --results docs/results/criteria_gpu"
+--reduce macs=0.3 macs=0.5 macs=0.7 --criteria $CRIT --results $RES/criteria_gpu"
 R18="$CC --model torchvision/resnet18 --finetune-epochs 3 --work runs/cc_r18 --name criteria_gpu_resnet18"
 BASE=runs/cc_r18/base-torchvision_resnet18-ucmerced64-s0-b30.safetensors
-lane cc_r18_s0 "$R18 --seeds 0"
+on cc_r18 && lane cc_r18_s0 "$R18 --seeds 0"
 for seed in 1 2; do
-  lane "cc_r18_s$seed" "while [ ! -f $BASE ]; do sleep 2; done; $R18 --seeds $seed"
+  on cc_r18 && lane "cc_r18_s$seed" "while [ ! -f $BASE ]; do sleep 2; done; $R18 --seeds $seed"
 done
 cp docs/results/baseline/ucmerced-vgg_small-64px-e30-s0.safetensors runs/cc_vgg/base-vgg_small-ucmerced64-s0-b30.safetensors
 for seed in 0 1 2; do
-  lane "cc_vgg_f10_s$seed" "$CC --model vgg_small --finetune-epochs 10 --work runs/cc_vgg --seeds $seed \
+  on cc_vgg && lane "cc_vgg_f10_s$seed" "$CC --model vgg_small --finetune-epochs 10 --work runs/cc_vgg --seeds $seed \
 --name criteria_gpu_vgg_small_f10"
 done
 
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
---results docs/results/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
+--results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
-  lane "sched_s$seed" "$SW --seeds $seed"
+  on sched && lane "sched_s$seed" "$SW --seeds $seed"
 done
 
 while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$(left)" -gt 0 ]; do
   sleep 10
-  echo "$(date +%T) running=$(jobs -r | wc -l) cells: pfam=$(ls docs/results/pfam_gpu 2>/dev/null | wc -l)" \
-    "criteria=$(ls docs/results/criteria_gpu 2>/dev/null | wc -l) sched=$(ls docs/results/schedules_gpu 2>/dev/null \
+  echo "$(date +%T) running=$(jobs -r | wc -l) cells: pfam=$(ls $RES/pfam_gpu 2>/dev/null | wc -l)" \
+    "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
     | wc -l)" | tee -a runs/gpu_logs/progress.txt
 done
 sleep 3; pkill -f "benchmarks/(pfam_from_scratch|compare_criteria|schedules_sweep)" || true; sleep 2
 nvidia-smi >> runs/gpu_logs/gpu.txt 2>&1
-tar czf "$OUT/gpu_results.tgz" docs/results/pfam_gpu docs/results/criteria_gpu docs/results/schedules_gpu runs/gpu_logs \
-  runs/cc_r18/*.safetensors 2>/dev/null
+mkdir -p $RES
+tar czf "$OUT/gpu_results.tgz" $RES runs/gpu_logs  # JSON and logs only: the returned files are capped at 16 MB
 ls -la "$OUT"
 tail -n 3 runs/gpu_logs/*.log

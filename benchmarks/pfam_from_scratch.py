@@ -71,11 +71,13 @@ def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict
 def table(rows: List[Dict[str, Any]]) -> str:
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["epochs"], r["target"] or "-", r["method"]), []).append(r)
+        groups.setdefault((r["model"], r["epochs"], r["target"] or "-", r["method"], r.get("device", "cpu")),
+                          []).append(r)
     out = []
-    for (model, epochs, target, method), rs in sorted(groups.items()):
+    for (model, epochs, target, method, device), rs in sorted(groups.items()):
         accs = [r["test_accuracy"] for r in rs]
-        out.append({"model": model, "epochs": epochs, "target": target, "method": method, "seeds": len(rs),
+        out.append({"model": model, "epochs": epochs, "target": target, "method": method, "device": device,
+                    "seeds": len(rs),
                     "test acc %": f"{100 * statistics.mean(accs):.2f}",
                     "spread (sd)": f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-",
                     "params -%": f"{100 * statistics.mean(r['params_reduction'] for r in rs):.1f}",
@@ -98,8 +100,9 @@ def main(argv: List[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; results record it")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
     p.add_argument("--name", default="pfam_results", help="the table goes to docs/<name>.md")
+    p.add_argument("--report-only", action="store_true", help="rebuild the table from the JSON files, run nothing")
     a = p.parse_args(argv)
-    for seed in a.seeds:
+    for seed in [] if a.report_only else a.seeds:
         for method in a.methods:
             for target in (a.targets if method != "unpruned" else [None]):
                 run_cell(method, target, seed, a)

@@ -50,7 +50,10 @@ def test_criterion_scores_match_cpu(name):
     assert set(s_cpu) == set(s_gpu) and s_cpu
     for k in s_cpu:
         assert s_gpu[k].device.type == "cpu"
-        torch.testing.assert_close(s_gpu[k], s_cpu[k], rtol=2e-3, atol=1e-5)
+        # data-driven scores see convolution outputs, which cuDNN computes in another order (TF32 by default):
+        # an activation near zero can flip (APoZ counts it), so those compare to 1%, weight-only ones to 0.2%
+        loose = name in ("apoz", "mean_activation", "taylor", "pfam_fmap")
+        torch.testing.assert_close(s_gpu[k], s_cpu[k], rtol=1e-2 if loose else 2e-3, atol=5e-3 if loose else 1e-5)
 
 
 @pytest.mark.parametrize("arch", ["torchvision/resnet18", "torchvision/mobilenet_v3_small", "timm/vit_tiny_patch16_224"])

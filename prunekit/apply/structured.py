@@ -197,9 +197,9 @@ def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph]
                 if m.kind == "grouped_in":
                     blocks = t.chunk(drop.shape[0], dim=0)
                     for b, row in zip(blocks, drop):
-                        b.index_fill_(m.dim, row.nonzero().squeeze(1), 0.0)
+                        b.index_fill_(m.dim, row.nonzero().squeeze(1).to(t.device), 0.0)
                 elif bool(drop.any()):
-                    t.index_fill_(m.dim, drop.nonzero().squeeze(1), 0.0)
+                    t.index_fill_(m.dim, drop.nonzero().squeeze(1).to(t.device), 0.0)
     return model
 
 
