@@ -76,7 +76,8 @@ while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$(left)" -gt 0 ]; do
     "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
     | wc -l)" | tee -a runs/gpu_logs/progress.txt
 done
-sleep 3; pkill -f "benchmarks/(pfam_from_scratch|compare_criteria|schedules_sweep)" || true; sleep 2
+for pid in $(jobs -p); do pkill -TERM -P "$pid"; kill "$pid"; done 2>/dev/null  # this batch's lanes only
+sleep 3
 nvidia-smi >> runs/gpu_logs/gpu.txt 2>&1
 mkdir -p $RES
 tar czf "$OUT/gpu_results.tgz" $RES runs/gpu_logs  # JSON and logs only: the returned files are capped at 16 MB

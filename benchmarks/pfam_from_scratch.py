@@ -100,16 +100,42 @@ def main(argv: List[str] | None = None) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; results record it")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
     p.add_argument("--name", default="pfam_results", help="the table goes to docs/<name>.md")
+    p.add_argument("--also", type=Path, nargs="*", default=[], help="more result folders the table reads")
     p.add_argument("--report-only", action="store_true", help="rebuild the table from the JSON files, run nothing")
     a = p.parse_args(argv)
     for seed in [] if a.report_only else a.seeds:
         for method in a.methods:
             for target in (a.targets if method != "unpruned" else [None]):
                 run_cell(method, target, seed, a)
-    rows = [json.loads(f.read_text()) for f in sorted(a.results.glob("*.json"))]
+    rows = [json.loads(f.read_text()) for d in [a.results, *a.also] for f in sorted(d.glob("*.json"))]
+    rows = [r for r in rows if r["epochs"] == a.epochs]
     text = "# PFAM against its peers, from scratch, same training budget\n\n" + table(rows) + "\n"
     (REPO / "docs" / f"{a.name}.md").write_text(text)
+    plot(rows, a.name)
     print(text)
+
+
+def plot(rows: List[Dict[str, Any]], name: str) -> None:
+    """docs/<name>_<model>.png: test accuracy (mean, sd error bars) against MACs reduction, one line per method
+    and device; the unpruned network is the flat reference line."""
+    from prunekit.report import plot_tradeoff
+
+    for model in sorted({r["model"] for r in rows}):
+        groups: Dict[tuple, List[Dict[str, Any]]] = {}
+        for r in rows:
+            if r["model"] == model:
+                groups.setdefault((r["method"], r.get("device", "cpu"), r["target"] or "-"), []).append(r)
+        series: Dict[str, list] = {}
+        for (method, device, _), rs in groups.items():
+            accs = [100 * r["test_accuracy"] for r in rs]
+            x = 100 * statistics.mean(r["macs_reduction"] for r in rs)
+            sd = statistics.stdev(accs) if len(accs) > 1 else None
+            series.setdefault(f"{method} ({device}, {len(rs)} seeds)", []).append((x, statistics.mean(accs), sd))
+        right = max((p[0] for pts in series.values() for p in pts), default=50.0)
+        for label in [k for k in series if k.startswith("unpruned")]:
+            series[label] = series[label] + [(right, series[label][0][1], None)]
+        plot_tradeoff(series, REPO / "docs" / f"{name}_{model.replace('/', '_')}.png", xlabel="MACs reduction (%)",
+                      ylabel="test accuracy (%)", title=f"{model}, from scratch, soft vs one-shot pruning")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ much faster as its MAC count promises). Torch-Pruning uses its public API: Magni
 pruning_ratio=0.5, classifier ignored. Latencies: 1 intra-op thread, models timed interleaved, median of
 repeats. Writes docs/structured_speed.json.
 
-    nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5]
+``--deploy`` times every model (dense, ours, Torch-Pruning's) after the same inference transformation:
+``eager`` (as built), ``fold_bn`` (BatchNorm folded into the preceding convolution by torch.fx's
+``fuse``, as any deployment does), ``fold_bn_cl`` (and channels-last memory format for oneDNN).
+
+    nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5] [--deploy fold_bn]
 """
 from __future__ import annotations
 
@@ -57,6 +61,19 @@ def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
     return model
 
 
+def deploy(model: nn.Module, mode: str) -> nn.Module:
+    """The inference form timed: ``eager``, ``fold_bn`` or ``fold_bn_cl`` (see the module docstring)."""
+    if mode == "eager":
+        return model
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        model = fuse(copy.deepcopy(model).eval())
+    except Exception as exc:  # a model torch.fx cannot trace keeps its BatchNorms; say so, do not hide it
+        print(f"  (fold_bn: {type(model).__name__} not traceable by torch.fx: {type(exc).__name__}; timed eager)")
+    return model.to(memory_format=torch.channels_last) if mode == "fold_bn_cl" else model
+
+
 def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> Dict[str, float]:
     """Median latency per model, timing the models round-robin so machine load hits all alike."""
     times: Dict[str, List[float]] = {k: [] for k in models}
@@ -72,7 +89,7 @@ def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> D
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(name: str, ratio: float, repeats: int, round_to: Any) -> Dict[str, Any]:
+def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager") -> Dict[str, Any]:
     shape = (3, 224, 224)
     x1 = torch.randn(1, *shape)
     base = build(name)
@@ -91,8 +108,10 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any) -> Dict[str, Any
         assert m(x1).shape == base(x1).shape
         row[f"{k}_params_ratio"] = round(count_params(m) / row["params"], 3)
         row[f"{k}_macs_ratio"] = round(count_macs(m, shape)[0] / row["macs"], 3)
-    lat1 = latency_ms(models, x1, repeats)
-    lat32 = latency_ms(models, torch.randn(32, 3, 64, 64), max(2, repeats // 2))
+    timed = {k: deploy(m, mode) for k, m in models.items()}
+    cl = torch.channels_last if mode == "fold_bn_cl" else torch.contiguous_format
+    lat1 = latency_ms(timed, x1.to(memory_format=cl), repeats)
+    lat32 = latency_ms(timed, torch.randn(32, 3, 64, 64).to(memory_format=cl), max(2, repeats // 2))
     for k in ("ours", "tp"):
         s1, s32 = lat1["base"] / lat1[k], lat32["base"] / lat32[k]
         row[f"{k}_speedup_b1"] = round(s1, 2)
@@ -114,6 +133,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--round-to", default="auto", help="'auto', 'none' or an int")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl"], default="eager",
+                    help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -123,7 +144,7 @@ def main(argv: List[str] | None = None) -> None:
     print(head)
     rows = []
     for name in args.models:
-        r = bench(name, args.ratio, args.repeats, round_to)
+        r = bench(name, args.ratio, args.repeats, round_to, args.deploy)
         rows.append(r)
         print(f"{name:<16} {r['ours_params_ratio']:>5.2f}/{r['tp_params_ratio']:<5.2f} "
               f"{r['ours_macs_ratio']:>5.2f}/{r['tp_macs_ratio']:<5.2f} {r['ours_prune_s']:>6.2f}/{r['tp_prune_s']:<6.2f} "
@@ -133,6 +154,7 @@ def main(argv: List[str] | None = None) -> None:
     summary = {k: round(geo([r[k] for r in rows]), 3) for k in ("ours_eff_b1", "tp_eff_b1", "ours_eff_b32", "tp_eff_b32")}
     print("geo-mean speedup/MACs-reduction:", summary)
     Path(args.out).write_text(json.dumps({"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to,
+                                          "deploy": args.deploy,
                                           "rows": rows, "geomean": summary}, indent=1))
     print(f"wrote {args.out}")
 
