@@ -10,6 +10,10 @@ repeats. Writes docs/structured_speed.json.
 ``eager`` (as built), ``fold_bn`` (BatchNorm folded into the preceding convolution by torch.fx's
 ``fuse``, as any deployment does), ``fold_bn_cl`` (and channels-last memory format for oneDNN).
 
+``--allocation latency`` replaces our uniform 50% by ``prunekit.latency_alloc``: each group's latency saving per
+MAC is measured on this CPU (in the ``--deploy`` form) and the per-group ratios are searched to remove exactly the
+MACs Torch-Pruning's uniform model removes, so both pruned models are compared at equal MACs.
+
     nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5] [--deploy fold_bn]
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prunekit.apply.structured import prune_structured  # noqa: E402
+from prunekit.latency_alloc import latency_allocation, timed_latency  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
@@ -89,19 +94,29 @@ def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> D
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager") -> Dict[str, Any]:
+def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
+          allocation: str = "uniform") -> Dict[str, Any]:
     shape = (3, 224, 224)
     x1 = torch.randn(1, *shape)
     base = build(name)
     row: Dict[str, Any] = {"model": name, "params": count_params(base), "macs": count_macs(base, shape)[0]}
-    ours = copy.deepcopy(base)
-    t0 = time.perf_counter()
-    ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
-    row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
     tp_model = copy.deepcopy(base)
     t0 = time.perf_counter()
     prune_tp(tp_model, x1, ratio)
     row["tp_prune_s"] = round(time.perf_counter() - t0, 2)
+    ours = copy.deepcopy(base)
+    t0 = time.perf_counter()
+    if allocation == "latency":
+        timed = timed_latency((x1,))
+        alloc = latency_allocation(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
+                                   latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=round_to)
+        row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
+        row["ours_overrides"] = alloc.overrides
+        t0 = time.perf_counter()
+        ours, _ = prune_structured(ours, x1, criterion="l2", round_to=round_to, **alloc.plan_kwargs())
+    else:
+        ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
+    row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
     models = {"base": base, "ours": ours, "tp": tp_model}
     for k in ("ours", "tp"):
         m = models[k]
@@ -133,6 +148,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--round-to", default="auto", help="'auto', 'none' or an int")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--allocation", choices=["uniform", "latency"], default="uniform",
+                    help="our channel allocation: uniform ratio, or latency-aware at Torch-Pruning's MACs")
     ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl"], default="eager",
                     help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
@@ -144,7 +161,7 @@ def main(argv: List[str] | None = None) -> None:
     print(head)
     rows = []
     for name in args.models:
-        r = bench(name, args.ratio, args.repeats, round_to, args.deploy)
+        r = bench(name, args.ratio, args.repeats, round_to, args.deploy, args.allocation)
         rows.append(r)
         print(f"{name:<16} {r['ours_params_ratio']:>5.2f}/{r['tp_params_ratio']:<5.2f} "
               f"{r['ours_macs_ratio']:>5.2f}/{r['tp_macs_ratio']:<5.2f} {r['ours_prune_s']:>6.2f}/{r['tp_prune_s']:<6.2f} "
@@ -154,7 +171,7 @@ def main(argv: List[str] | None = None) -> None:
     summary = {k: round(geo([r[k] for r in rows]), 3) for k in ("ours_eff_b1", "tp_eff_b1", "ours_eff_b32", "tp_eff_b32")}
     print("geo-mean speedup/MACs-reduction:", summary)
     Path(args.out).write_text(json.dumps({"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to,
-                                          "deploy": args.deploy,
+                                          "deploy": args.deploy, "allocation": args.allocation,
                                           "rows": rows, "geomean": summary}, indent=1))
     print(f"wrote {args.out}")
 

@@ -1,0 +1,146 @@
+"""Latency-aware allocation: prune more where this device's latency falls fastest per MAC removed.
+
+A uniform ratio removes the same fraction of every group, but a removed MAC buys back different amounts of time in
+different places: a 1x1 convolution whose input and output both shrink loses MACs quadratically and time less than
+that (small matrix products run less efficiently), while the MACs of depthwise convolutions and the time of
+normalizations and activations shrink only linearly. So a model pruned uniformly to 4x fewer MACs is rarely 4x
+faster. Here each prunable group is pruned *alone* at ``probe`` on a copy, its latency saving and MACs saving are
+measured, and each group gets the ratio ``r0 * (e_g / mean e) ** alpha`` (``e_g`` = ms saved per MAC removed,
+capped at ``max_ratio``), with ``r0`` found by bisection so the whole model reaches the requested reduction.
+The result is a ``make_plan`` override table, so any criterion still decides *which* channels go.
+
+    alloc = latency_allocation(model, x, {"macs": 0.7})
+    plan = make_plan(model, x, criterion="l2", **alloc.plan_kwargs())
+
+Measurement assumes savings add up across groups (they nearly do: groups touch disjoint layers, or share only
+normalizations and activations). The probes cost one plan, one copy and two timed forward sets per group (the
+dense model is timed right before each probe, so a slow drift of the machine's speed cancels).
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .targets import _check_reduce, _size
+
+LatencyFn = Callable[[nn.Module], float]
+
+
+@dataclass
+class LatencyAllocation:
+    """Per-group ratios (``overrides``, keyed by producing module) and the measurements behind them."""
+
+    overrides: Dict[str, float]
+    base_ratio: float
+    metric: str
+    target: float
+    achieved: float
+    dense_ms: float
+    saved_ms: Dict[str, float] = field(default_factory=dict)
+    saved_macs: Dict[str, int] = field(default_factory=dict)
+    trials: List[Tuple[float, float]] = field(default_factory=list)
+
+    def plan_kwargs(self) -> Dict[str, Any]:
+        """``make_plan`` arguments: ratio 0 everywhere except the measured groups' own ratios."""
+        return {"ratio": 0.0, "overrides": dict(self.overrides)}
+
+
+def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: int = 2) -> LatencyFn:
+    """Median wall time (ms) of ``repeats`` inference forwards after ``warmup`` ones, on the inputs' device."""
+
+    def fn(model: nn.Module) -> float:
+        model.eval()
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                if inputs[0].is_cuda:
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                model(*inputs)
+                if inputs[0].is_cuda:
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    return fn
+
+
+def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], probe: float = 0.5,
+                       alpha: float = 1.0, max_ratio: float = 0.9, latency_fn: Optional[LatencyFn] = None,
+                       tol: float = 0.01, max_trials: int = 20, ignore: Sequence[str] = (),
+                       round_to: Any = None) -> LatencyAllocation:
+    """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``."""
+    from .apply.structured import apply_plan
+    from .graph import build_graph
+    from .plan import make_plan
+
+    metric, target = _check_reduce(reduce)
+    if not 0.0 < probe < 1.0 or not 0.0 < max_ratio < 1.0 or alpha < 0:
+        raise ConfigError(f"probe={probe}, max_ratio={max_ratio} must be fractions in (0, 1) and alpha={alpha} >= 0")
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    shape = tuple(inputs[0].shape[1:])
+    latency_fn = latency_fn or timed_latency(inputs)
+    graph = build_graph(model, inputs, ignore=list(ignore))
+    modules: List[str] = []
+    for g in graph.groups:
+        if g.prunable and g.module not in modules:
+            modules.append(g.module)
+    if not modules:
+        raise ConfigError("the model has no prunable channel group; nothing to allocate")
+
+    def pruned(overrides: Dict[str, float]) -> nn.Module:
+        plan = make_plan(model, inputs, ratio=0.0, overrides=overrides, ignore=ignore, round_to=round_to)
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            apply_plan(twin, plan, graph=graph)
+        return twin
+
+    dense_macs = _size(model, "macs", shape)
+    saved_ms: Dict[str, float] = {}
+    saved_macs: Dict[str, int] = {}
+    dense_times = []
+    for name in modules:
+        twin = pruned({name: probe})
+        saved_macs[name] = dense_macs - _size(twin, "macs", shape)
+        dense_times.append(latency_fn(model))  # back to back with the probe: slow drifts of the machine cancel
+        saved_ms[name] = dense_times[-1] - latency_fn(twin)
+    dense_ms = statistics.median(dense_times)
+    eff = {n: max(saved_ms[n], 0.0) / saved_macs[n] if saved_macs[n] > 0 else 0.0 for n in modules}
+    mean = statistics.mean(v for v in eff.values()) if any(eff.values()) else 0.0
+    weight = {n: (eff[n] / mean) ** alpha if mean > 0 else 1.0 for n in modules}
+
+    base = _size(model, metric, shape)
+    trials: List[Tuple[float, float]] = []
+
+    def ratios(r0: float) -> Dict[str, float]:
+        return {n: round(min(max_ratio, r0 * w), 4) for n, w in weight.items() if r0 * w > 0}
+
+    def reduction(r0: float) -> float:
+        red = 1.0 - _size(pruned(ratios(r0)), metric, shape) / base if r0 > 0 else 0.0
+        trials.append((round(r0, 6), red))
+        return red
+
+    lo, hi = 0.0, max_ratio / min(w for w in weight.values() if w > 0)
+    red_hi = reduction(hi)
+    if red_hi < target - tol:
+        raise ConfigError(f"cannot remove {target:.0%} of the {metric} with per-group ratios capped at {max_ratio}: "
+                          f"the most reaches {red_hi:.1%}; ask for less or raise max_ratio")
+    best = (abs(red_hi - target), hi, red_hi)
+    for _ in range(max_trials):
+        if best[0] <= tol / 4:
+            break
+        mid = (lo + hi) / 2
+        red = reduction(mid)
+        best = min(best, (abs(red - target), mid, red))
+        lo, hi = (mid, hi) if red < target else (lo, mid)
+    return LatencyAllocation(overrides=ratios(best[1]),
+                             base_ratio=round(best[1], 6), metric=metric, target=target, achieved=best[2],
+                             dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials)
