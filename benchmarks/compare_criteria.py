@@ -77,6 +77,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention-epochs", type=int, default=1)
     p.add_argument("--attention-sparsity", type=float, default=1e-3)
     p.add_argument("--attention-lr", type=float, default=0.5, help="lr for the SE modules (backbone frozen)")
+    p.add_argument("--attention-mode", choices=["frozen", "joint"], default="frozen",
+                   help="train the SE modules alone (frozen backbone) or together with the backbone")
     p.add_argument("--calib-batches", type=int, default=4)
     p.add_argument("--bn-recal-batches", type=int, default=8,
                    help="after pruning, re-estimate BN statistics on this many training batches (0: off)")
@@ -143,7 +145,8 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
 
         cfg = TrainConfig(batch_size=args.batch_size, lr=args.attention_lr, warmup_epochs=0, seed=seed)
         how = dict(ratios[target]) if args.scope == "uniform" else {"reduce": reduce, "scope": "global"}
-        _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs, mode="frozen",
+        _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs,
+                                          mode=args.attention_mode,
                                           sparsity=args.attention_sparsity, train_cfg=cfg, device=args.device,
                                           max_batches=None, seed=seed, **how)
         extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",

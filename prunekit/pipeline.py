@@ -153,7 +153,15 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     if opts.criterion == "attention":
         return _attention_prune(opts, model, ds, example, scope, done)
     kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device)}
-    if opts.reduce:
+    if opts.reduce and opts.allocation == "latency":
+        from .latency_alloc import latency_allocation
+        from .targets import parse_reduce
+
+        alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce))
+        kwargs.update(alloc.plan_kwargs())
+        done.update(reduce=opts.reduce, reduce_achieved=alloc.achieved, allocation="latency",
+                    allocation_ratios=alloc.overrides, dense_latency_ms_b1=round(alloc.dense_ms, 3))
+    elif opts.reduce:
         from .targets import parse_reduce, search_ratio
 
         found = search_ratio(model, example, parse_reduce(opts.reduce), criterion=opts.criterion, **kwargs)
@@ -223,6 +231,10 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     if opts.sparse_kernels and opts.method != "unstructured":
         raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
                           "a smaller dense model")
+    if opts.allocation == "latency" and not (opts.method == "structured" and opts.reduce and opts.scope == "layer"
+                                             and opts.schedule == "oneshot" and opts.criterion != "attention"):
+        raise ConfigError("--allocation latency works with --structured one-shot pruning to a --reduce target "
+                          "(e.g. --reduce macs=0.5), layer scope, any criterion but attention")
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})

@@ -41,3 +41,25 @@ def test_allocation_prunes_where_latency_falls_and_meets_the_target():
 def test_allocation_refuses_an_unreachable_target():
     with pytest.raises(ConfigError, match="cannot remove"):
         latency_allocation(_model(), X, {"macs": 0.99}, latency_fn=fake_latency, max_ratio=0.5)
+
+
+def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_path):
+    from prunekit.cli.schemas import PruneOptions
+    from prunekit.pipeline import prune_job
+
+    opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=1, finetune_epochs=0,
+                        batch_size=8, out=tmp_path / "lat", progress=False, latency=False, val_frac=0.2,
+                        method="structured", reduce="macs=0.5", allocation="latency", criterion="l2")
+    res = prune_job(opts)
+    assert res["after"]["macs"] / res["before"]["macs"] == pytest.approx(0.5, abs=0.02)
+    assert res["pruning"]["allocation"] == "latency" and res["pruning"]["allocation_ratios"]
+
+
+def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
+    from prunekit.cli.schemas import PruneOptions
+    from prunekit.pipeline import prune_job
+
+    opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), method="structured", allocation="latency",
+                        out=tmp_path / "x", progress=False)
+    with pytest.raises(ConfigError, match="--allocation latency"):
+        prune_job(opts)

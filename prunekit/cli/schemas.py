@@ -83,6 +83,9 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     attention_reduction: int = Field(8, ge=1, description="SE bottleneck reduction ratio")
     attention_removal: Literal["fold", "drop"] = Field("fold", description="fold the mean attention into the "
                                                                           "layer, or drop it")
+    allocation: Literal["uniform", "latency"] = Field(
+        "uniform", description="structured one-shot: the same ratio in every layer, or latency-aware (each group's "
+                               "latency saving per MAC measured on this device decides its ratio; needs --reduce)")
 
     @field_validator("nm")
     @classmethod
