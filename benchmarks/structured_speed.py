@@ -95,7 +95,7 @@ def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> D
 
 
 def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
-          allocation: str = "uniform") -> Dict[str, Any]:
+          allocation: str = "uniform", alpha: float = 1.0) -> Dict[str, Any]:
     shape = (3, 224, 224)
     x1 = torch.randn(1, *shape)
     base = build(name)
@@ -109,7 +109,8 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     if allocation == "latency":
         timed = timed_latency((x1,))
         alloc = latency_allocation(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
-                                   latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=round_to)
+                                   latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=round_to,
+                                   alpha=alpha)
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
         row["ours_overrides"] = alloc.overrides
         t0 = time.perf_counter()
@@ -150,6 +151,7 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--allocation", choices=["uniform", "latency"], default="uniform",
                     help="our channel allocation: uniform ratio, or latency-aware at Torch-Pruning's MACs")
+    ap.add_argument("--alpha", type=float, default=1.0, help="latency allocation: ratio ~ (saving per MAC)^alpha")
     ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl"], default="eager",
                     help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
@@ -161,7 +163,7 @@ def main(argv: List[str] | None = None) -> None:
     print(head)
     rows = []
     for name in args.models:
-        r = bench(name, args.ratio, args.repeats, round_to, args.deploy, args.allocation)
+        r = bench(name, args.ratio, args.repeats, round_to, args.deploy, args.allocation, args.alpha)
         rows.append(r)
         print(f"{name:<16} {r['ours_params_ratio']:>5.2f}/{r['tp_params_ratio']:<5.2f} "
               f"{r['ours_macs_ratio']:>5.2f}/{r['tp_macs_ratio']:<5.2f} {r['ours_prune_s']:>6.2f}/{r['tp_prune_s']:<6.2f} "
@@ -171,7 +173,7 @@ def main(argv: List[str] | None = None) -> None:
     summary = {k: round(geo([r[k] for r in rows]), 3) for k in ("ours_eff_b1", "tp_eff_b1", "ours_eff_b32", "tp_eff_b32")}
     print("geo-mean speedup/MACs-reduction:", summary)
     Path(args.out).write_text(json.dumps({"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to,
-                                          "deploy": args.deploy, "allocation": args.allocation,
+                                          "deploy": args.deploy, "allocation": args.allocation, "alpha": args.alpha,
                                           "rows": rows, "geomean": summary}, indent=1))
     print(f"wrote {args.out}")
 
