@@ -113,6 +113,7 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
                                    alpha=alpha)
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
         row["ours_overrides"] = alloc.overrides
+        row["ours_allocation_chosen"], row["ours_allocation_ms"] = alloc.chosen, alloc.pruned_ms
         t0 = time.perf_counter()
         ours, _ = prune_structured(ours, x1, criterion="l2", round_to=round_to, **alloc.plan_kwargs())
     else:

@@ -7,7 +7,9 @@ normalizations and activations shrink only linearly. So a model pruned uniformly
 faster. Here each prunable group is pruned *alone* at ``probe`` on a copy, its latency saving and MACs saving are
 measured, and each group gets the ratio ``r0 * (e_g / mean e) ** alpha`` (``e_g`` = ms saved per MAC removed,
 capped at ``max_ratio``), with ``r0`` found by bisection so the whole model reaches the requested reduction.
-The result is a ``make_plan`` override table, so any criterion still decides *which* channels go.
+The result is a ``make_plan`` override table, so any criterion still decides *which* channels go. Additive
+savings are an approximation (irregular widths can run slower than regular ones), so by default the allocation
+is timed once more against the uniform plan of the same target and the faster one is kept.
 
     alloc = latency_allocation(model, x, {"macs": 0.7})
     plan = make_plan(model, x, criterion="l2", **alloc.plan_kwargs())
@@ -46,9 +48,15 @@ class LatencyAllocation:
     saved_ms: Dict[str, float] = field(default_factory=dict)
     saved_macs: Dict[str, int] = field(default_factory=dict)
     trials: List[Tuple[float, float]] = field(default_factory=list)
+    chosen: str = "latency"
+    uniform_kwargs: Dict[str, Any] = field(default_factory=dict)
+    pruned_ms: Dict[str, float] = field(default_factory=dict)
 
     def plan_kwargs(self) -> Dict[str, Any]:
-        """``make_plan`` arguments: ratio 0 everywhere except the measured groups' own ratios."""
+        """``make_plan`` arguments of the faster allocation: per-group ratios (ratio 0 elsewhere), or the uniform
+        ratio when the final check measured that faster."""
+        if self.chosen == "uniform":
+            return dict(self.uniform_kwargs)
         return {"ratio": 0.0, "overrides": dict(self.overrides)}
 
 
@@ -76,11 +84,16 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
 def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], probe: float = 0.5,
                        alpha: float = 1.0, max_ratio: float = 0.9, latency_fn: Optional[LatencyFn] = None,
                        tol: float = 0.01, max_trials: int = 20, ignore: Sequence[str] = (),
-                       round_to: Any = None) -> LatencyAllocation:
-    """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``."""
+                       round_to: Any = None, check_uniform: bool = True) -> LatencyAllocation:
+    """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``.
+
+    ``check_uniform``: also build the uniform-ratio model of the same target, time both (interleaved, three
+    rounds) and keep the faster (``chosen``), so the result is never slower than the uniform plan as measured.
+    """
     from .apply.structured import apply_plan
     from .graph import build_graph
     from .plan import make_plan
+    from .targets import search_ratio
 
     metric, target = _check_reduce(reduce)
     if not 0.0 < probe < 1.0 or not 0.0 < max_ratio < 1.0 or alpha < 0:
@@ -96,8 +109,9 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     if not modules:
         raise ConfigError("the model has no prunable channel group; nothing to allocate")
 
-    def pruned(overrides: Dict[str, float]) -> nn.Module:
-        plan = make_plan(model, inputs, ratio=0.0, overrides=overrides, ignore=ignore, round_to=round_to)
+    def pruned(overrides: Dict[str, float], plan_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
+        plan_kwargs = plan_kwargs or {"ratio": 0.0, "overrides": overrides}
+        plan = make_plan(model, inputs, ignore=ignore, round_to=round_to, **plan_kwargs)
         twin = copy.deepcopy(model)
         with torch.no_grad():
             apply_plan(twin, plan, graph=graph)
@@ -141,6 +155,19 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         red = reduction(mid)
         best = min(best, (abs(red - target), mid, red))
         lo, hi = (mid, hi) if red < target else (lo, mid)
-    return LatencyAllocation(overrides=ratios(best[1]),
-                             base_ratio=round(best[1], 6), metric=metric, target=target, achieved=best[2],
-                             dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials)
+    result = LatencyAllocation(overrides=ratios(best[1]),
+                               base_ratio=round(best[1], 6), metric=metric, target=target, achieved=best[2],
+                               dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials)
+    if check_uniform:
+        found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to)
+        result.uniform_kwargs = found.plan_kwargs()
+        candidates = {"latency": pruned(result.overrides), "uniform": pruned({}, result.uniform_kwargs)}
+        times: Dict[str, List[float]] = {k: [] for k in candidates}
+        for _ in range(3):
+            for k, m in candidates.items():
+                times[k].append(latency_fn(m))
+        result.pruned_ms = {k: statistics.median(v) for k, v in times.items()}
+        result.chosen = min(result.pruned_ms, key=result.pruned_ms.get)
+        if result.chosen == "uniform":
+            result.achieved = found.achieved
+    return result

@@ -28,6 +28,7 @@ def test_allocation_prunes_where_latency_falls_and_meets_the_target():
     model = _model()
     alloc = latency_allocation(model, X, {"macs": 0.3}, latency_fn=fake_latency, max_ratio=0.9)
     assert alloc.saved_ms["features.0"] > 0
+    assert alloc.chosen == "latency" and alloc.pruned_ms["latency"] < alloc.pruned_ms["uniform"]
     first = alloc.overrides["features.0"]
     others = [r for n, r in alloc.overrides.items() if n != "features.0"]
     assert first == pytest.approx(0.9) and all(r < first for r in others)
@@ -63,3 +64,13 @@ def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
                         out=tmp_path / "x", progress=False)
     with pytest.raises(ConfigError, match="--allocation latency"):
         prune_job(opts)
+
+
+def test_the_uniform_plan_is_kept_when_it_measured_faster():
+    from prunekit.latency_alloc import LatencyAllocation
+
+    alloc = LatencyAllocation(overrides={"features.0": 0.9}, base_ratio=0.5, metric="macs", target=0.3, achieved=0.3,
+                              dense_ms=1.0, chosen="uniform", uniform_kwargs={"ratio": 0.2})
+    assert alloc.plan_kwargs() == {"ratio": 0.2}
+    alloc.chosen = "latency"
+    assert alloc.plan_kwargs() == {"ratio": 0.0, "overrides": {"features.0": 0.9}}
