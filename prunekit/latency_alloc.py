@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -61,22 +60,17 @@ class LatencyAllocation:
 
 
 def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: int = 2) -> LatencyFn:
-    """Median wall time (ms) of ``repeats`` inference forwards after ``warmup`` ones, on the inputs' device."""
+    """Median latency (ms) at the first input's batch size, shape and device, by ``prunekit.measure``'s
+    ``measure_latency`` (warm-up until runs settle, CUDA synchronized)."""
+    from .measure.latency import measure_latency
+
+    x = inputs[0]
+    batch = int(x.shape[0])
 
     def fn(model: nn.Module) -> float:
-        model.eval()
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                if inputs[0].is_cuda:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                model(*inputs)
-                if inputs[0].is_cuda:
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000)
-        return statistics.median(times)
+        median, _ = measure_latency(model, tuple(x.shape[1:]), (batch,), warmup=warmup, repeats=repeats,
+                                    device=x.device)
+        return median[batch]
 
     return fn
 
@@ -109,8 +103,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     if not modules:
         raise ConfigError("the model has no prunable channel group; nothing to allocate")
 
-    def pruned(overrides: Dict[str, float], plan_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
-        plan_kwargs = plan_kwargs or {"ratio": 0.0, "overrides": overrides}
+    def pruned(**plan_kwargs: Any) -> nn.Module:
         plan = make_plan(model, inputs, ignore=ignore, round_to=round_to, **plan_kwargs)
         twin = copy.deepcopy(model)
         with torch.no_grad():
@@ -122,7 +115,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     saved_macs: Dict[str, int] = {}
     dense_times = []
     for name in modules:
-        twin = pruned({name: probe})
+        twin = pruned(ratio=0.0, overrides={name: probe})
         saved_macs[name] = dense_macs - _size(twin, "macs", shape)
         dense_times.append(latency_fn(model))  # back to back with the probe: slow drifts of the machine cancel
         saved_ms[name] = dense_times[-1] - latency_fn(twin)
@@ -131,14 +124,14 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     mean = statistics.mean(v for v in eff.values()) if any(eff.values()) else 0.0
     weight = {n: (eff[n] / mean) ** alpha if mean > 0 else 1.0 for n in modules}
 
-    base = _size(model, metric, shape)
+    base = dense_macs if metric == "macs" else _size(model, metric, shape)
     trials: List[Tuple[float, float]] = []
 
     def ratios(r0: float) -> Dict[str, float]:
         return {n: round(min(max_ratio, r0 * w), 4) for n, w in weight.items() if r0 * w > 0}
 
     def reduction(r0: float) -> float:
-        red = 1.0 - _size(pruned(ratios(r0)), metric, shape) / base if r0 > 0 else 0.0
+        red = 1.0 - _size(pruned(ratio=0.0, overrides=ratios(r0)), metric, shape) / base if r0 > 0 else 0.0
         trials.append((round(r0, 6), red))
         return red
 
@@ -161,7 +154,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     if check_uniform:
         found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to)
         result.uniform_kwargs = found.plan_kwargs()
-        candidates = {"latency": pruned(result.overrides), "uniform": pruned({}, result.uniform_kwargs)}
+        candidates = {"latency": pruned(**result.plan_kwargs()), "uniform": pruned(**result.uniform_kwargs)}
         times: Dict[str, List[float]] = {k: [] for k in candidates}
         for _ in range(3):
             for k, m in candidates.items():
