@@ -54,6 +54,7 @@ from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402
 
 CRITERIA = ["l1", "l2", "fpgm", "bn_scale", "taylor", "mean_activation", "apoz", "pfam", "pfam_fmap", "attention",
             "random"]
+ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale"}  # criterion -> attention_prune(score=)
 RESULTS = REPO / "docs" / "results" / "criteria"
 WORK = REPO / "runs" / "compare_criteria"
 
@@ -63,7 +64,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help="class-per-folder dataset (default: the embedded 64 px subset)")
     p.add_argument("--model", default="vgg_tiny")
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--criteria", nargs="+", default=CRITERIA)
+    p.add_argument("--criteria", nargs="*", default=CRITERIA, help="none: only the unpruned reference")
     p.add_argument("--scope", choices=["uniform", "global"], default="uniform",
                    help="uniform: same ratio in every layer; global: the criterion's scores set per-layer counts")
     p.add_argument("--reduce", nargs="+", default=["macs=0.5"], help="targets such as macs=0.5 params=0.4 macs=2x")
@@ -74,6 +75,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
                         "fine-tuning only; saves training one base per seed)")
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune with knowledge distillation from the unpruned base (prunekit.train.distill)")
     p.add_argument("--attention-epochs", type=int, default=1)
     p.add_argument("--attention-sparsity", type=float, default=1e-3)
     p.add_argument("--attention-lr", type=float, default=0.5, help="lr for the SE modules (backbone frozen)")
@@ -93,6 +96,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=WORK, help="cached base models")
     p.add_argument("--name", default=None, help="docs/<name>_results.md and docs/<name>_tradeoff.png "
                    "(default: criteria, or criteria_global with --scope global)")
+    p.add_argument("--skip-unpruned", action="store_true",
+                   help="do not run the unpruned reference cells (another process of the same sweep runs them)")
     p.add_argument("--report-only", action="store_true", help="rebuild table and plot from existing JSON files")
     return p.parse_args(argv)
 
@@ -106,7 +111,7 @@ def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> 
     scope = "-global" if args.scope == "global" and criterion != "unpruned" else ""
     model = args.model.replace("/", "_")
     return (f"{model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
-            f"-b{args.base_epochs}-f{args.finetune_epochs}{scope}"
+            f"-b{args.base_epochs}-f{args.finetune_epochs}{'-kd' if args.distill else ''}{scope}"
             f"{'' if args.base_seed is None else f'-bs{args.base_seed}'}")
 
 
@@ -140,16 +145,17 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
     reduce = parse_reduce(target)
     if args.scope == "uniform" and target not in ratios:
         ratios[target] = search_ratio(model, x, reduce).plan_kwargs()
-    if criterion == "attention":
+    if criterion in ATTENTION_FORMS:
         from prunekit.attention import attention_prune
 
         cfg = TrainConfig(batch_size=args.batch_size, lr=args.attention_lr, warmup_epochs=0, seed=seed)
         how = dict(ratios[target]) if args.scope == "uniform" else {"reduce": reduce, "scope": "global"}
         _, plan, report = attention_prune(model, data, x, attention_epochs=args.attention_epochs,
                                           mode=args.attention_mode,
-                                          sparsity=args.attention_sparsity, train_cfg=cfg, device=args.device,
+                                          sparsity=args.attention_sparsity, score=ATTENTION_FORMS[criterion],
+                                          train_cfg=cfg, device=args.device,
                                           max_batches=None, seed=seed, **how)
-        extra = {k: report[k] for k in ("removal", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",
+        extra = {k: report[k] for k in ("removal", "score", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",
                                         "ratio_search")}
         return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration(data, args.calib_batches)
@@ -174,7 +180,7 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     t0 = time.perf_counter()
     row: Dict[str, Any] = {"model": args.model, "data": data_name(args), "image_size": args.image_size,
                            "criterion": criterion, "target": target, "seed": seed, "base_epochs": args.base_epochs,
-                           "finetune_epochs": args.finetune_epochs, "scope": args.scope,
+                           "finetune_epochs": args.finetune_epochs, "distill": args.distill, "scope": args.scope,
                            "base_seed": seed if args.base_seed is None else args.base_seed}
     if criterion != "unpruned":
         seed_everything(seed)
@@ -193,7 +199,8 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.finetune_lr, warmup_epochs=0,
                       seed=seed)
-    model = fit(model.to(args.device), data, cfg, device=args.device, progress=False).model
+    model = fit(model.to(args.device), data, cfg, device=args.device, progress=False,
+                teacher=base if args.distill else None).model
     row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
     row["test_acc"] = evaluate(model, data, "test")["accuracy"]
     model = model.cpu()
@@ -237,6 +244,10 @@ def _median_or_dash(vals: List[Any]) -> Any:
 
 def _mean_sd(vals: List[float]) -> tuple:
     return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _mean_sd_text(vals: List[float]) -> str:
+    return "-" if not vals else "{:.2f} ± {:.2f}".format(*_mean_sd(vals))
 
 
 def overlap_with_l1(rows: List[Dict[str, Any]]) -> Dict[tuple, float]:
@@ -285,6 +296,7 @@ def report(args: argparse.Namespace) -> None:
     rows = [r for r in rows if r["model"] == args.model and r["data"] == data_name(args)
             and r["image_size"] == args.image_size and r["base_epochs"] == args.base_epochs
             and r["finetune_epochs"] == args.finetune_epochs and r["criterion"] in ["unpruned"] + args.criteria
+            and bool(r.get("distill")) == args.distill
             and r["target"] in ["none"] + args.reduce
             and (r["criterion"] == "unpruned" or r.get("scope", "uniform") == args.scope)]
     if not rows:
@@ -303,6 +315,7 @@ def report(args: argparse.Namespace) -> None:
         val_before = [100 * r["val_acc_before_ft"] for r in rs if "val_acc_before_ft" in r]
         table.append({"criterion": crit, "target": target, "epochs (base+ft)": f"{be}+{fe}", "seeds": len(rs),
                       "test acc %": f"{acc:.2f} ± {sd:.2f}",
+                      "val acc %": _mean_sd_text([100 * r["val_acc"] for r in rs if r.get("val_acc") is not None]),
                       "before ft %": f"{statistics.mean(before):.2f}" if before else "-",
                       "val before ft %": f"{statistics.mean(val_before):.2f}" if val_before else "-",
                       "params": int(statistics.mean(r["params"] for r in rs)),
@@ -319,11 +332,12 @@ def report(args: argparse.Namespace) -> None:
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
           "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only). "
           f"Budget: base {args.base_epochs} epochs, then {args.finetune_epochs} fine-tuning epochs for every row "
-          f"(unpruned included); `attention` also trains only its SE modules for {args.attention_epochs} epoch(s) "
-          "(backbone frozen) before pruning.", "",
+          f"(unpruned included){', with knowledge distillation from the unpruned base' if args.distill else ''}; "
+          f"`attention` (mean gate) and `attention_scale` (mean gate x |BN gamma|) also train only their SE modules "
+          f"for {args.attention_epochs} epoch(s) ({args.attention_mode}) before pruning.", "",
           markdown_table(table), ""]
     md += kept_tables(rows)
-    att = [r for r in rows if r["criterion"] == "attention" and r.get("extra", {}).get("scores")]
+    att = [r for r in rows if r["criterion"] in ATTENTION_FORMS and r.get("extra", {}).get("scores")]
     if att:
         r = att[0]
         md += [f"## Attention scores per layer ({r['target']}, seed {r['seed']})", "",
@@ -357,7 +371,7 @@ def main(argv: List[str] | None = None) -> None:
     if not args.report_only:
         data = load_dataset(args.data, image_size=args.image_size)
         ratios: Dict[str, Any] = {}
-        cells = [("unpruned", "none", s) for s in args.seeds]
+        cells = [] if args.skip_unpruned else [("unpruned", "none", s) for s in args.seeds]
         cells += [(c, t, s) for s in args.seeds for t in args.reduce for c in args.criteria]
         for crit, target, seed in cells:
             path = args.results / f"{key_of(args, crit, target, seed)}.json"

@@ -64,6 +64,47 @@ for seed in 0 1 2; do
 --name criteria_gpu_vgg_small_f10"
 done
 
+# Knowledge-distilled fine-tuning (10 epochs) and the two attention scores, one lane per (model, seed, target);
+# the macs=0.3 lane of each seed also runs the unpruned reference, the seed-0 one of resnet18 trains its base.
+KDCRIT="attention attention_scale l1 bn_scale l2 fpgm random"
+KD="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed 0 --device cuda --no-latency \
+--distill --finetune-epochs 10 --attention-epochs 2 --attention-sparsity 1e-3 --criteria $KDCRIT \
+--results $RES/criteria_kd_gpu"
+for seed in 0 1 2; do
+  for t in macs=0.3 macs=0.5 macs=0.7; do
+    skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)
+    on kd_vgg && lane "kd_vgg_s${seed}_${t#macs=}" \
+      "$KD --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t $skip --name criteria_kd_vgg_small" \
+      "${KD/--finetune-epochs 10/--finetune-epochs 20} --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t \
+$skip --criteria attention_scale bn_scale l1 --name criteria_kd20_vgg_small"
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    on kd_r18 && lane "kd_r18_s${seed}_${t#macs=}" \
+      "$wait_base; $KD --model torchvision/resnet18 --work runs/cc_r18 --seeds $seed --reduce $t $skip \
+--name criteria_kd_resnet18"
+  done
+done
+
+# Second KD batch: 20 fine-tuning epochs for the remaining vgg_small criteria and for resnet18 (base retrained
+# first), and the references without distillation (unpruned, same total epochs).
+KD20="${KD/--finetune-epochs 10/--finetune-epochs 20}"
+for seed in 0 1 2; do
+  for t in macs=0.3 macs=0.5 macs=0.7; do
+    skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)
+    on kd20_vgg && lane "kd20_vgg_s${seed}_${t#macs=}" \
+      "$KD20 --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t --skip-unpruned \
+--criteria attention l2 fpgm random --name criteria_kd20_vgg_small"
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    on kd20_r18 && lane "kd20_r18_s${seed}_${t#macs=}" \
+      "$wait_base; $KD20 --model torchvision/resnet18 --work runs/cc_r18 --seeds $seed --reduce $t $skip \
+--criteria attention_scale attention l1 --name criteria_kd20_resnet18"
+  done
+done
+NOKD="${KD/--distill /}"
+on ref && lane ref_vgg "${NOKD/--finetune-epochs 10/--finetune-epochs 20} --model vgg_small --work runs/cc_vgg \
+--seeds 0 1 2 --criteria --name criteria_ref_vgg_small"
+on ref && lane ref_r18 "while [ ! -f $BASE ]; do sleep 2; done; $NOKD --model torchvision/resnet18 --work runs/cc_r18 \
+--seeds 0 1 2 --criteria --name criteria_ref_resnet18"
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
@@ -73,7 +114,7 @@ done
 while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$(left)" -gt 0 ]; do
   sleep 10
   echo "$(date +%T) running=$(jobs -r | wc -l) cells: pfam=$(ls $RES/pfam_gpu 2>/dev/null | wc -l)" \
-    "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
+    "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) kd=$(ls $RES/criteria_kd_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
     | wc -l)" | tee -a runs/gpu_logs/progress.txt
 done
 for pid in $(jobs -p); do pkill -TERM -P "$pid"; kill "$pid"; done 2>/dev/null  # this batch's lanes only

@@ -183,7 +183,8 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
     model, plan, report = attention_prune(
         model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
-        reduction=opts.attention_reduction, removal=opts.attention_removal, train_cfg=cfg,
+        reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
+        train_cfg=cfg,
         device=next(model.parameters()).device, progress=opts.progress, scope=scope)
     done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
@@ -217,8 +218,12 @@ def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device) 
     recipe = ScheduleConfig.from_options(opts, scope=opts.scope)
     schedule = recipe.build()
     cfg = _finetune_config(opts) if trained else _train_config(opts)
+    if opts.distill and not trained:
+        raise ConfigError("--distill learns from the model before pruning, but this schedule trains from scratch; "
+                          "give a trained --model (a checkpoint) or drop --distill")
     res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
-              progress=opts.progress, description={"data": data_section(ds)})
+              progress=opts.progress, description={"data": data_section(ds)},
+              teacher=model if opts.distill else None)  # fit copies the teacher before training starts
     done = {"method": opts.method, "schedule": recipe.model_dump(mode="json"), "epochs": cfg.epochs,
             "history": getattr(schedule, "history", None)}
     return res.model, done, getattr(schedule, "masks", None)
@@ -260,7 +265,8 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         done["prune_seconds"] = round(time.perf_counter() - t0, 3)
         if opts.finetune_epochs:
             res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks,
-                      out_dir=out / "finetune", progress=opts.progress, description={"data": data_section(ds)})
+                      out_dir=out / "finetune", progress=opts.progress, description={"data": data_section(ds)},
+                      teacher=model if opts.distill else None)
             pruned = res.model
     after_acc = evaluate(pruned, ds, "test", device=device)["accuracy"]
     final = out / "model.safetensors"

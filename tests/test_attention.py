@@ -10,7 +10,7 @@ import torch
 import prunekit
 import prunekit.importance.extra  # noqa: F401
 from prunekit.attention import (ChannelAttention, attention_modules, attention_prune, attention_scores,
-                                insert_attention, remove_attention, train_attention)
+                                insert_attention, remove_attention, scale_by_host, train_attention)
 from prunekit.errors import ConfigError, ModelError
 from prunekit.importance.attention import SCORES_ATTR
 from prunekit.plan import make_plan
@@ -161,6 +161,35 @@ def test_attention_prune_end_to_end_saves_and_loads(tiny_folder, tmp_path, name)
         assert torch.equal(model(x), loaded(x))
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k])
+
+
+def test_gate_x_scale_ranks_a_zero_gamma_channel_last_even_with_a_full_gate():
+    model = _model()
+    insert_attention(model, X[:1])
+    with torch.no_grad():
+        model.features[1].weight[3] = 0.0  # BN gamma 0: the channel passes nothing on, whatever its gate
+        attention_modules(model)["features.1"].fc2.bias[3] = 40.0  # gate ~2, the highest of the layer
+    stats = attention_scores(model, [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))])
+    scaled = scale_by_host(model, stats.mean)
+    gamma = model.features[1].weight.detach().abs()
+    assert torch.allclose(scaled["features.1"], stats.mean["features.1"] * gamma)
+    assert int(stats.mean["features.1"].argmax()) == 3 and int(scaled["features.1"].argmin()) == 3
+    setattr(model, SCORES_ATTR, scaled)
+    remove_attention(model, "drop")
+    plan = make_plan(model, X[:1], ratio=0.25, criterion="attention")
+    assert 3 in next(g for g in plan.groups if g.key == "features.0.weight:0").remove
+
+
+def test_attention_prune_gate_x_scale_records_its_form(tiny_folder):
+    data = _dataset(tiny_folder)
+    torch.manual_seed(0)
+    model = prunekit.create_model("resnet_tiny", len(data.classes))
+    model, _, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), ratio=0.5, attention_epochs=1,
+                                       score="gate_x_scale", train_cfg=TrainConfig(batch_size=8, augment=False),
+                                       device="cpu")
+    assert report["score"] == "gate_x_scale" and not attention_modules(model)
+    with pytest.raises(ConfigError, match="gate_x_scale"):
+        attention_prune(_model(), data, X[:1], score="gamma")
 
 
 def test_misuse_is_reported():

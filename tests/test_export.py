@@ -83,3 +83,18 @@ def test_dynamo_exporter_path(tmp_path):
     info = export_onnx(small_cnn(), tmp_path / "d.onnx", input_shape=(3, 16, 16), opset=18, exporter="dynamo")
     assert info["exporter"] == "dynamo" and info["opset"] >= 18 and info["max_abs_diff"] < 1e-4
     assert run_ort(info["path"], torch.randn(5, 3, 16, 16)).shape == (5, 4)
+
+
+def test_ort_module_runs_the_exported_model_like_torch():
+    from prunekit.export import OrtModule
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4)).eval()
+    runner = OrtModule(model, (3, 16, 16), threads=1)
+    for batch in (1, 5):  # dynamic batch axis
+        x = torch.randn(batch, 3, 16, 16)
+        with torch.no_grad():
+            assert torch.allclose(runner(x), model(x), atol=1e-5)
+    with pytest.raises(ConfigError, match="exported for inputs of shape"):
+        runner(torch.randn(1, 3, 8, 8))

@@ -121,3 +121,29 @@ def test_sparse_kernel_decisions_recorded_and_replayed_on_load(tiny_folder, tmp_
 def test_sparse_kernels_refused_for_structured(tiny_folder, tmp_path):
     with pytest.raises(ConfigError, match="--sparse-kernels needs --unstructured"):
         prune_job(_opts(tiny_folder, tmp_path / "ks", method="structured", ratio=0.5, sparse_kernels=True))
+
+
+def test_distill_fine_tunes_from_the_model_before_pruning(tiny_folder, tmp_path, monkeypatch):
+    import prunekit.train.loop as loop
+
+    calls = []
+    real = loop.distillation_loss
+
+    def counting(student, teacher, temperature):
+        calls.append((tuple(student.shape), tuple(teacher.shape), temperature))
+        return real(student, teacher, temperature)
+
+    monkeypatch.setattr(loop, "distillation_loss", counting)
+    res = prune_job(_opts(tiny_folder, tmp_path / "kd", method="structured", ratio=0.5, finetune_epochs=1,
+                          distill=True))
+    assert calls and all(s == t and s[1] == 3 and temp == 4.0 for s, t, temp in calls)
+    n_training_batches = len(calls)
+    calls.clear()
+    prune_job(_opts(tiny_folder, tmp_path / "plain", method="structured", ratio=0.5, finetune_epochs=1))
+    assert not calls and n_training_batches > 0 and res["after"]["params"] < res["before"]["params"]
+
+
+def test_distill_refused_when_training_from_scratch(tiny_folder, tmp_path):
+    with pytest.raises(ConfigError, match="--distill learns from the model before pruning"):
+        prune_job(_opts(tiny_folder, tmp_path / "kds", method="structured", schedule="soft", ratio=0.5,
+                        distill=True))

@@ -147,3 +147,45 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tiny_folder, tmp_path)
         assert torch.equal(r0[k], r1[k]), k
     start = ckpt.read(tmp_path / "start.safetensors")[0]
     assert any(not torch.equal(start[k], r0[k]) for k in r0 if k.endswith("weight")), "no training happened"
+
+
+class _RolledColourTeacher(torch.nn.Module):
+    """Predicts the *next* class of the colour that dominates the image: a teacher that disagrees with the labels."""
+
+    def forward(self, x):
+        return 10 * x.mean((2, 3)).roll(1, dims=1)
+
+
+def test_distillation_loss_is_zero_only_when_student_matches_teacher():
+    from prunekit.train.distill import distillation_loss
+
+    t = torch.randn(5, 4)
+    assert distillation_loss(t, t, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    s = torch.randn(5, 4)
+    p_t, log_s = torch.softmax(t / 2, 1), torch.log_softmax(s / 2, 1)
+    by_hand = (p_t * (p_t.log() - log_s)).sum(1).mean() * 4
+    assert distillation_loss(s, t, 2.0).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_fit_with_teacher_follows_the_teacher_by_alpha(tiny_ds, alpha):
+    torch.manual_seed(0)
+    teacher = _RolledColourTeacher()
+    cfg = TrainConfig(epochs=6, distill_alpha=alpha, distill_temperature=1.0, **FAST)
+    student = fit(create_model("vgg_tiny", num_classes=3), tiny_ds, cfg, device="cpu", progress=False,
+                  teacher=teacher).model
+    acc = evaluate(student, tiny_ds, "test")["accuracy"]
+    if alpha == 0:  # labels only: the teacher is ignored
+        assert acc > 0.6
+    else:  # teacher only: the student learns the teacher's rolled classes, so it is wrong on (almost) every image
+        assert acc < 0.2
+
+
+def test_fit_leaves_the_teacher_untouched(tiny_ds):
+    torch.manual_seed(0)
+    teacher = create_model("vgg_tiny", num_classes=3)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    fit(create_model("vgg_tiny", num_classes=3), tiny_ds, TrainConfig(epochs=1, **FAST), device="cpu",
+        progress=False, teacher=teacher)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())

@@ -18,23 +18,28 @@ from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
 from ..train import TrainConfig
-from .score import AttentionStats, attention_scores
+from .score import SCORE_FORMS, AttentionStats, attention_scores, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
 
 __all__ = ["ChannelAttention", "AttentionStats", "insert_attention", "remove_attention", "attention_modules",
-           "train_attention", "attention_scores", "attention_prune"]
+           "train_attention", "attention_scores", "scale_by_host", "attention_prune"]
 
 
 def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: float = 0.5, attention_epochs: int = 3,
                     mode: str = "frozen", sparsity: float = 0.0, reduction: int = 8, removal: str = "fold",
                     train_cfg: Optional[TrainConfig] = None, device: Any = "auto", max_batches: Optional[int] = None,
                     progress: bool = False, reduce: Optional[Dict[str, float]] = None,
+                    score: str = "gate_x_scale",
                     **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
     """Whole attention-guided flow; returns (pruned plain model, plan, report). ``plan_options`` go to make_plan.
 
     ``data`` is a :class:`~prunekit.data.SceneDataset`: its train split trains the attention (``train_cfg`` sets
     lr and batch size; its epochs are ``attention_epochs``) and then scores it (``max_batches`` bounds scoring).
+
+    ``score``: ``"gate_x_scale"`` (default, chosen on the validation split of UC Merced, docs/criteria.md) ranks
+    channels by mean gate x |host scale| (BN gamma or filter norm), the channel's output scale after the attention
+    (:func:`scale_by_host`); ``"gate"`` by the mean gate alone (the SE form of the paper's idea).
 
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
     (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
@@ -47,12 +52,16 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
 
     if removal not in ("fold", "drop"):
         raise ConfigError(f"removal={removal!r} is unknown; use 'fold' or 'drop'")
+    if score not in SCORE_FORMS:
+        raise ConfigError(f"score={score!r} is unknown; use one of {', '.join(SCORE_FORMS)}")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
                              device=device, progress=progress)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
+    if score == "gate_x_scale":
+        setattr(model, SCORES_ATTR, scale_by_host(model, stats.mean))  # before folding changes the scale
     probe = _probe_batch(data, inputs)
     with torch.no_grad():
         before = model.eval()(probe.to(next(model.parameters()).device))
@@ -73,7 +82,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone
     report = {"hosts": hosts, "removal": how, "attention_epochs": attention_epochs, "mode": mode,
-              "sparsity": sparsity, "reduction": reduction, "scores": stats.summary(),
+              "sparsity": sparsity, "reduction": reduction, "score": score, "scores": stats.summary(),
               "fold_logit_max_abs": float((before - after).abs().max()),
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),
               "ratio_search": search, "history": result.history}

@@ -113,3 +113,26 @@ def attention_scores(model: nn.Module, data: Any, max_batches: Optional[int] = N
             stats.per_class[name] = table
     setattr(model, SCORES_ATTR, dict(stats.mean))
     return stats
+
+
+SCORE_FORMS = ("gate", "gate_x_scale")
+
+
+@torch.no_grad()
+def scale_by_host(model: nn.Module, gates: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """mean gate x |host scale| per channel: the channel's output scale once the attention is folded in.
+
+    The SE gate multiplies the host's output, so a channel with a gate of 1 but a BatchNorm gamma near 0 still
+    contributes nothing; this form weighs the attention by that scale (|gamma| for a BatchNorm host, the filter's
+    L2 norm for a conv/Linear host). Call it before the attention is folded (folding multiplies gamma by the gate).
+    """
+    out = {}
+    for name, g in gates.items():
+        host = model.get_submodule(name)
+        w = getattr(host, "weight", None)
+        if w is None:
+            raise ConfigError(f"attention host {name!r} ({type(host).__name__}) has no weight to scale the gate by; "
+                              "use score='gate'")
+        scale = w.detach().abs() if w.dim() == 1 else w.detach().flatten(1).norm(dim=1)
+        out[name] = (g.to(scale.device) * scale.float()).cpu()
+    return out

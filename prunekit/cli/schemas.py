@@ -62,6 +62,8 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     finetune_epochs: int = Field(10, ge=0, description="fine-tuning epochs after pruning (a --schedule on a trained "
                                                        "model runs during them)")
     finetune_lr: Optional[float] = Field(None, gt=0, description="fine-tuning peak lr (default: a fifth of training)")
+    distill: bool = Field(False, description="fine-tune with knowledge distillation from the model before pruning "
+                                             "(its soft predictions at temperature 4, weight 0.7, beside the labels)")
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: Optional[float] = Field(None, gt=0, description="training peak lr")
@@ -81,6 +83,9 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
                                                                             "backbone")
     attention_sparsity: float = Field(0.0, ge=0, description="L1 penalty on attention outputs")
     attention_reduction: int = Field(8, ge=1, description="SE bottleneck reduction ratio")
+    attention_score: Literal["gate", "gate_x_scale"] = Field(
+        "gate_x_scale", description="rank channels by mean attention gate x |BN gamma| (the channel's output scale "
+                                    "after attention; chosen on validation), or by the mean gate alone")
     attention_removal: Literal["fold", "drop"] = Field("fold", description="fold the mean attention into the "
                                                                           "layer, or drop it")
     allocation: Literal["uniform", "latency"] = Field(

@@ -24,6 +24,9 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision (auto: on for CUDA)")
     patience: Optional[int] = Field(None, ge=1, description="early stop after this many epochs without val gain")
     augment: bool = Field(True, description="aerial augmentations (flips, 90-degree rotations, crops)")
+    distill_alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term when fit() is "
+                                 "given a teacher (0: labels only, 1: teacher only)")
+    distill_temperature: float = Field(4.0, gt=0, description="softmax temperature of the distillation term")
     seed: int = 0
 
     def peak_lr(self) -> float:

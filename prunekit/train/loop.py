@@ -25,6 +25,7 @@ from ..storage import checkpoint as ckpt
 from ..storage.nested import flatten, unflatten
 from .callbacks import Callback, TrainState
 from .config import TrainConfig
+from .distill import distillation_loss, frozen_teacher
 from .distributed import DistInfo, all_reduce_sum, average_buffers, barrier, init_from_env
 from .metrics import confusion_matrix, summarize
 
@@ -108,8 +109,9 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 class _Trainer:
     """Holds the run's moving parts so ``fit`` reads top to bottom."""
 
-    def __init__(self, model, data, cfg, device, callbacks, out_dir, progress, description):
+    def __init__(self, model, data, cfg, device, callbacks, out_dir, progress, description, teacher=None):
         self.data, self.cfg, self.device = data, cfg, device
+        self.teacher = frozen_teacher(teacher, device) if teacher is not None else None
         self.callbacks: Sequence[Callback] = list(callbacks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress, self.description = progress, description or {}
@@ -181,6 +183,11 @@ class _Trainer:
             with self.autocast():
                 logits = ddp_model(x)
                 loss = nn.functional.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        soft = self.teacher(x)
+                    loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * distillation_loss(
+                        logits, soft, cfg.distill_temperature)
             self.optimizer.zero_grad(set_to_none=True)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             if self.scaler:
@@ -208,15 +215,18 @@ class _Trainer:
 def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str | torch.device = "auto",
         callbacks: Sequence[Callback] = (), out_dir: str | Path | None = None, resume: bool = True,
         progress: bool = True, description: Optional[Dict[str, Any]] = None,
-        on_epoch: Optional[Any] = None) -> TrainResult:
+        on_epoch: Optional[Any] = None, teacher: Optional[nn.Module] = None) -> TrainResult:
     """Train ``model`` on ``data`` ("train" split; "val" for early stopping). Returns the trained model and history.
+
+    With ``teacher`` (e.g. the model before pruning) the loss adds knowledge distillation from a frozen copy of it,
+    weighted by ``cfg.distill_alpha`` at temperature ``cfg.distill_temperature`` (:mod:`prunekit.train.distill`).
 
     With ``out_dir`` the run checkpoints every epoch and, when ``resume`` is true, continues a previous run found
     there. ``description`` sections (e.g. ``data=...``) are stored in every checkpoint.
     """
     cfg = cfg or TrainConfig()
     device = pick_device(device) if isinstance(device, str) else device
-    tr = _Trainer(model, data, cfg, device, callbacks, out_dir, progress, description)
+    tr = _Trainer(model, data, cfg, device, callbacks, out_dir, progress, description, teacher)
     resumed = tr.try_resume() if resume else None
     steps_per_epoch = _steps_per_epoch(data, cfg, tr.info)
     total_steps = steps_per_epoch * cfg.epochs
