@@ -246,6 +246,14 @@ def _mean_sd(vals: List[float]) -> tuple:
     return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
+def _shown(path: Path) -> str:
+    """A results folder as the docs should name it: relative to the repo when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def _mean_sd_text(vals: List[float]) -> str:
     return "-" if not vals else "{:.2f} ± {:.2f}".format(*_mean_sd(vals))
 
@@ -325,7 +333,7 @@ def report(args: argparse.Namespace) -> None:
                       "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
         series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
     md = [f"# Criteria comparison: {args.model} on {data_name(args)} ({args.image_size} px, {args.scope} scope)", "",
-          "Written by `benchmarks/compare_criteria.py` from `docs/results/criteria/*.json` (one file per cell). "
+          f"Written by `benchmarks/compare_criteria.py` from `{_shown(args.results)}/*.json` (one file per cell). "
           "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning and "
           f"re-estimating BN statistics on {args.bn_recal_batches} training batches. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
