@@ -106,10 +106,15 @@ def data_name(args: argparse.Namespace) -> str:
     return "embedded" if args.data is None else Path(args.data).resolve().name
 
 
+def model_tag(args: argparse.Namespace) -> str:
+    """The model name as a file-name part (torchvision/resnet18 -> torchvision_resnet18)."""
+    return args.model.replace("/", "_")
+
+
 def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> str:
     crit = criterion.replace("@", "_").replace("=", "").replace(",", "_")
     scope = "-global" if args.scope == "global" and criterion != "unpruned" else ""
-    model = args.model.replace("/", "_")
+    model = model_tag(args)
     return (f"{model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
             f"-b{args.base_epochs}-f{args.finetune_epochs}{'-kd' if args.distill else ''}{scope}"
             f"{'' if args.base_seed is None else f'-bs{args.base_seed}'}")
@@ -117,8 +122,8 @@ def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> 
 
 def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Module:
     """The unpruned model of this seed, trained once and cached as a safetensors checkpoint."""
-    model_tag = args.model.replace("/", "_")
-    path = args.work / f"base-{model_tag}-{data_name(args)}{args.image_size}-s{seed}-b{args.base_epochs}.safetensors"
+    stem = f"base-{model_tag(args)}-{data_name(args)}{args.image_size}-s{seed}-b{args.base_epochs}"
+    path = args.work / f"{stem}.safetensors"
     if path.is_file():
         return prunekit.load(path)
     seed_everything(seed)
@@ -155,8 +160,8 @@ def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion
                                           sparsity=args.attention_sparsity, score=ATTENTION_FORMS[criterion],
                                           train_cfg=cfg, device=args.device,
                                           max_batches=None, seed=seed, **how)
-        extra = {k: report[k] for k in ("removal", "score", "scores", "fold_logit_max_abs", "top1_agreement_after_removal",
-                                        "ratio_search")}
+        extra = {k: report[k] for k in ("removal", "score", "scores", "fold_logit_max_abs",
+                                        "top1_agreement_after_removal", "ratio_search")}
         return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration(data, args.calib_batches)
     name = variant_from_spec(criterion)
