@@ -70,12 +70,13 @@ KDCRIT="attention attention_scale l1 bn_scale l2 fpgm random"
 KD="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed 0 --device cuda --no-latency \
 --distill --finetune-epochs 10 --attention-epochs 2 --attention-sparsity 1e-3 --criteria $KDCRIT \
 --results $RES/criteria_kd_gpu"
+KD20="${KD/--finetune-epochs 10/--finetune-epochs 20}"
 for seed in 0 1 2; do
   for t in macs=0.3 macs=0.5 macs=0.7; do
     skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)
     on kd_vgg && lane "kd_vgg_s${seed}_${t#macs=}" \
       "$KD --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t $skip --name criteria_kd_vgg_small" \
-      "${KD/--finetune-epochs 10/--finetune-epochs 20} --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t \
+      "$KD20 --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t \
 $skip --criteria attention_scale bn_scale l1 --name criteria_kd20_vgg_small"
     wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
     on kd_r18 && lane "kd_r18_s${seed}_${t#macs=}" \
@@ -86,7 +87,6 @@ done
 
 # Second KD batch: 20 fine-tuning epochs for the remaining vgg_small criteria and for resnet18 (base retrained
 # first), and the references without distillation (unpruned, same total epochs).
-KD20="${KD/--finetune-epochs 10/--finetune-epochs 20}"
 for seed in 0 1 2; do
   for t in macs=0.3 macs=0.5 macs=0.7; do
     skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)

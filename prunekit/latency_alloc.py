@@ -81,8 +81,9 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
                        round_to: Any = None, check_uniform: bool = True) -> LatencyAllocation:
     """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``.
 
-    ``check_uniform``: also build the uniform-ratio model of the same target, time both (interleaved, three
-    rounds) and keep the faster (``chosen``), so the result is never slower than the uniform plan as measured.
+    ``check_uniform``: also build the uniform-ratio model of the same target, time both (interleaved, alternating
+    which goes first, three rounds) and keep the faster (``chosen``), so the result is never slower than the uniform
+    plan as measured.
     """
     from .apply.structured import apply_plan
     from .graph import build_graph
@@ -156,9 +157,9 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         result.uniform_kwargs = found.plan_kwargs()
         candidates = {"latency": pruned(**result.plan_kwargs()), "uniform": pruned(**result.uniform_kwargs)}
         times: Dict[str, List[float]] = {k: [] for k in candidates}
-        for _ in range(3):
-            for k, m in candidates.items():
-                times[k].append(latency_fn(m))
+        for i in range(3):  # alternate which goes first, so neither always runs on the other's caches
+            for k in (("latency", "uniform") if i % 2 == 0 else ("uniform", "latency")):
+                times[k].append(latency_fn(candidates[k]))
         result.pruned_ms = {k: statistics.median(v) for k, v in times.items()}
         result.chosen = min(result.pruned_ms, key=result.pruned_ms.get)
         if result.chosen == "uniform":

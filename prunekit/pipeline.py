@@ -184,8 +184,7 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
         model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
         reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
-        train_cfg=cfg,
-        device=next(model.parameters()).device, progress=opts.progress, scope=scope)
+        train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope)
     done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
     return model, done
