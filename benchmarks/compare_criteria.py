@@ -57,6 +57,7 @@ CRITERIA = ["l1", "l2", "fpgm", "bn_scale", "taylor", "mean_activation", "apoz",
 ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale"}  # criterion -> attention_prune(score=)
 RESULTS = REPO / "docs" / "results" / "criteria"
 WORK = REPO / "runs" / "compare_criteria"
+FINETUNE_LR = 0.01  # cells at another fine-tuning lr carry it in their key and row
 
 
 def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
@@ -74,7 +75,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
                    help="prune every seed from the base model of this seed (seeds then vary pruning and "
                         "fine-tuning only; saves training one base per seed)")
     p.add_argument("--finetune-epochs", type=int, default=3)
-    p.add_argument("--finetune-lr", type=float, default=0.01)
+    p.add_argument("--finetune-lr", type=float, default=FINETUNE_LR,
+                   help="peak lr of the cosine fine-tuning (0.05 = the base training's peak: lr rewinding)")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune with knowledge distillation from the unpruned base (prunekit.train.distill)")
     p.add_argument("--attention-epochs", type=int, default=1)
@@ -117,6 +119,7 @@ def key_of(args: argparse.Namespace, criterion: str, target: str, seed: int) -> 
     model = model_tag(args)
     return (f"{model}-{data_name(args)}{args.image_size}-{crit}-{target.replace('=', '')}-s{seed}"
             f"-b{args.base_epochs}-f{args.finetune_epochs}{'-kd' if args.distill else ''}{scope}"
+            f"{'' if args.finetune_lr == FINETUNE_LR else f'-lr{args.finetune_lr:g}'}"
             f"{'' if args.base_seed is None else f'-bs{args.base_seed}'}")
 
 
@@ -185,7 +188,8 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     t0 = time.perf_counter()
     row: Dict[str, Any] = {"model": args.model, "data": data_name(args), "image_size": args.image_size,
                            "criterion": criterion, "target": target, "seed": seed, "base_epochs": args.base_epochs,
-                           "finetune_epochs": args.finetune_epochs, "distill": args.distill, "scope": args.scope,
+                           "finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr,
+                           "distill": args.distill, "scope": args.scope,
                            "base_seed": seed if args.base_seed is None else args.base_seed}
     if criterion != "unpruned":
         seed_everything(seed)
@@ -309,7 +313,7 @@ def report(args: argparse.Namespace) -> None:
     rows = [r for r in rows if r["model"] == args.model and r["data"] == data_name(args)
             and r["image_size"] == args.image_size and r["base_epochs"] == args.base_epochs
             and r["finetune_epochs"] == args.finetune_epochs and r["criterion"] in ["unpruned"] + args.criteria
-            and bool(r.get("distill")) == args.distill
+            and bool(r.get("distill")) == args.distill and r.get("finetune_lr", FINETUNE_LR) == args.finetune_lr
             and r["target"] in ["none"] + args.reduce
             and (r["criterion"] == "unpruned" or r.get("scope", "uniform") == args.scope)]
     if not rows:
@@ -344,7 +348,8 @@ def report(args: argparse.Namespace) -> None:
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
           "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only). "
-          f"Budget: base {args.base_epochs} epochs, then {args.finetune_epochs} fine-tuning epochs for every row "
+          f"Budget: base {args.base_epochs} epochs, then {args.finetune_epochs} fine-tuning epochs (peak lr "
+          f"{args.finetune_lr:g}, cosine) for every row "
           f"(unpruned included){', with knowledge distillation from the unpruned base' if args.distill else ''}; "
           f"`attention` (mean gate) and `attention_scale` (mean gate x |BN gamma|) also train only their SE modules "
           f"for {args.attention_epochs} epoch(s) ({args.attention_mode}) before pruning.", "",

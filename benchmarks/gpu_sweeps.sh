@@ -67,9 +67,9 @@ done
 # Knowledge-distilled fine-tuning (10 epochs) and the two attention scores, one lane per (model, seed, target);
 # the macs=0.3 lane of each seed also runs the unpruned reference, the seed-0 one of resnet18 trains its base.
 KDCRIT="attention attention_scale l1 bn_scale l2 fpgm random"
-KD="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed 0 --device cuda --no-latency \
---distill --finetune-epochs 10 --attention-epochs 2 --attention-sparsity 1e-3 --criteria $KDCRIT \
---results $RES/criteria_kd_gpu"
+CCB="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed 0 --device cuda --no-latency \
+--attention-epochs 2 --attention-sparsity 1e-3"
+KD="$CCB --distill --finetune-epochs 10 --criteria $KDCRIT --results $RES/criteria_kd_gpu"
 KD20="${KD/--finetune-epochs 10/--finetune-epochs 20}"
 for seed in 0 1 2; do
   for t in macs=0.3 macs=0.5 macs=0.7; do
@@ -105,6 +105,40 @@ on ref && lane ref_vgg "${NOKD/--finetune-epochs 10/--finetune-epochs 20} --mode
 on ref && lane ref_r18 "while [ ! -f $BASE ]; do sleep 2; done; $NOKD --model torchvision/resnet18 --work runs/cc_r18 \
 --seeds 0 1 2 --criteria --name criteria_ref_resnet18"
 
+# Third batch: plain (undistilled) 20-epoch fine-tuning for every criterion on both networks, at -30%, 2x, exactly 3x
+# and -70% (3.3x) MACs; and two levers for the high ratios on vgg_small (3 criteria): lr rewinding (fine-tuning
+# peak lr 0.05, the base training's, with its own unpruned reference) and global scope (each criterion's scores
+# set the per-layer counts). One lane per (seed, target), criteria ordered by how much the comparison needs them.
+F20="$CCB --finetune-epochs 20 --results $RES/criteria_f20_gpu"
+F20CRIT="attention_scale l1 fpgm bn_scale attention l2 random"
+for seed in 0 1 2; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)
+    on f20_vgg && lane "f20_vgg_s${seed}_${t#macs=}" "$F20 --model vgg_small --work runs/cc_vgg --seeds $seed \
+--reduce $t $skip --criteria $F20CRIT --name criteria_f20_gpu_vgg_small"
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    on f20_r18 && lane "f20_r18_s${seed}_${t#macs=}" "$wait_base; $F20 --model torchvision/resnet18 --work runs/cc_r18 \
+--seeds $seed --reduce $t $skip --criteria $F20CRIT --name criteria_f20_gpu_resnet18"
+  done
+  LEV="$F20 --model vgg_small --work runs/cc_vgg --seeds $seed --reduce macs=3x macs=0.7 macs=0.5 \
+--criteria attention_scale fpgm l1"
+  on lever && lane "lr05_vgg_s$seed" "$LEV --finetune-lr 0.05 --name criteria_f20_gpu_lr05_vgg_small"
+  on lever && lane "global_vgg_s$seed" "$LEV --scope global --skip-unpruned --name criteria_f20_gpu_global_vgg_small"
+done
+
+# Fill-in after the third batch's deadline: the resnet18 cells it did not reach (attention at -30%, L2 and random),
+# one lane per cell; the seed-0 lane retrains the base and repeats the unpruned seed-0 cell (a reproducibility check).
+for seed in 0 1 2; do
+  for cell in "macs=0.3 attention" "macs=0.3 l2" "macs=0.3 random" "macs=0.5 l2" "macs=0.5 random" "macs=3x l2" \
+              "macs=3x random" "macs=0.7 l2" "macs=0.7 random"; do
+    set -- $cell
+    first=$([ "$seed $cell" = "0 macs=0.3 attention" ] && echo yes || echo no)
+    pre=$([ $first = yes ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    on f20_fill && lane "fill_r18_s${seed}_${1#macs=}_$2" "$pre; $F20 --model torchvision/resnet18 --work runs/cc_r18 \
+--seeds $seed --reduce $1 --criteria $2 $([ $first = yes ] || echo --skip-unpruned) --name criteria_f20_gpu_resnet18"
+  done
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
@@ -114,7 +148,7 @@ done
 while [ "$(jobs -r | wc -l)" -gt 0 ] && [ "$(left)" -gt 0 ]; do
   sleep 10
   echo "$(date +%T) running=$(jobs -r | wc -l) cells: pfam=$(ls $RES/pfam_gpu 2>/dev/null | wc -l)" \
-    "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) kd=$(ls $RES/criteria_kd_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
+    "criteria=$(ls $RES/criteria_gpu 2>/dev/null | wc -l) kd=$(ls $RES/criteria_kd_gpu 2>/dev/null | wc -l) f20=$(ls $RES/criteria_f20_gpu 2>/dev/null | wc -l) sched=$(ls $RES/schedules_gpu 2>/dev/null \
     | wc -l)" | tee -a runs/gpu_logs/progress.txt
 done
 for pid in $(jobs -p); do pkill -TERM -P "$pid"; kill "$pid"; done 2>/dev/null  # this batch's lanes only
