@@ -107,8 +107,17 @@ def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> D
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def runtime_label(mode: str) -> str:
+    """What the latency timings ran in, as the latency cache keys them (versions included)."""
+    if mode == "ort":
+        import onnxruntime
+
+        return f"ort-{onnxruntime.__version__}-{torch.get_num_threads()}thread"
+    return f"{mode}-{torch.get_num_threads()}thread"
+
+
 def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
-          allocation: str = "uniform", alpha: float = 1.0) -> Dict[str, Any]:
+          allocation: str = "uniform", alpha: float = 1.0, cache: Any = None) -> Dict[str, Any]:
     shape = (3, 224, 224)
     x1 = torch.randn(1, *shape)
     base = build(name)
@@ -123,8 +132,9 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         timed = timed_latency((x1,))
         alloc = latency_allocation(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
                                    latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=round_to,
-                                   alpha=alpha)
+                                   alpha=alpha, cache=cache, runtime=runtime_label(mode))
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
+        row["ours_alloc_cached"] = alloc.cached
         row["ours_overrides"] = alloc.overrides
         row["ours_allocation_chosen"], row["ours_allocation_ms"] = alloc.chosen, alloc.pruned_ms
         t0 = time.perf_counter()
@@ -132,6 +142,7 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     else:
         ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
     row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
+    row["ours_total_prune_s"] = round(row.get("ours_alloc_s", 0.0) + row["ours_prune_s"], 2)  # what a user waits
     models = {"base": base, "ours": ours, "tp": tp_model}
     for k in ("ours", "tp"):
         m = models[k]
@@ -183,6 +194,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, default=1.0, help="latency allocation: ratio ~ (saving per MAC)^alpha")
     ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl", "ort"], default="eager",
                     help="inference form every model is timed in (the same for all three)")
+    ap.add_argument("--latency-cache", default=str(ROOT / "runs" / "latency_cache"),
+                    help="latency allocation: folder of per-device, per-architecture timings ('none': time anew)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -201,9 +214,11 @@ def main(argv: List[str] | None = None) -> None:
     rows = []
     for name in args.models:
         r = done.get(name) or bench(name, args.ratio, args.repeats, round_to, args.deploy, args.allocation,
-                                    args.alpha)
+                                    args.alpha, args.latency_cache)
+        r.setdefault("ours_total_prune_s", r["ours_prune_s"] + r.get("ours_alloc_s", 0.0))  # rows of older runs
+        r.setdefault("tp_total_prune_s", r["tp_prune_s"])
         rows.append(r)
-        print(f"{name:<16} {_pair(r, 'params_ratio', 5)} {_pair(r, 'macs_ratio', 5)} {_pair(r, 'prune_s', 6)} "
+        print(f"{name:<16} {_pair(r, 'params_ratio', 5)} {_pair(r, 'macs_ratio', 5)} {_pair(r, 'total_prune_s', 6)} "
               f"{_pair(r, 'speedup_b1', 7)} {_pair(r, 'speedup_b32', 5)} {_pair(r, 'eff_b1', 5)} "
               f"{_pair(r, 'eff_b32', 5)}{'' if name not in done else '  (earlier run)'}", flush=True)
         summary = {k: round(geo([r[k] for r in rows]), 3)

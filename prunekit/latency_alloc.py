@@ -16,19 +16,24 @@ is timed once more against the uniform plan of the same target and the faster on
 
 Measurement assumes savings add up across groups (they nearly do: groups touch disjoint layers, or share only
 normalizations and activations). The probes cost one plan, one copy and two timed forward sets per group (the
-dense model is timed right before each probe, so a slow drift of the machine's speed cancels).
+dense model is timed right before each probe, so a slow drift of the machine's speed cancels). With ``cache`` they
+are kept per device, runtime and architecture (``prunekit.measure.latency_cache``): a second allocation of the same
+architecture, whatever its weights, reuses the probes, and one for the same target reuses the whole result.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+from .measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
 from .targets import _check_reduce, _size
 
 LatencyFn = Callable[[nn.Module], float]
@@ -50,6 +55,7 @@ class LatencyAllocation:
     chosen: str = "latency"
     uniform_kwargs: Dict[str, Any] = field(default_factory=dict)
     pruned_ms: Dict[str, float] = field(default_factory=dict)
+    cached: str = "no"  # "no": measured now; "probes": per-group timings reused; "result": the whole allocation
 
     def plan_kwargs(self) -> Dict[str, Any]:
         """``make_plan`` arguments of the faster allocation: per-group ratios (ratio 0 elsewhere), or the uniform
@@ -78,16 +84,21 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
 def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], probe: float = 0.5,
                        alpha: float = 1.0, max_ratio: float = 0.9, latency_fn: Optional[LatencyFn] = None,
                        tol: float = 0.01, max_trials: int = 20, ignore: Sequence[str] = (),
-                       round_to: Any = None, check_uniform: bool = True) -> LatencyAllocation:
+                       round_to: Any = None, check_uniform: bool = True,
+                       cache: Union[None, str, Path, LatencyCache] = None, runtime: str = "eager") -> LatencyAllocation:
     """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``.
 
     ``check_uniform``: also build the uniform-ratio model of the same target, time both (interleaved, alternating
     which goes first, three rounds) and keep the faster (``chosen``), so the result is never slower than the uniform
     plan as measured.
+
+    ``cache``: a folder, ``"auto"`` (the default folder) or a ``LatencyCache``; ``runtime`` names what ``latency_fn``
+    times (``"eager"`` for the default; e.g. ``"ort-1.20-1thread"`` for an ONNX Runtime timer) and is part of the
+    cache key, so timings of different runtimes never mix.
     """
     from .apply.structured import apply_plan
     from .graph import build_graph
-    from .plan import make_plan
+    from .plan import auto_multiple, make_plan
     from .targets import search_ratio
 
     metric, target = _check_reduce(reduce)
@@ -96,6 +107,14 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = tuple(inputs[0].shape[1:])
     latency_fn = latency_fn or timed_latency(inputs)
+    store = LatencyCache.resolve(cache)
+    key = {"what": "latency_alloc probes", "runtime": runtime, "device": device_fingerprint(inputs[0].device),
+           "arch": arch_fingerprint(model, shape), "batch": int(inputs[0].shape[0]), "probe": probe,
+           "round_to": auto_multiple() if round_to == "auto" else round_to, "ignore": sorted(ignore)}
+    entry = store.load(key) if store else {}
+    settings = f"{metric}={target}|alpha={alpha}|max_ratio={max_ratio}|tol={tol}|check_uniform={check_uniform}"
+    if settings in entry.get("results", {}):
+        return LatencyAllocation(**{**entry["results"][settings], "cached": "result"})
     graph = build_graph(model, inputs, ignore=list(ignore))
     modules: List[str] = []
     for g in graph.groups:
@@ -112,15 +131,15 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         return twin
 
     dense_macs = _size(model, "macs", shape)
-    saved_ms: Dict[str, float] = {}
-    saved_macs: Dict[str, int] = {}
-    dense_times = []
-    for name in modules:
-        twin = pruned(ratio=0.0, overrides={name: probe})
-        saved_macs[name] = dense_macs - _size(twin, "macs", shape)
-        dense_times.append(latency_fn(model))  # back to back with the probe: slow drifts of the machine cancel
-        saved_ms[name] = dense_times[-1] - latency_fn(twin)
-    dense_ms = statistics.median(dense_times)
+    reused = "probes" in entry and set(entry["probes"]["saved_ms"]) == set(modules)
+    if reused:
+        saved_ms, saved_macs = entry["probes"]["saved_ms"], entry["probes"]["saved_macs"]
+        dense_ms = entry["probes"]["dense_ms"]
+    else:
+        saved_ms, saved_macs, dense_ms = _probe(model, modules, pruned, latency_fn, probe, dense_macs, shape)
+        entry = {"probes": {"saved_ms": saved_ms, "saved_macs": saved_macs, "dense_ms": dense_ms}}
+        if store:
+            store.store(key, entry)
     eff = {n: max(saved_ms[n], 0.0) / saved_macs[n] if saved_macs[n] > 0 else 0.0 for n in modules}
     mean = statistics.mean(v for v in eff.values()) if any(eff.values()) else 0.0
     weight = {n: (eff[n] / mean) ** alpha if mean > 0 else 1.0 for n in modules}
@@ -164,4 +183,24 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         result.chosen = min(result.pruned_ms, key=result.pruned_ms.get)
         if result.chosen == "uniform":
             result.achieved = found.achieved
+    result.cached = "probes" if reused else "no"
+    if store:
+        entry.setdefault("results", {})[settings] = {k: v for k, v in dataclasses.asdict(result).items()
+                                                    if k != "cached"}
+        store.store(key, entry)
     return result
+
+
+def _probe(model: nn.Module, modules: List[str], pruned: Callable[..., nn.Module], latency_fn: LatencyFn,
+           probe: float, dense_macs: int, shape: Tuple[int, ...]) -> Tuple[Dict[str, float], Dict[str, int], float]:
+    """Each group pruned alone at ``probe``: ms saved and MACs saved; the dense model timed back to back with each
+    probe (slow drifts of the machine's speed cancel), its median returned as the dense latency."""
+    saved_ms: Dict[str, float] = {}
+    saved_macs: Dict[str, int] = {}
+    dense_times = []
+    for name in modules:
+        twin = pruned(ratio=0.0, overrides={name: probe})
+        saved_macs[name] = dense_macs - _size(twin, "macs", shape)
+        dense_times.append(latency_fn(model))
+        saved_ms[name] = dense_times[-1] - latency_fn(twin)
+    return saved_ms, saved_macs, statistics.median(dense_times)

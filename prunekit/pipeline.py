@@ -92,12 +92,15 @@ def _use_checkpoint_normalization(ds, desc: Dict[str, Any]) -> None:
         ds.mean, ds.std = tuple(data["mean"]), tuple(data["std"])
 
 
-def _measure(model: nn.Module, ds, file_path: Optional[Path], latency: bool, accuracy: float) -> Dict[str, Any]:
-    from .measure import measure_model
+def _measure_pair(before: nn.Module, after: nn.Module, ds, files: Tuple[Path, Path], latency: bool,
+                  accuracies: Tuple[Optional[float], float]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Both models measured in one go, latencies timed round-robin, so the speedup is not the machine's drift."""
+    from .measure import measure_models
     from .report import flatten_measurement
 
-    m = measure_model(model, input_shape=tuple(ds.images.shape[1:]), file_path=file_path, latency=latency)
-    return {"accuracy": accuracy, **flatten_measurement(m)}
+    ms = measure_models([before, after], input_shape=tuple(ds.images.shape[1:]), file_paths=files, latency=latency)
+    return ({"accuracy": accuracies[0], **flatten_measurement(ms[0])},
+            {"accuracy": accuracies[1], **flatten_measurement(ms[1])})
 
 
 def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str, Any]]:
@@ -157,10 +160,11 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         from .latency_alloc import latency_allocation
         from .targets import parse_reduce
 
-        alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce))
+        alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce), cache=opts.latency_cache)
         kwargs.update(alloc.plan_kwargs())
         done.update(reduce=opts.reduce, reduce_achieved=alloc.achieved, allocation="latency",
-                    allocation_ratios=alloc.overrides, dense_latency_ms_b1=round(alloc.dense_ms, 3))
+                    allocation_ratios=alloc.overrides, allocation_chosen=alloc.chosen,
+                    allocation_cached=alloc.cached, dense_latency_ms_b1=round(alloc.dense_ms, 3))
     elif opts.reduce:
         from .targets import parse_reduce, search_ratio
 
@@ -254,7 +258,6 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
     base_file = out / "before.safetensors"
     ckpt.save(model, base_file, data=data_section(ds))
-    before = _measure(model, ds, base_file, opts.latency, before_acc)
     t0 = time.perf_counter()
     if opts.schedule != "oneshot":
         pruned, done, masks = _scheduled(opts, copy.deepcopy(model), ds, not from_scratch_schedule, device)
@@ -274,7 +277,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     kernels = _kernel_decisions(pruned, masks, ds, done) if opts.sparse_kernels else None
     ckpt.save(pruned, final, extras=extras, codec=codec, data=data_section(ds), pruning=done,
               metrics={"test_accuracy": after_acc}, recipe=opts.model_dump(mode="json"), sparse_kernels=kernels)
-    after = _measure(pruned, ds, final, opts.latency, after_acc)
+    before, after = _measure_pair(model, pruned, ds, (base_file, final), opts.latency, (before_acc, after_acc))
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
                          extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start})
     result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,

@@ -303,7 +303,24 @@ def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequen
 
 @functools.lru_cache(maxsize=4)
 def auto_multiple(device: str = "cpu") -> int:
-    """Channel multiple that this device runs fastest with (quick matmul sweep, cached per process)."""
+    """Channel multiple that this device runs fastest with: a quick matmul sweep, measured once per device and kept
+    in the latency cache (``$PRUNEKIT_CACHE/latency``), so every process on one machine rounds alike (a re-timed
+    sweep can pick another multiple, and a cached latency allocation is only valid with the same widths)."""
+    from .measure.latency_cache import LatencyCache, device_fingerprint
+
+    store = LatencyCache.resolve("auto")
+    key = {"what": "auto_multiple", "device": device_fingerprint(device)}
+    entry = store.load(key)
+    if "multiple" not in entry:
+        entry = {"multiple": _measure_multiple()}
+        try:
+            store.store(key, entry)
+        except OSError:  # a read-only home: measure again next time rather than fail
+            pass
+    return int(entry["multiple"])
+
+
+def _measure_multiple() -> int:
     torch.manual_seed(0)
     base = 256
     x = torch.randn(64, base)

@@ -53,3 +53,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where caches live: ``cache_dir``, else ``$PRUNEKIT_CACHE``, else ``~/.cache/prunekit``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("PRUNEKIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "prunekit"

@@ -39,6 +39,46 @@ def test_allocation_prunes_where_latency_falls_and_meets_the_target():
     assert fake_latency(twin) < fake_latency(model) - 10.0 * 0.8 * 16
 
 
+def _counting(fn):
+    calls = []
+
+    def wrapped(model: torch.nn.Module) -> float:
+        calls.append(1)
+        return fn(model)
+
+    return wrapped, calls
+
+
+def test_cache_reuses_probes_for_other_weights_and_targets_and_whole_results_for_the_same_target(tmp_path):
+    lat, calls = _counting(fake_latency)
+    first = latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path)
+    n = len(calls)
+    assert first.cached == "no" and n == 2 * len(first.saved_ms) + 6  # probes (dense + twin each) + final check
+    torch.manual_seed(1)
+    other = prunekit.create_model("vgg_tiny", 4).eval()  # the same architecture, other weights
+    again = latency_allocation(other, X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path)
+    assert len(calls) == n and again.cached == "result"
+    assert again.plan_kwargs() == first.plan_kwargs() and again.achieved == first.achieved
+    more = latency_allocation(other, X, {"macs": 0.5}, latency_fn=lat, cache=tmp_path)
+    assert more.cached == "probes" and len(calls) == n + 6  # only the uniform-vs-latency check was timed
+    assert more.saved_ms == first.saved_ms and more.achieved == pytest.approx(0.5, abs=0.01)
+
+
+def test_cache_keeps_runtimes_and_architectures_apart_and_ignores_a_damaged_file(tmp_path):
+    lat, calls = _counting(fake_latency)
+    latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path)
+    n = len(calls)
+    assert latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path, runtime="ort").cached == "no"
+    wider = prunekit.create_model("vgg_tiny", 5).eval()  # another head: another architecture
+    assert latency_allocation(wider, X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path).cached == "no"
+    assert len(calls) == 3 * n and len(list(tmp_path.glob("*.json"))) == 3
+    for f in tmp_path.glob("*.json"):
+        f.write_text("{half a fi")
+    assert latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path).cached == "no"
+    assert latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache=tmp_path).cached == "result"
+    assert latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=lat, cache="none").cached == "no"
+
+
 def test_allocation_refuses_an_unreachable_target():
     with pytest.raises(ConfigError, match="cannot remove"):
         latency_allocation(_model(), X, {"macs": 0.99}, latency_fn=fake_latency, max_ratio=0.5)
@@ -54,6 +94,10 @@ def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_pat
     res = prune_job(opts)
     assert res["after"]["macs"] / res["before"]["macs"] == pytest.approx(0.5, abs=0.02)
     assert res["pruning"]["allocation"] == "latency" and res["pruning"]["allocation_ratios"]
+    assert res["pruning"]["allocation_cached"] == "no"
+    again = prune_job(opts.model_copy(update={"out": tmp_path / "lat2"}))  # same architecture: timed once
+    assert again["pruning"]["allocation_cached"] == "result"
+    assert again["pruning"]["allocation_ratios"] == res["pruning"]["allocation_ratios"]
 
 
 def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
@@ -74,3 +118,20 @@ def test_the_uniform_plan_is_kept_when_it_measured_faster():
     assert alloc.plan_kwargs() == {"ratio": 0.2}
     alloc.chosen = "latency"
     assert alloc.plan_kwargs() == {"ratio": 0.0, "overrides": {"features.0": 0.9}}
+
+
+def test_auto_multiple_is_measured_once_per_device_and_kept(monkeypatch, tmp_path):
+    from prunekit import plan
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    calls = []
+    plan.auto_multiple.cache_clear()
+    try:
+        monkeypatch.setattr(plan, "_measure_multiple", lambda: calls.append(1) or 16)
+        assert plan.auto_multiple() == 16
+        plan.auto_multiple.cache_clear()  # a new process: the sweep would now say 4, the stored 16 is used
+        monkeypatch.setattr(plan, "_measure_multiple", lambda: calls.append(1) or 4)
+        assert plan.auto_multiple() == 16 and len(calls) == 1
+        assert list((tmp_path / "latency").glob("*.json"))
+    finally:
+        plan.auto_multiple.cache_clear()

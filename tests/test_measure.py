@@ -209,3 +209,39 @@ def test_count_macs_on_models_whose_tracker_needs_grad_mode():
     macs, flops = macs_of(model, (3, 64, 64))
     assert macs > 0 and flops == 2 * macs
     assert all(p.grad is None for p in model.parameters())
+
+
+class _Logged(nn.Module):
+    """Records each forward's name in a shared log, so the timing order can be checked."""
+
+    def __init__(self, name: str, log: list):
+        super().__init__()
+        self.name, self.log, self.lin = name, log, nn.Linear(4, 4)
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return self.lin(x)
+
+
+def test_models_timed_together_run_round_robin_in_alternating_order():
+    from prunekit.measure import measure_latency_together
+
+    log: list = []
+    a, b = _Logged("a", log), _Logged("b", log)
+    (ma, sa), (mb, sb) = measure_latency_together([a, b], (4,), batch_sizes=(1,), warmup=0, repeats=4)
+    assert set(ma) == set(mb) == {1} and ma[1] > 0 and mb[1] > 0 and sa[1] >= 0
+    timed = log[-8:]  # warm-up (at least one run each) comes first
+    assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert a.training and b.training  # modes handed back
+
+
+def test_measure_models_matches_measure_model_on_counts_and_checks_paths():
+    from prunekit.measure import measure_models
+
+    model, small = tiny_cnn(), nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    both = measure_models([model, small], (3, 16, 16), batch_sizes=(1,), repeats=2)
+    alone = measure_model(model, (3, 16, 16), batch_sizes=(1,), latency=False)
+    assert both[0].macs == alone.macs and both[0].params == alone.params and both[1].macs < both[0].macs
+    assert both[0].latency_ms[1] > 0 and both[1].latency_ms[1] > 0
+    with pytest.raises(ConfigError, match="file paths"):
+        measure_models([model, small], (3, 16, 16), file_paths=[None])

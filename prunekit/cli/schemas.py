@@ -91,6 +91,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     allocation: Literal["uniform", "latency"] = Field(
         "uniform", description="structured one-shot: the same ratio in every layer, or latency-aware (each group's "
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce)")
+    latency_cache: Optional[str] = Field(
+        "auto", description="--allocation latency: folder keeping the timings per device and architecture, so the "
+                            "same architecture is timed once (auto: $PRUNEKIT_CACHE/latency or "
+                            "~/.cache/prunekit/latency; none: measure every time)")
 
     @field_validator("nm")
     @classmethod

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..runtime import atomic_path
+from ..runtime import atomic_path, cache_root
 from .folder import FolderScan
 
 FORMAT = "prunekit-decoded-images"
@@ -28,14 +28,6 @@ VERSION = 1  # bump when decoding changes (resampling filter, colour handling) s
 log = logging.getLogger("prunekit.data")
 
 Cached = Tuple[torch.Tensor, torch.Tensor, Dict[int, str]]  # images uint8 [n_ok,3,S,S], ok bool [n_files], errors
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where caches live: ``cache_dir``, else ``$PRUNEKIT_CACHE``, else ``~/.cache/prunekit``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("PRUNEKIT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "prunekit"
 
 
 def cache_file(scan: FolderScan, image_size: int, cache_dir: str | os.PathLike | None = None) -> Path:

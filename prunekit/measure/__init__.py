@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .counts import count_macs, count_nonzero, count_params
-from .latency import measure_latency
+from .latency import measure_latency, measure_latency_together
 from .memory import peak_forward_memory
 from .record import Measurement
 from .state import borrowed, check_batch_sizes, check_input_shape
@@ -31,8 +31,10 @@ __all__ = [
     "count_nonzero",
     "count_macs",
     "measure_latency",
+    "measure_latency_together",
     "peak_forward_memory",
     "measure_model",
+    "measure_models",
 ]
 
 
@@ -60,27 +62,39 @@ def measure_model(
 
     MACs are counted on ``device`` too, so a model too big for the CPU can be measured on the GPU.
     """
+    return measure_models([model], input_shape, batch_sizes, [file_path], device, warmup, repeats, latency,
+                          max_seconds)[0]
+
+
+def measure_models(
+    models: Sequence[nn.Module],
+    input_shape: Sequence[int] = (3, 64, 64),
+    batch_sizes: Sequence[int] = (1, 32),
+    file_paths: Sequence[str | os.PathLike | None] | None = None,
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+    latency: bool = True,
+    max_seconds: float | None = None,
+) -> list[Measurement]:
+    """``measure_model`` for models that will be compared (a model and its pruned version): their latencies are
+    timed round-robin in one session (``measure_latency_together``), so before/after speedups are not skewed by
+    the machine's load changing between two separate measurements."""
     shape = check_input_shape(input_shape)
     sizes = check_batch_sizes(batch_sizes)
-    file_bytes = _file_size(file_path)
-    with borrowed(model, device) as dev:
-        macs, flops = count_macs(model, shape)
-        median: dict[int, float] = {}
-        spread: dict[int, float] = {}
-        peak = None
-        if latency:
-            median, spread = measure_latency(model, shape, sizes, warmup, repeats, dev, max_seconds)
-            peak = peak_forward_memory(model, shape, sizes[-1], dev)
-    return Measurement(
-        params=count_params(model),
-        nonzero_params=count_nonzero(model),
-        macs=macs,
-        flops=flops,
-        file_bytes=file_bytes,
-        latency_ms=median,
-        latency_spread_ms=spread,
-        threads=torch.get_num_threads(),
-        device=str(dev),
-        input_shape=shape,
-        peak_memory_bytes=peak,
-    )
+    paths = list(file_paths) if file_paths is not None else [None] * len(models)
+    if len(paths) != len(models):
+        raise ConfigError(f"{len(models)} models but {len(paths)} file paths; give one path (or None) per model")
+    file_bytes = [_file_size(p) for p in paths]  # a wrong path fails before any timing
+    timed = measure_latency_together(models, shape, sizes, warmup, repeats, device, max_seconds) if latency \
+        else [({}, {}) for _ in models]
+    out = []
+    for model, nbytes, (median, spread) in zip(models, file_bytes, timed):
+        with borrowed(model, device) as dev:
+            macs, flops = count_macs(model, shape)
+            peak = peak_forward_memory(model, shape, sizes[-1], dev) if latency else None
+        out.append(Measurement(params=count_params(model), nonzero_params=count_nonzero(model), macs=macs,
+                               flops=flops, file_bytes=nbytes, latency_ms=median,
+                               latency_spread_ms=spread, threads=torch.get_num_threads(), device=str(dev),
+                               input_shape=shape, peak_memory_bytes=peak))
+    return out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from contextlib import ExitStack
 from typing import Sequence
 
 import torch
@@ -47,20 +48,6 @@ def _warm_up(model: nn.Module, x: torch.Tensor, warmup: int, deadline: float | N
         previous = current
 
 
-def _time_batch(
-    model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, max_seconds: float | None
-) -> list[float]:
-    """Milliseconds of each timed run. With ``max_seconds``, stops early once the budget is spent (>= 1 run)."""
-    start = time.perf_counter()
-    _warm_up(model, x, warmup, None if max_seconds is None else start + max_seconds / 2)
-    samples: list[float] = []
-    for _ in range(repeats):
-        samples.append(_timed_run(model, x))
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            break
-    return samples
-
-
 def measure_latency(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -81,18 +68,47 @@ def measure_latency(
 
         median, spread = measure_latency(model, (3, 64, 64), batch_sizes=(1, 32))
     """
+    return measure_latency_together([model], input_shape, batch_sizes, warmup, repeats, device, max_seconds)[0]
+
+
+def measure_latency_together(
+    models: Sequence[nn.Module],
+    input_shape: Sequence[int],
+    batch_sizes: Sequence[int] = (1, 32),
+    warmup: int = 3,
+    repeats: int = 10,
+    device: str | torch.device = "cpu",
+    max_seconds: float | None = None,
+) -> list[tuple[dict[int, float], dict[int, float]]]:
+    """``measure_latency`` for several models timed round-robin: each round runs every model once, in alternating
+    order, so a change in the machine's speed while timing (another job, frequency scaling) hits all of them alike.
+    Comparing a model with its pruned version this way is fair; timing them minutes apart is not.
+
+    ``max_seconds`` caps each batch size's time for all models together (at least one round is always made).
+    """
     shape = check_input_shape(input_shape)
     sizes = check_batch_sizes(batch_sizes)
     if warmup < 0 or repeats < 1:
         raise ConfigError(f"warmup={warmup}, repeats={repeats}: need warmup >= 0 and repeats >= 1")
     if max_seconds is not None and max_seconds <= 0:
         raise ConfigError(f"max_seconds={max_seconds} must be positive, or None for no time cap")
-    median: dict[int, float] = {}
-    spread: dict[int, float] = {}
-    with borrowed(model, device) as dev, torch.inference_mode():
+    out: list[tuple[dict[int, float], dict[int, float]]] = [({}, {}) for _ in models]
+    with ExitStack() as stack, torch.inference_mode():
+        devs = [stack.enter_context(borrowed(m, device)) for m in models]
         for batch in sizes:
-            x = dummy_input(model, batch, shape, dev)
-            samples = _time_batch(model, x, warmup, repeats, max_seconds)
-            median[batch] = statistics.median(samples)
-            spread[batch] = _iqr(samples)
-    return median, spread
+            xs = [dummy_input(m, batch, shape, d) for m, d in zip(models, devs)]
+            start = time.perf_counter()
+            warm_deadline = None if max_seconds is None else start + max_seconds / 2
+            for m, x in zip(models, xs):
+                _warm_up(m, x, warmup, warm_deadline)
+            samples: list[list[float]] = [[] for _ in models]
+            for r in range(repeats):
+                order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
+                for i in order:
+                    samples[i].append(_timed_run(models[i], xs[i]))
+                if max_seconds is not None and time.perf_counter() - start > max_seconds:
+                    break
+            for i, got in enumerate(samples):
+                out[i][0][batch] = statistics.median(got)
+                out[i][1][batch] = _iqr(got)
+    return out

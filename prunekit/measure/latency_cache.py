@@ -1,0 +1,104 @@
+"""Latency measurements kept per device and architecture, so a latency-aware prune times a model only once.
+
+Timing every prunable group of a network (``prunekit.latency_alloc``) takes tens of seconds; its results depend only
+on the device, the runtime that executes the model and the layer shapes, not on the weights. So they are stored
+in one small JSON file per (device, runtime, architecture, input shape) and reused: re-pruning another checkpoint
+of the same architecture, another criterion or the same target again costs a lookup instead of a timing run
+(the NetAdapt idea of a per-device lookup table, kept at the granularity the allocation measures).
+
+The device part of the key names the CPU model, logical cores, torch threads and torch version (and the GPU for
+CUDA); the architecture part hashes the module tree's ``repr`` (every layer with its shapes) and the class name.
+A file is written atomically; a damaged or foreign file is ignored and rewritten, never trusted.
+
+    cache = LatencyCache.resolve("auto")          # $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency
+    entry = cache.load(key)                       # {} on a miss
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+FORMAT = 1
+
+
+def cpu_name() -> str:
+    """The CPU model as the OS reports it (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_fingerprint(device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """What a latency number depends on besides the model: processor, parallelism, library versions."""
+    device = torch.device(device)
+    out: Dict[str, Any] = {"device": device.type, "cpu": cpu_name(), "cores": os.cpu_count(),
+                           "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def arch_fingerprint(model: nn.Module, input_shape: Sequence[int]) -> str:
+    """Hash of the layer structure and input shape: two checkpoints of one architecture share it."""
+    text = f"{type(model).__module__}.{type(model).__qualname__}\n{tuple(input_shape)}\n{model!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class LatencyCache:
+    """A folder of JSON entries, one per key (a dict of the settings that determine the measurement)."""
+
+    def __init__(self, folder: Union[str, Path]):
+        self.folder = Path(folder).expanduser()
+
+    @classmethod
+    def resolve(cls, where: Optional[Union[str, Path, "LatencyCache"]]) -> Optional["LatencyCache"]:
+        """``None``/``"none"``: no cache; ``"auto"``: the default folder; anything else: that folder."""
+        if where is None or isinstance(where, LatencyCache):
+            return where
+        if str(where).lower() in ("none", "off", ""):
+            return None
+        if str(where) == "auto":
+            from ..runtime import cache_root
+
+            return cls(cache_root() / "latency")
+        return cls(where)
+
+    @staticmethod
+    def digest(key: Dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def path(self, key: Dict[str, Any]) -> Path:
+        return self.folder / f"{self.digest(key)}.json"
+
+    def load(self, key: Dict[str, Any]) -> Dict[str, Any]:
+        """The stored entry for ``key``, or ``{}`` when absent, unreadable or stored under another key."""
+        try:
+            entry = json.loads(self.path(key).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != json.loads(
+                json.dumps(key, sort_keys=True, default=str)):
+            return {}
+        return entry
+
+    def store(self, key: Dict[str, Any], entry: Dict[str, Any]) -> Path:
+        """Write ``entry`` under ``key`` atomically (a crash leaves the old file or none, never half of one)."""
+        from ..runtime import atomic_path
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        body = {**entry, "format": FORMAT, "key": json.loads(json.dumps(key, sort_keys=True, default=str))}
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+        return path
