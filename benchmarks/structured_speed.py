@@ -41,6 +41,7 @@ from prunekit.apply.structured import prune_structured  # noqa: E402
 from prunekit.latency_alloc import latency_allocation, timed_latency  # noqa: E402
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
+from prunekit.measure.channel_multiple import resolve_round_to  # noqa: E402
 from prunekit.runtime import atomic_path  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
@@ -144,6 +145,9 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
     row["ours_total_prune_s"] = round(row.get("ours_alloc_s", 0.0) + row["ours_prune_s"], 2)  # what a user waits
     models = {"base": base, "ours": ours, "tp": tp_model}
+    # identical tensor shapes = the same computation: any latency difference between the two is timing noise
+    row["same_shapes"] = [tuple(t.shape) for t in ours.state_dict().values()] == \
+        [tuple(t.shape) for t in tp_model.state_dict().values()]
     for k in ("ours", "tp"):
         m = models[k]
         assert m(x1).shape == base(x1).shape
@@ -187,7 +191,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--ratio", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--round-to", default="auto", help="'auto', 'none' or an int")
+    ap.add_argument("--round-to", default="auto", help="'auto' (measured for the --deploy runtime: eager PyTorch's "
+                    "multiple, or ONNX Runtime's with --deploy ort), 'auto-ort', 'none' or an int")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--allocation", choices=["uniform", "latency"], default="uniform",
                     help="our channel allocation: uniform ratio, or latency-aware at Torch-Pruning's MACs")
@@ -199,11 +204,15 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    round_to = None if args.round_to == "none" else (args.round_to if args.round_to == "auto" else int(args.round_to))
+    round_to = None if args.round_to == "none" else (args.round_to if args.round_to.startswith("auto")
+                                                      else int(args.round_to))
+    if round_to == "auto" and args.deploy == "ort":
+        round_to = "auto-ort"  # the multiple ONNX Runtime runs fastest with, not eager PyTorch's
     head = (f"{'model':<16} {'params o/tp':>11} {'MACs o/tp':>11} {'prune s o/tp':>13} {'speedup b1 o/tp':>16} "
             f"{'b32 o/tp':>11} {'eff b1 o/tp':>12} {'eff b32 o/tp':>12}")
     print(head)
-    settings = {"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to, "deploy": args.deploy,
+    settings = {"ratio": args.ratio, "threads": args.threads, "round_to": args.round_to,
+                "round_to_multiple": resolve_round_to(round_to), "deploy": args.deploy,
                 "allocation": args.allocation, "alpha": args.alpha}
     out = Path(args.out)
     done: Dict[str, Any] = {}

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .measure.channel_multiple import resolve_round_to
 from .measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
 from .targets import _check_reduce, _size
 
@@ -81,6 +82,22 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
     return fn
 
 
+def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> Tuple[LatencyFn, str]:
+    """The latency function of the runtime a model will be deployed in, and its latency-cache label: ``"eager"``
+    (PyTorch as built) or ``"ort"`` (exported to ONNX and run by ONNX Runtime on the CPU, one export per call)."""
+    timed = timed_latency(inputs)
+    if runtime == "eager":
+        return timed, "eager"
+    if runtime == "ort":
+        import onnxruntime
+
+        from .export import OrtModule
+
+        shape = tuple(inputs[0].shape[1:])
+        return (lambda m: timed(OrtModule(m, shape))), f"ort-{onnxruntime.__version__}"
+    raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
+
+
 def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], probe: float = 0.5,
                        alpha: float = 1.0, max_ratio: float = 0.9, latency_fn: Optional[LatencyFn] = None,
                        tol: float = 0.01, max_trials: int = 20, ignore: Sequence[str] = (),
@@ -98,7 +115,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     """
     from .apply.structured import apply_plan
     from .graph import build_graph
-    from .plan import auto_multiple, make_plan
+    from .plan import make_plan
     from .targets import search_ratio
 
     metric, target = _check_reduce(reduce)
@@ -110,7 +127,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     store = LatencyCache.resolve(cache)
     key = {"what": "latency_alloc probes", "runtime": runtime, "device": device_fingerprint(inputs[0].device),
            "arch": arch_fingerprint(model, shape), "batch": int(inputs[0].shape[0]), "probe": probe,
-           "round_to": auto_multiple() if round_to == "auto" else round_to, "ignore": sorted(ignore)}
+           "round_to": resolve_round_to(round_to), "ignore": sorted(ignore)}
     entry = store.load(key) if store else {}
     settings = f"{metric}={target}|alpha={alpha}|max_ratio={max_ratio}|tol={tol}|check_uniform={check_uniform}"
     if settings in entry.get("results", {}):

@@ -153,18 +153,26 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     example = ds.images[:2].float().to(device)
     scope = "uniform" if opts.scope == "layer" else "global"
     done: Dict[str, Any] = {"method": "structured", "criterion": opts.criterion, "scope": opts.scope}
+    if opts.round_to is not None:
+        from .measure.channel_multiple import resolve_round_to
+
+        done["round_to"] = {"asked": opts.round_to, "multiple": resolve_round_to(opts.round_to_value())}
     if opts.criterion == "attention":
         return _attention_prune(opts, model, ds, example, scope, done)
-    kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device)}
+    kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
+                              "round_to": opts.round_to_value()}
     if opts.reduce and opts.allocation == "latency":
-        from .latency_alloc import latency_allocation
+        from .latency_alloc import latency_allocation, runtime_timer
         from .targets import parse_reduce
 
-        alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce), cache=opts.latency_cache)
+        latency_fn, runtime = runtime_timer((example[:1],), opts.latency_runtime)
+        alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce), cache=opts.latency_cache,
+                                   round_to=opts.round_to_value(), latency_fn=latency_fn, runtime=runtime)
         kwargs.update(alloc.plan_kwargs())
         done.update(reduce=opts.reduce, reduce_achieved=alloc.achieved, allocation="latency",
                     allocation_ratios=alloc.overrides, allocation_chosen=alloc.chosen,
-                    allocation_cached=alloc.cached, dense_latency_ms_b1=round(alloc.dense_ms, 3))
+                    allocation_cached=alloc.cached, allocation_runtime=runtime,
+                    dense_latency_ms_b1=round(alloc.dense_ms, 3))
     elif opts.reduce:
         from .targets import parse_reduce, search_ratio
 
@@ -188,7 +196,8 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
         model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
         reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
-        train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope)
+        train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope,
+        round_to=opts.round_to_value())
     done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
     return model, done

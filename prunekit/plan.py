@@ -10,10 +10,8 @@ plan can be printed, saved as JSON, edited by hand and replayed on a fresh copy 
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from .errors import ConfigError, PrunekitError
 from .graph import DependencyGraph, Group, build_graph, single_thread
+from .measure.channel_multiple import AUTO, resolve_round_to
 
 PLAN_FORMAT = "prunekit.plan/1"
 
@@ -96,7 +95,8 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
-    round_to: keep channel counts multiples of an int, or "auto" (measured on this device);
+    round_to: keep channel counts multiples of an int, or "auto" / "auto-ort" (the multiple eager PyTorch / ONNX
+    Runtime runs fastest with, measured once on this device: ``prunekit.measure.channel_multiple``);
     prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
     identity-residual blocks replaced by nn.Identity; verify: dry-run the plan on the meta device and leave
     whole any group whose removal breaks the forward (recorded in ``plan.skipped``).
@@ -116,7 +116,7 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
     ignore = list(ignore)
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     graph = build_graph(model, inputs, ignore=ignore)
-    multiple = auto_multiple() if round_to == "auto" else round_to
+    multiple = resolve_round_to(round_to)
     scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
     groups = []
@@ -146,8 +146,9 @@ def _check(ratio: float, scope: str, min_channels: int, depth: float, round_to: 
         raise ConfigError(f"min_channels={min_channels} must be >= 1")
     if not 0.0 <= depth < 1.0:
         raise ConfigError(f"depth={depth} is out of range; use a fraction of blocks in [0, 1)")
-    if round_to not in (None, "auto") and not (isinstance(round_to, int) and round_to >= 1):
-        raise ConfigError(f"round_to={round_to!r} must be None, a positive int or 'auto'")
+    if round_to not in (None, *AUTO) and not (isinstance(round_to, int) and round_to >= 1):
+        raise ConfigError(f"round_to={round_to!r} must be None, a positive int, 'auto' (the multiple eager PyTorch "
+                          "runs fastest with here) or 'auto-ort' (ONNX Runtime's)")
 
 
 def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio: float, scope: str,
@@ -299,49 +300,3 @@ def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequen
             plan.skipped[bad.key] = err
     finally:
         model.train(was)
-
-
-@functools.lru_cache(maxsize=4)
-def auto_multiple(device: str = "cpu") -> int:
-    """Channel multiple that this device runs fastest with: a quick matmul sweep, measured once per device and kept
-    in the latency cache (``$PRUNEKIT_CACHE/latency``), so every process on one machine rounds alike (a re-timed
-    sweep can pick another multiple, and a cached latency allocation is only valid with the same widths)."""
-    from .measure.latency_cache import LatencyCache, device_fingerprint
-
-    store = LatencyCache.resolve("auto")
-    key = {"what": "auto_multiple", "device": device_fingerprint(device)}
-    entry = store.load(key)
-    if "multiple" not in entry:
-        entry = {"multiple": _measure_multiple()}
-        try:
-            store.store(key, entry)
-        except OSError:  # a read-only home: measure again next time rather than fail
-            pass
-    return int(entry["multiple"])
-
-
-def _measure_multiple() -> int:
-    torch.manual_seed(0)
-    base = 256
-    x = torch.randn(64, base)
-
-    def cost(c: int) -> float:
-        w = torch.randn(c, base)
-        best = float("inf")
-        for _ in range(5):
-            t0 = time.perf_counter()
-            for _ in range(20):
-                x @ w.t()
-            best = min(best, time.perf_counter() - t0)
-        return best / c
-
-    widths = range(225, 257)
-    per = {c: cost(c) for c in widths}
-    best_m, best_gain = 1, 0.0
-    for m in (4, 8, 16, 32):
-        on = [per[c] for c in widths if c % m == 0]
-        off = [per[c] for c in widths if c % m != 0]
-        gain = (sum(off) / len(off)) / (sum(on) / len(on)) - 1.0
-        if gain > best_gain + 0.05:
-            best_m, best_gain = m, gain
-    return best_m if best_m > 1 else 8

@@ -98,6 +98,10 @@ def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_pat
     again = prune_job(opts.model_copy(update={"out": tmp_path / "lat2"}))  # same architecture: timed once
     assert again["pruning"]["allocation_cached"] == "result"
     assert again["pruning"]["allocation_ratios"] == res["pruning"]["allocation_ratios"]
+    ort = prune_job(opts.model_copy(update={"out": tmp_path / "lat3", "latency_runtime": "ort"}))
+    assert ort["pruning"]["allocation_runtime"].startswith("ort-")  # timed in ONNX Runtime, cached apart
+    assert ort["pruning"]["allocation_cached"] == "no"
+    assert ort["after"]["macs"] / ort["before"]["macs"] == pytest.approx(0.5, abs=0.02)
 
 
 def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
@@ -120,18 +124,31 @@ def test_the_uniform_plan_is_kept_when_it_measured_faster():
     assert alloc.plan_kwargs() == {"ratio": 0.0, "overrides": {"features.0": 0.9}}
 
 
-def test_auto_multiple_is_measured_once_per_device_and_kept(monkeypatch, tmp_path):
-    from prunekit import plan
+def test_auto_multiple_is_measured_once_per_device_and_runtime_and_kept(monkeypatch, tmp_path):
+    from prunekit.measure import channel_multiple as cm
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
     calls = []
-    plan.auto_multiple.cache_clear()
+    cm.auto_multiple.cache_clear()
     try:
-        monkeypatch.setattr(plan, "_measure_multiple", lambda: calls.append(1) or 16)
-        assert plan.auto_multiple() == 16
-        plan.auto_multiple.cache_clear()  # a new process: the sweep would now say 4, the stored 16 is used
-        monkeypatch.setattr(plan, "_measure_multiple", lambda: calls.append(1) or 4)
-        assert plan.auto_multiple() == 16 and len(calls) == 1
-        assert list((tmp_path / "latency").glob("*.json"))
+        monkeypatch.setattr(cm, "_measure", lambda runtime: calls.append(runtime) or {"ort": 16, "eager": 8}[runtime])
+        assert cm.resolve_round_to("auto-ort") == 16 and cm.resolve_round_to("auto") == 8
+        cm.auto_multiple.cache_clear()  # a new process: the sweep would now say 4, the stored values are used
+        monkeypatch.setattr(cm, "_measure", lambda runtime: calls.append(runtime) or 4)
+        assert cm.resolve_round_to("auto-ort") == 16 and cm.resolve_round_to("auto") == 8
+        assert sorted(calls) == ["eager", "ort"] and len(list((tmp_path / "latency").glob("*.json"))) == 2
+        assert cm.resolve_round_to(None) is None and cm.resolve_round_to(12) == 12
+        with pytest.raises(ConfigError, match="auto-ort"):
+            cm.resolve_round_to("auto-gpu")
     finally:
-        plan.auto_multiple.cache_clear()
+        cm.auto_multiple.cache_clear()
+
+
+def test_multiple_choice_ignores_the_trend_and_finds_the_block():
+    from prunekit.measure.channel_multiple import best_multiple
+
+    trend = {c: 100.0 / c + 1.0 for c in range(4, 49)}  # cheaper per channel as width grows, no blocking
+    assert best_multiple(trend) == 8  # nothing stands out: the default
+    blocked = {c: v * (0.4 if c % 16 == 0 else 1.0) for c, v in trend.items()}
+    assert best_multiple(blocked) == 16
+    assert best_multiple({c: v * (0.5 if c % 4 == 0 else 1.0) for c, v in trend.items()}) == 4

@@ -45,6 +45,27 @@ def test_structured_prune_shrinks_and_reloads(tiny_folder, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == res["after"]["params"]
 
 
+def test_round_to_from_the_cli_keeps_every_pruned_width_a_multiple(tiny_folder, tmp_path, capsys):
+    code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "1",
+                 "--finetune-epochs", "0", "--structured", "--ratio", "0.6", "--round-to", "8", "--out",
+                 str(tmp_path / "r8"), "--json", "--no-progress", "--no-latency", "--batch-size", "8"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["pruning"]["round_to"] == {"asked": "8", "multiple": 8}
+    model = prunekit.load(result["checkpoint"])
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths and all(w % 8 == 0 for w in widths)
+    exact = prune_job(_opts(tiny_folder, tmp_path / "r0", method="structured", ratio=0.6, finetune_epochs=0,
+                            epochs=1))
+    exact_widths = [m.out_channels for m in prunekit.load(exact["checkpoint"]).modules()
+                    if isinstance(m, torch.nn.Conv2d)]
+    assert any(w % 8 for w in exact_widths)  # without rounding the same ratio gives widths off the multiple
+
+
+def test_a_bad_round_to_is_one_clear_error(tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match="--round-to 3.5"):
+        _opts(tiny_folder, tmp_path / "bad", method="structured", round_to="3.5")
+
+
 def test_nm_and_cli_json(tiny_folder, tmp_path, capsys):
     code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "1",
                  "--finetune-epochs", "1", "--nm", "2:4", "--out", str(tmp_path / "nm"), "--json", "--no-progress",

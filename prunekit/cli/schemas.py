@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,10 +91,30 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     allocation: Literal["uniform", "latency"] = Field(
         "uniform", description="structured one-shot: the same ratio in every layer, or latency-aware (each group's "
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce)")
+    latency_runtime: Literal["eager", "ort"] = Field(
+        "eager", description="--allocation latency: time the probes in eager PyTorch or in ONNX Runtime (the "
+                             "runtime the model will be deployed in; ort: pair with --round-to auto-ort)")
     latency_cache: Optional[str] = Field(
         "auto", description="--allocation latency: folder keeping the timings per device and architecture, so the "
                             "same architecture is timed once (auto: $PRUNEKIT_CACHE/latency or "
                             "~/.cache/prunekit/latency; none: measure every time)")
+
+    round_to: Optional[str] = Field(
+        None, description="structured: keep channel counts multiples of N (an int), 'auto' (the multiple eager "
+                          "PyTorch runs fastest with on this machine) or 'auto-ort' (ONNX Runtime's, for models "
+                          "deployed through prunekit export --onnx), each measured once and cached; none: exact "
+                          "counts")
+
+    @field_validator("round_to")
+    @classmethod
+    def _round_to_format(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in ("auto", "auto-ort") and not (str(v).isdigit() and int(v) >= 1):
+            raise ValueError(f"--round-to {v}: use a positive int, auto, auto-ort or none")
+        return v
+
+    def round_to_value(self) -> Any:
+        """``round_to`` as ``make_plan`` takes it: None, an int, 'auto' or 'auto-ort'."""
+        return int(self.round_to) if self.round_to is not None and self.round_to.isdigit() else self.round_to
 
     @field_validator("nm")
     @classmethod
