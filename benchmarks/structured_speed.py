@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from prunekit.apply.structured import prune_structured  # noqa: E402
 from prunekit.latency_alloc import latency_allocation, timed_latency  # noqa: E402
+from prunekit.errors import ConfigError  # noqa: E402
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.channel_multiple import resolve_round_to  # noqa: E402
@@ -117,6 +118,12 @@ def runtime_label(mode: str) -> str:
     return f"{mode}-{torch.get_num_threads()}thread"
 
 
+def _fallbacks(round_to: Any) -> List[Any]:
+    """``round_to``, then smaller multiples down to none: the first that reaches the target is used."""
+    multiple = resolve_round_to(round_to)
+    return [round_to] + [m for m in (8, 4) if multiple and m < multiple] + ([None] if multiple else [])
+
+
 def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
           allocation: str = "uniform", alpha: float = 1.0, cache: Any = None) -> Dict[str, Any]:
     shape = (3, 224, 224)
@@ -131,9 +138,15 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     t0 = time.perf_counter()
     if allocation == "latency":
         timed = timed_latency((x1,))
-        alloc = latency_allocation(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
-                                   latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=round_to,
-                                   alpha=alpha, cache=cache, runtime=runtime_label(mode))
+        target = {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]}
+        for multiple in _fallbacks(round_to):  # a coarse multiple can make the target unreachable (densenet121)
+            try:
+                alloc = latency_allocation(base, x1, target, latency_fn=lambda m: timed(deploy(m, mode)), ignore=[],
+                                           round_to=multiple, alpha=alpha, cache=cache, runtime=runtime_label(mode))
+                break
+            except ConfigError as exc:
+                print(f"  ({name}: {exc}; trying a smaller multiple)")
+        round_to = row["round_to_used"] = multiple
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
         row["ours_alloc_cached"] = alloc.cached
         row["ours_overrides"] = alloc.overrides

@@ -176,7 +176,9 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     red_hi = reduction(hi)
     if red_hi < target - tol:
         raise ConfigError(f"cannot remove {target:.0%} of the {metric} with per-group ratios capped at {max_ratio}: "
-                          f"the most reaches {red_hi:.1%}; ask for less or raise max_ratio")
+                          f"the most reaches {red_hi:.1%}; ask for less or raise max_ratio"
+                          + (f" (round_to={key['round_to']} keeps whole multiples of {key['round_to']} channels; a "
+                             "smaller one lets narrow layers shrink further)" if key["round_to"] else ""))
     best = (abs(red_hi - target), hi, red_hi)
     for _ in range(max_trials):
         if best[0] <= tol / 4:
