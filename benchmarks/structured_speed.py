@@ -44,6 +44,7 @@ from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.channel_multiple import resolve_round_to  # noqa: E402
 from prunekit.runtime import atomic_path  # noqa: E402
+from prunekit.targets import search_ratio  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
 
@@ -153,6 +154,16 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         row["ours_allocation_chosen"], row["ours_allocation_ms"] = alloc.chosen, alloc.pruned_ms
         t0 = time.perf_counter()
         ours, _ = prune_structured(ours, x1, criterion="l2", round_to=round_to, **alloc.plan_kwargs())
+    elif allocation == "uniform-matched":  # one ratio for every layer, searched to Torch-Pruning's MACs
+        for multiple in _fallbacks(round_to):
+            try:
+                found = search_ratio(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
+                                     round_to=multiple)
+                break
+            except ConfigError as exc:
+                print(f"  ({name}: {exc}; trying a smaller multiple)")
+        round_to = row["round_to_used"] = multiple
+        ours, _ = prune_structured(ours, x1, round_to=round_to, **found.plan_kwargs())
     else:
         ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
     row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
@@ -207,8 +218,9 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--round-to", default="auto", help="'auto' (measured for the --deploy runtime: eager PyTorch's "
                     "multiple, or ONNX Runtime's with --deploy ort), 'auto-ort', 'none' or an int")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--allocation", choices=["uniform", "latency"], default="uniform",
-                    help="our channel allocation: uniform ratio, or latency-aware at Torch-Pruning's MACs")
+    ap.add_argument("--allocation", choices=["uniform", "uniform-matched", "latency"], default="uniform",
+                    help="our channel allocation: uniform --ratio, uniform ratio searched to Torch-Pruning's MACs, "
+                         "or latency-aware at Torch-Pruning's MACs")
     ap.add_argument("--alpha", type=float, default=1.0, help="latency allocation: ratio ~ (saving per MAC)^alpha")
     ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl", "ort"], default="eager",
                     help="inference form every model is timed in (the same for all three)")
