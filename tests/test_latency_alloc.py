@@ -152,3 +152,11 @@ def test_multiple_choice_ignores_the_trend_and_finds_the_block():
     blocked = {c: v * (0.4 if c % 16 == 0 else 1.0) for c, v in trend.items()}
     assert best_multiple(blocked) == 16
     assert best_multiple({c: v * (0.5 if c % 4 == 0 else 1.0) for c, v in trend.items()}) == 4
+
+
+def test_an_unwritable_cache_folder_costs_a_warning_not_the_result(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")  # the cache folder would have to be created inside a file
+    alloc = latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=fake_latency, cache=blocker / "latency")
+    assert alloc.cached == "no" and alloc.achieved == pytest.approx(0.3, abs=0.01)
+    assert "could not write the latency cache" in caplog.text

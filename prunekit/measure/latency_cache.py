@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 def cpu_name() -> str:
@@ -92,13 +94,21 @@ class LatencyCache:
             return {}
         return entry
 
-    def store(self, key: Dict[str, Any], entry: Dict[str, Any]) -> Path:
-        """Write ``entry`` under ``key`` atomically (a crash leaves the old file or none, never half of one)."""
+    def store(self, key: Dict[str, Any], entry: Dict[str, Any]) -> Optional[Path]:
+        """Write ``entry`` under ``key`` atomically (a crash leaves the old file or none, never half of one).
+
+        A folder that cannot be written (read-only home, full disk) is not an error: the measurement was made and
+        is used; it is only measured again next time. Returns the path, or None when nothing could be written."""
         from ..runtime import atomic_path
 
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         body = {**entry, "format": FORMAT, "key": json.loads(json.dumps(key, sort_keys=True, default=str))}
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+        except OSError as exc:
+            log.warning("could not write the latency cache %s (%s); set PRUNEKIT_CACHE to a writable folder",
+                        path, exc)
+            return None
         return path
