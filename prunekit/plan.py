@@ -91,7 +91,7 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
               round_to: Union[None, int, str] = None, min_channels: int = 1, prune_heads: bool = False,
               depth: float = 0.0, data: Any = None, seed: int = 0, verify: bool = True,
-              return_graph: bool = False) -> Any:
+              return_graph: bool = False, graph: Optional[DependencyGraph] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
@@ -99,23 +99,25 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     Runtime runs fastest with, measured once on this device: ``prunekit.measure.channel_multiple``);
     prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
     identity-residual blocks replaced by nn.Identity; verify: dry-run the plan on the meta device and leave
-    whole any group whose removal breaks the forward (recorded in ``plan.skipped``).
+    whole any group whose removal breaks the forward (recorded in ``plan.skipped``); graph: the dependency graph of
+    this very model built with the same ``ignore`` (from an earlier ``return_graph=True`` call), so repeated plans
+    of one model, as a ratio search makes, trace it once.
     """
     with single_thread():
         return _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                          min_channels, prune_heads, depth, data, seed, verify, return_graph)
+                          min_channels, prune_heads, depth, data, seed, verify, return_graph, graph)
 
 
 def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
                overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Union[None, int, str],
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int, verify: bool,
-               return_graph: bool) -> Any:
+               return_graph: bool, graph: Optional[DependencyGraph] = None) -> Any:
     from .importance import score_groups
 
     _check(ratio, scope, min_channels, depth, round_to)
     ignore = list(ignore)
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    graph = build_graph(model, inputs, ignore=ignore)
+    graph = graph if graph is not None else build_graph(model, inputs, ignore=ignore)
     multiple = resolve_round_to(round_to)
     scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})

@@ -94,11 +94,14 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     trial_criterion = criterion if scope == "global" else "l2"
     base = _size(model, metric, shape)
     trials: List[Tuple[float, float]] = []
+    traced: List[Any] = []  # the model's dependency graph, traced on the first trial and reused by the others
 
     def reduction_with(r: float, overrides: Dict[str, float]) -> float:
         kwargs = dict(make_plan_kwargs)
         kwargs["overrides"] = {**overrides, **(kwargs.get("overrides") or {})}  # the user's own win
-        plan, graph = make_plan(model, inputs, ratio=r, criterion=trial_criterion, return_graph=True, **kwargs)
+        plan, graph = make_plan(model, inputs, ratio=r, criterion=trial_criterion, return_graph=True,
+                                graph=traced[0] if traced else None, **kwargs)
+        traced[:] = [graph]
         twin = copy.deepcopy(model)
         with torch.no_grad():
             apply_plan(twin, plan, graph=graph)

@@ -61,3 +61,20 @@ def test_unreachable_target_is_a_config_error():
         search_ratio(model, X, {"params": 0.9}, max_ratio=0.2)
     with pytest.raises(ConfigError, match="exactly one metric"):
         search_ratio(model, X, {"params": 0.4, "macs": 0.5})
+
+
+def test_the_ratio_search_traces_the_model_once_and_its_ratio_reproduces_the_reduction(monkeypatch):
+    from prunekit import plan as plan_module
+
+    torch.manual_seed(0)
+    model = prunekit.create_model("vgg_tiny", 4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    traces = []
+    real = plan_module.build_graph
+    monkeypatch.setattr(plan_module, "build_graph", lambda *a, **k: traces.append(1) or real(*a, **k))
+    found = search_ratio(model, x, {"macs": 0.5}, round_to=4)
+    assert len(found.trials) > 2 and len(traces) == 1  # every trial after the first reuses the traced graph
+    monkeypatch.setattr(plan_module, "build_graph", real)
+    twin = apply_plan(copy.deepcopy(model), make_plan(model, x, round_to=4, **found.plan_kwargs()))
+    red = 1 - count_macs(twin, (3, 32, 32))[0] / count_macs(model, (3, 32, 32))[0]
+    assert red == pytest.approx(found.achieved, abs=1e-9) and red == pytest.approx(0.5, abs=0.01)
