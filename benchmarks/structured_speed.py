@@ -29,7 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -119,10 +119,17 @@ def runtime_label(mode: str) -> str:
     return f"{mode}-{torch.get_num_threads()}thread"
 
 
-def _fallbacks(round_to: Any) -> List[Any]:
-    """``round_to``, then smaller multiples down to none: the first that reaches the target is used."""
+def first_reachable(name: str, round_to: Any, search: Any) -> Tuple[Any, Any]:
+    """``search(multiple)`` with ``round_to``, then smaller multiples down to none, until one reaches the target
+    (a coarse multiple can make it unreachable: densenet121's 32-channel groups at 32); (result, multiple used)."""
     multiple = resolve_round_to(round_to)
-    return [round_to] + [m for m in (8, 4) if multiple and m < multiple] + ([None] if multiple else [])
+    tries = [round_to] + [m for m in (8, 4) if multiple and m < multiple] + ([None] if multiple else [])
+    for candidate in tries[:-1]:
+        try:
+            return search(candidate), candidate
+        except ConfigError as exc:
+            print(f"  ({name}: {exc}; trying a smaller multiple)")
+    return search(tries[-1]), tries[-1]
 
 
 def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
@@ -136,18 +143,14 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     prune_tp(tp_model, x1, ratio)
     row["tp_prune_s"] = round(time.perf_counter() - t0, 2)
     ours = copy.deepcopy(base)
+    tp_macs = {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]}  # ours is matched to this cut
     t0 = time.perf_counter()
     if allocation == "latency":
         timed = timed_latency((x1,))
-        target = {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]}
-        for multiple in _fallbacks(round_to):  # a coarse multiple can make the target unreachable (densenet121)
-            try:
-                alloc = latency_allocation(base, x1, target, latency_fn=lambda m: timed(deploy(m, mode)), ignore=[],
-                                           round_to=multiple, alpha=alpha, cache=cache, runtime=runtime_label(mode))
-                break
-            except ConfigError as exc:
-                print(f"  ({name}: {exc}; trying a smaller multiple)")
-        round_to = row["round_to_used"] = multiple
+        alloc, round_to = first_reachable(name, round_to, lambda multiple: latency_allocation(
+            base, x1, tp_macs, latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=multiple,
+            alpha=alpha, cache=cache, runtime=runtime_label(mode)))
+        row["round_to_used"] = round_to
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
         row["ours_alloc_cached"] = alloc.cached
         row["ours_overrides"] = alloc.overrides
@@ -155,14 +158,9 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         t0 = time.perf_counter()
         ours, _ = prune_structured(ours, x1, criterion="l2", round_to=round_to, **alloc.plan_kwargs())
     elif allocation == "uniform-matched":  # one ratio for every layer, searched to Torch-Pruning's MACs
-        for multiple in _fallbacks(round_to):
-            try:
-                found = search_ratio(base, x1, {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]},
-                                     round_to=multiple)
-                break
-            except ConfigError as exc:
-                print(f"  ({name}: {exc}; trying a smaller multiple)")
-        round_to = row["round_to_used"] = multiple
+        found, round_to = first_reachable(name, round_to,
+                                          lambda multiple: search_ratio(base, x1, tp_macs, round_to=multiple))
+        row["round_to_used"] = round_to
         ours, _ = prune_structured(ours, x1, round_to=round_to, **found.plan_kwargs())
     else:
         ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)

@@ -108,8 +108,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
     @field_validator("round_to")
     @classmethod
     def _round_to_format(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in ("auto", "auto-ort") and not (str(v).isdigit() and int(v) >= 1):
-            raise ValueError(f"--round-to {v}: use a positive int, auto, auto-ort or none")
+        from ..measure.channel_multiple import AUTO
+
+        if v is not None and v not in AUTO and not (str(v).isdigit() and int(v) >= 1):
+            raise ValueError(f"--round-to {v}: use a positive int, {', '.join(AUTO)} or none")
         return v
 
     def round_to_value(self) -> Any:

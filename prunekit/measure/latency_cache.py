@@ -77,8 +77,13 @@ class LatencyCache:
         return cls(where)
 
     @staticmethod
-    def digest(key: Dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    def canonical(key: Dict[str, Any]) -> str:
+        """The key as sorted JSON (non-JSON values as text): what is hashed into the file name and stored in it."""
+        return json.dumps(key, sort_keys=True, default=str)
+
+    @classmethod
+    def digest(cls, key: Dict[str, Any]) -> str:
+        return hashlib.sha256(cls.canonical(key).encode()).hexdigest()[:24]
 
     def path(self, key: Dict[str, Any]) -> Path:
         return self.folder / f"{self.digest(key)}.json"
@@ -89,8 +94,8 @@ class LatencyCache:
             entry = json.loads(self.path(key).read_text())
         except (OSError, ValueError):
             return {}
-        if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != json.loads(
-                json.dumps(key, sort_keys=True, default=str)):
+        if not isinstance(entry, dict) or entry.get("format") != FORMAT or \
+                json.dumps(entry.get("key"), sort_keys=True) != self.canonical(key):
             return {}
         return entry
 
@@ -102,7 +107,7 @@ class LatencyCache:
         from ..runtime import atomic_path
 
         path = self.path(key)
-        body = {**entry, "format": FORMAT, "key": json.loads(json.dumps(key, sort_keys=True, default=str))}
+        body = {**entry, "format": FORMAT, "key": json.loads(self.canonical(key))}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
