@@ -54,9 +54,10 @@ CC="$PY benchmarks/compare_criteria.py --data $DATA --base-epochs 30 --base-seed
 --reduce macs=0.3 macs=0.5 macs=0.7 --criteria $CRIT --results $RES/criteria_gpu"
 R18="$CC --model torchvision/resnet18 --finetune-epochs 3 --work runs/cc_r18 --name criteria_gpu_resnet18"
 BASE=runs/cc_r18/base-torchvision_resnet18-ucmerced64-s0-b30.safetensors
+WAIT_BASE="while [ ! -f $BASE ]; do sleep 2; done"  # lanes that need the resnet18 base another lane trains
 on cc_r18 && lane cc_r18_s0 "$R18 --seeds 0"
 for seed in 1 2; do
-  on cc_r18 && lane "cc_r18_s$seed" "while [ ! -f $BASE ]; do sleep 2; done; $R18 --seeds $seed"
+  on cc_r18 && lane "cc_r18_s$seed" "$WAIT_BASE; $R18 --seeds $seed"
 done
 cp docs/results/baseline/ucmerced-vgg_small-64px-e30-s0.safetensors runs/cc_vgg/base-vgg_small-ucmerced64-s0-b30.safetensors
 for seed in 0 1 2; do
@@ -78,7 +79,7 @@ for seed in 0 1 2; do
       "$KD --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t $skip --name criteria_kd_vgg_small" \
       "$KD20 --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t \
 $skip --criteria attention_scale bn_scale l1 --name criteria_kd20_vgg_small"
-    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "$WAIT_BASE")
     on kd_r18 && lane "kd_r18_s${seed}_${t#macs=}" \
       "$wait_base; $KD --model torchvision/resnet18 --work runs/cc_r18 --seeds $seed --reduce $t $skip \
 --name criteria_kd_resnet18"
@@ -93,7 +94,7 @@ for seed in 0 1 2; do
     on kd20_vgg && lane "kd20_vgg_s${seed}_${t#macs=}" \
       "$KD20 --model vgg_small --work runs/cc_vgg --seeds $seed --reduce $t --skip-unpruned \
 --criteria attention l2 fpgm random --name criteria_kd20_vgg_small"
-    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "$WAIT_BASE")
     on kd20_r18 && lane "kd20_r18_s${seed}_${t#macs=}" \
       "$wait_base; $KD20 --model torchvision/resnet18 --work runs/cc_r18 --seeds $seed --reduce $t $skip \
 --criteria attention_scale attention l1 --name criteria_kd20_resnet18"
@@ -102,7 +103,7 @@ done
 NOKD="${KD/--distill /}"
 on ref && lane ref_vgg "${NOKD/--finetune-epochs 10/--finetune-epochs 20} --model vgg_small --work runs/cc_vgg \
 --seeds 0 1 2 --criteria --name criteria_ref_vgg_small"
-on ref && lane ref_r18 "while [ ! -f $BASE ]; do sleep 2; done; $NOKD --model torchvision/resnet18 --work runs/cc_r18 \
+on ref && lane ref_r18 "$WAIT_BASE; $NOKD --model torchvision/resnet18 --work runs/cc_r18 \
 --seeds 0 1 2 --criteria --name criteria_ref_resnet18"
 
 # Third batch: plain (undistilled) 20-epoch fine-tuning for every criterion on both networks, at -30%, 2x, exactly 3x
@@ -116,7 +117,7 @@ for seed in 0 1 2; do
     skip=$([ "$t" = macs=0.3 ] && echo "" || echo --skip-unpruned)
     on f20_vgg && lane "f20_vgg_s${seed}_${t#macs=}" "$F20 --model vgg_small --work runs/cc_vgg --seeds $seed \
 --reduce $t $skip --criteria $F20CRIT --name criteria_f20_gpu_vgg_small"
-    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    wait_base=$([ "$seed$t" = 0macs=0.3 ] && echo "true" || echo "$WAIT_BASE")
     on f20_r18 && lane "f20_r18_s${seed}_${t#macs=}" "$wait_base; $F20 --model torchvision/resnet18 --work runs/cc_r18 \
 --seeds $seed --reduce $t $skip --criteria $F20CRIT --name criteria_f20_gpu_resnet18"
   done
@@ -133,7 +134,7 @@ for seed in 0 1 2; do
               "macs=3x random" "macs=0.7 l2" "macs=0.7 random"; do
     set -- $cell
     first=$([ "$seed $cell" = "0 macs=0.3 attention" ] && echo yes || echo no)
-    pre=$([ $first = yes ] && echo "true" || echo "while [ ! -f $BASE ]; do sleep 2; done")
+    pre=$([ $first = yes ] && echo "true" || echo "$WAIT_BASE")
     on f20_fill && lane "fill_r18_s${seed}_${1#macs=}_$2" "$pre; $F20 --model torchvision/resnet18 --work runs/cc_r18 \
 --seeds $seed --reduce $1 --criteria $2 $([ $first = yes ] || echo --skip-unpruned) --name criteria_f20_gpu_resnet18"
   done
