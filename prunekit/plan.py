@@ -91,7 +91,8 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
               round_to: Union[None, int, str] = None, min_channels: int = 1, prune_heads: bool = False,
               depth: float = 0.0, data: Any = None, seed: int = 0, verify: bool = True,
-              return_graph: bool = False, graph: Optional[DependencyGraph] = None) -> Any:
+              return_graph: bool = False, graph: Optional[DependencyGraph] = None,
+              scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
@@ -101,17 +102,19 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     identity-residual blocks replaced by nn.Identity; verify: dry-run the plan on the meta device and leave
     whole any group whose removal breaks the forward (recorded in ``plan.skipped``); graph: the dependency graph of
     this very model built with the same ``ignore`` (from an earlier ``return_graph=True`` call), so repeated plans
-    of one model, as a ratio search makes, trace it once.
+    of one model, as a ratio search makes, trace it once; scores: that graph's ``score_groups`` for ``criterion``
+    (data-driven criteria are then not rerun).
     """
     with single_thread():
         return _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                          min_channels, prune_heads, depth, data, seed, verify, return_graph, graph)
+                          min_channels, prune_heads, depth, data, seed, verify, return_graph, graph, scores)
 
 
 def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
                overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Union[None, int, str],
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int, verify: bool,
-               return_graph: bool, graph: Optional[DependencyGraph] = None) -> Any:
+               return_graph: bool, graph: Optional[DependencyGraph] = None,
+               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
     from .importance import score_groups
 
     _check(ratio, scope, min_channels, depth, round_to)
@@ -119,7 +122,8 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     graph = graph if graph is not None else build_graph(model, inputs, ignore=ignore)
     multiple = resolve_round_to(round_to)
-    scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
+    if scores is None:
+        scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
     groups = []
     for g in graph.groups:
@@ -261,6 +265,12 @@ def _dry_run(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Seque
     return None if got == want else f"output shapes {got} != {want}"
 
 
+def _without_groups(plan: Plan) -> Plan:
+    bare = copy.copy(plan)
+    bare.groups, bare.blocks = [], []
+    return bare
+
+
 def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any]) -> None:
     """Leave whole the groups whose removal breaks the forward (found by bisection on the meta device)."""
     from .graph.trace import flatten_outputs
@@ -279,10 +289,12 @@ def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequen
             model.train(was)
             return
     try:
-        for _ in range(64):
+        for attempt in range(64):
             err = _dry_run(model, plan, graph, inputs, want)
             if err is None:
                 return
+            if attempt == 0 and _dry_run(model, _without_groups(plan), graph, inputs, want) is not None:
+                return  # the unpruned model cannot run on meta either (a .item(), data-dependent code): no check
             lo, hi = 0, len(plan.groups)  # smallest prefix of groups that fails
             while hi - lo > 1:
                 mid = (lo + hi) // 2

@@ -64,6 +64,7 @@ def test_unreachable_target_is_a_config_error():
 
 
 def test_the_ratio_search_traces_the_model_once_and_its_ratio_reproduces_the_reduction(monkeypatch):
+    from prunekit import graph as graph_module
     from prunekit import plan as plan_module
 
     torch.manual_seed(0)
@@ -71,10 +72,57 @@ def test_the_ratio_search_traces_the_model_once_and_its_ratio_reproduces_the_red
     x = torch.randn(1, 3, 32, 32)
     traces = []
     real = plan_module.build_graph
-    monkeypatch.setattr(plan_module, "build_graph", lambda *a, **k: traces.append(1) or real(*a, **k))
+    for module in (graph_module, plan_module):
+        monkeypatch.setattr(module, "build_graph", lambda *a, **k: traces.append(1) or real(*a, **k))
     found = search_ratio(model, x, {"macs": 0.5}, round_to=4)
-    assert len(found.trials) > 2 and len(traces) == 1  # every trial after the first reuses the traced graph
-    monkeypatch.setattr(plan_module, "build_graph", real)
+    assert len(found.trials) > 2 and len(traces) == 1  # every trial reuses the one traced graph
+    for module in (graph_module, plan_module):
+        monkeypatch.setattr(module, "build_graph", real)
     twin = apply_plan(copy.deepcopy(model), make_plan(model, x, round_to=4, **found.plan_kwargs()))
     red = 1 - count_macs(twin, (3, 32, 32))[0] / count_macs(model, (3, 32, 32))[0]
     assert red == pytest.approx(found.achieved, abs=1e-9) and red == pytest.approx(0.5, abs=0.01)
+
+
+class _DataDependent(torch.nn.Module):
+    """Its forward reads a value (``float(...)``), which the meta device cannot give."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.b = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        if float(x.mean()) > -1.0:
+            x = torch.relu(self.b(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_trials_are_counted_on_the_meta_device_without_copying_weights(monkeypatch):
+    import types
+
+    from prunekit import targets
+
+    model = prunekit.create_model("vgg_tiny", 4).eval()
+
+    def no_copy(*_):
+        raise AssertionError("a trial copied the real model")
+
+    monkeypatch.setattr(targets, "copy", types.SimpleNamespace(deepcopy=no_copy))
+    found = search_ratio(model, X, {"params": 0.4})
+    monkeypatch.undo()
+    assert abs(found.achieved - 0.4) <= 0.01
+    assert _reduction(model, metric="params", **found.plan_kwargs()) == pytest.approx(found.achieved, abs=1e-12)
+
+
+def test_a_model_that_cannot_run_on_meta_is_counted_on_real_copies():
+    torch.manual_seed(0)
+    model = _DataDependent().eval()
+    x = torch.randn(1, 3, 16, 16)
+    found = search_ratio(model, x, {"macs": 0.5})
+    plan = make_plan(model, x, **found.plan_kwargs())  # verification cannot run on meta either: it steps aside
+    twin = apply_plan(copy.deepcopy(model), plan)
+    red = 1 - count_macs(twin, (3, 16, 16))[0] / count_macs(model, (3, 16, 16))[0]
+    assert red == pytest.approx(found.achieved, abs=1e-12) and 0.4 < red < 0.6
+    assert twin(x).shape == (1, 4)
