@@ -223,22 +223,13 @@ def run_cell(args: argparse.Namespace, data: Any, criterion: str, target: str, s
     return row
 
 
-@torch.no_grad()
 def recalibrate_bn(model: torch.nn.Module, data: Any, batches: int) -> None:
     """Removing input channels shifts every BN's input statistics; re-estimate them (same for all criteria)."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not batches or not bns:
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches
-    model.train()
-    for x, _ in calibration(data, batches, next(model.parameters()).device):
-        model(x)
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    model.eval()
+    if batches:
+        from prunekit.train.bn import recalibrate_bn as recalibrate
+
+        recalibrate(model, calibration(data, batches, next(model.parameters()).device))
+        model.eval()
 
 
 def write_json(path: Path, obj: Any) -> None:

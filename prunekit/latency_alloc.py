@@ -133,10 +133,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     if settings in entry.get("results", {}):
         return LatencyAllocation(**{**entry["results"][settings], "cached": "result"})
     graph = build_graph(model, inputs, ignore=list(ignore))
-    modules: List[str] = []
-    for g in graph.groups:
-        if g.prunable and g.module not in modules:
-            modules.append(g.module)
+    modules = graph.prunable_modules()
     if not modules:
         raise ConfigError("the model has no prunable channel group; nothing to allocate")
 

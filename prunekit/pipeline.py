@@ -161,7 +161,16 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         return _attention_prune(opts, model, ds, example, scope, done)
     kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
                               "round_to": opts.round_to_value()}
-    if opts.reduce and opts.allocation == "latency":
+    if opts.max_drop is not None:
+        from .balance.job import budget_record, scan_and_budget
+
+        _, choice = scan_and_budget(opts, model, ds, example, opts.criterion, kwargs)
+        if choice is None or not choice.overrides:
+            raise ConfigError(f"no layer can lose channels within --max-drop {opts.max_drop} (accuracy points on the "
+                              f"{opts.sensitivity_split} split, before fine-tuning); allow a larger drop")
+        kwargs.update(choice.plan_kwargs())
+        done.update(budget=budget_record(choice, opts.max_drop, opts.sensitivity_split))
+    elif opts.reduce and opts.allocation == "latency":
         from .latency_alloc import latency_allocation, runtime_timer
         from .targets import parse_reduce
 
@@ -252,6 +261,11 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
                                              and opts.schedule == "oneshot" and opts.criterion != "attention"):
         raise ConfigError("--allocation latency works with --structured one-shot pruning to a --reduce target "
                           "(e.g. --reduce macs=0.5), layer scope, any criterion but attention")
+    if opts.max_drop is not None and not (opts.method == "structured" and opts.schedule == "oneshot"
+                                          and opts.scope == "layer" and not opts.reduce
+                                          and opts.allocation == "uniform"):
+        raise ConfigError("--max-drop chooses per-layer ratios for --structured one-shot pruning, layer scope; drop "
+                          "--reduce / --global / --schedule / --allocation latency (it replaces them)")
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})

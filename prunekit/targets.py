@@ -206,10 +206,7 @@ def _refine(result: TargetSearch, graph: Any, lo: float, hi: float, reduction_wi
             good: Callable[[float], bool]) -> None:
     """One uniform ratio jumps over the target (every layer drops a channel at once): give the higher ratio to
     the first k layers and the lower one to the rest, k searched like the ratio (the reduction grows with k)."""
-    layers: List[str] = []
-    for g in graph.groups:
-        if g.prunable and g.module not in layers:
-            layers.append(g.module)
+    layers = graph.prunable_modules()
 
     def with_first(k: float) -> float:
         overrides = {name: hi for name in layers[:int(k)]}

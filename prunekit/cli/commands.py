@@ -30,6 +30,9 @@ COMMANDS = [
             schemas.EvalOptions, "prunekit.pipeline:eval_job", render.evaluation),
     Command("prune", "prune a model (unstructured masks or structured channel removal), fine-tune, report",
             schemas.PruneOptions, "prunekit.pipeline:prune_job", render.prune),
+    Command("sensitivity", "per-layer sensitivity of a trained checkpoint (accuracy drop with one layer pruned), "
+            "and with --max-drop the per-layer ratios that remove the most MACs within that accuracy budget",
+            schemas.SensitivityOptions, "prunekit.balance.job:sensitivity_job", render.sensitivity),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
             schemas.InfoOptions, "prunekit.pipeline:info_job", render.info),
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",

@@ -41,3 +41,18 @@ def info(r: Dict[str, Any]) -> str:
 
 def size(r: Dict[str, Any]) -> str:
     return f"{r['checkpoint']} ({r['file_bytes'] / 1e6:.2f} MB on disk)\n{r['text']}"
+
+
+def sensitivity(r: Dict[str, Any]) -> str:
+    lines = [f"{r['split']} accuracy in points; drop = with that one layer pruned (BN re-estimated, no fine-tuning)",
+             r["table"]]
+    b = r.get("budget")
+    if b:
+        lines += ["", f"within {b['max_drop_points']:g} points: {len(b['overrides'])} layers pruned, MACs "
+                  f"-{b['macs_reduction']:.1%}, params -{b['params_reduction']:.1%}, measured drop "
+                  f"{b['drop_points']:.2f} points ({b['trials']} candidate plans scored)"]
+        lines += [f"  {name}: {ratio:g}" for name, ratio in b["overrides"].items()]
+        lines.append("prune with: prunekit prune --structured --max-drop "
+                     f"{b['max_drop_points']:g} (same data and criterion)")
+    lines += ["", f"plot: {r['plot']}", f"json: {r['out']}/sensitivity.json"]
+    return "\n".join(lines)

@@ -41,7 +41,46 @@ class EvalOptions(RunOptions, DataOptions):
     batch_size: int = Field(256, ge=1)
 
 
-class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
+class BalanceOptions(BaseModel):
+    """The sensitivity scan and the accuracy-budget search (``prunekit.balance``)."""
+
+    sensitivity_ratios: list[float] = Field([0.25, 0.5, 0.75], description="fractions of one layer's channels "
+                                            "removed in the per-layer sensitivity scan")
+    sensitivity_split: Literal["train", "val", "test"] = Field(
+        "val", description="split the scan and the budget search score on (keep test for the final report)")
+    recal_batches: int = Field(8, ge=0, description="training batches that re-estimate BatchNorm statistics "
+                                                    "after each trial prune (0: off)")
+
+    @field_validator("sensitivity_ratios")
+    @classmethod
+    def _ratios_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < r < 1 for r in v):
+            raise ValueError(f"--sensitivity-ratios {v}: give fractions in (0, 1), e.g. 0.25 0.5 0.75")
+        return v
+
+
+class RoundToOption(BaseModel):
+    round_to: Optional[str] = Field(
+        None, description="structured: keep channel counts multiples of N (an int), 'auto' (the multiple eager "
+                          "PyTorch runs fastest with on this machine) or 'auto-ort' (ONNX Runtime's, for models "
+                          "deployed through prunekit export --onnx), each measured once and cached; none: exact "
+                          "counts")
+
+    @field_validator("round_to")
+    @classmethod
+    def _round_to_format(cls, v: Optional[str]) -> Optional[str]:
+        from ..measure.channel_multiple import AUTO
+
+        if v is not None and v not in AUTO and not (str(v).isdigit() and int(v) >= 1):
+            raise ValueError(f"--round-to {v}: use a positive int, {', '.join(AUTO)} or none")
+        return v
+
+    def round_to_value(self) -> Any:
+        """``round_to`` as ``make_plan`` takes it: None, an int, 'auto' or 'auto-ort'."""
+        return int(self.round_to) if self.round_to is not None and self.round_to.isdigit() else self.round_to
+
+
+class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption):
     """Schedule fields (``--schedule``, ``--start-epoch``, ``--reduce``, ...) come from ScheduleConfig."""
 
     model: str = Field("vgg_small", description="model name (trained here first) or a prunekit checkpoint path")
@@ -99,25 +138,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
                             "same architecture is timed once (auto: $PRUNEKIT_CACHE/latency or "
                             "~/.cache/prunekit/latency; none: measure every time)")
 
-    round_to: Optional[str] = Field(
-        None, description="structured: keep channel counts multiples of N (an int), 'auto' (the multiple eager "
-                          "PyTorch runs fastest with on this machine) or 'auto-ort' (ONNX Runtime's, for models "
-                          "deployed through prunekit export --onnx), each measured once and cached; none: exact "
-                          "counts")
-
-    @field_validator("round_to")
-    @classmethod
-    def _round_to_format(cls, v: Optional[str]) -> Optional[str]:
-        from ..measure.channel_multiple import AUTO
-
-        if v is not None and v not in AUTO and not (str(v).isdigit() and int(v) >= 1):
-            raise ValueError(f"--round-to {v}: use a positive int, {', '.join(AUTO)} or none")
-        return v
-
-    def round_to_value(self) -> Any:
-        """``round_to`` as ``make_plan`` takes it: None, an int, 'auto' or 'auto-ort'."""
-        return int(self.round_to) if self.round_to is not None and self.round_to.isdigit() else self.round_to
-
+    max_drop: Optional[float] = Field(
+        None, ge=0, description="structured one-shot: per-layer ratios from a sensitivity scan, the most MACs "
+                                "removed while validation accuracy right after pruning drops at most this many "
+                                "points (before fine-tuning; replaces --ratio)")
     @field_validator("nm")
     @classmethod
     def _nm_format(cls, v: Optional[str]) -> Optional[str]:
@@ -126,6 +150,15 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig):
 
             parse_nm(v)  # ConfigError (a ValueError) names the bad value
         return v
+
+
+class SensitivityOptions(RunOptions, DataOptions, BalanceOptions, RoundToOption):
+    checkpoint: str = Field(..., description="trained prunekit checkpoint", json_schema_extra={"positional": True})
+    criterion: str = Field("l2", description="which channels of a layer go first (any structured criterion "
+                                             "but attention)")
+    max_drop: Optional[float] = Field(None, ge=0, description="also search the per-layer ratios that remove the "
+                                                              "most MACs while the score drops at most this many "
+                                                              "accuracy points")
 
 
 class DemoOptions(RunOptions):

@@ -78,6 +78,15 @@ class DependencyGraph:
                 return g
         raise KeyError(key)
 
+    def prunable_modules(self) -> List[str]:
+        """Names of the modules whose channel groups can be pruned, in graph order: the unit of a per-layer
+        override (``make_plan(overrides={name: ratio})``), a ratio search's refinement and a sensitivity scan."""
+        names: List[str] = []
+        for g in self.groups:
+            if g.prunable and g.module not in names:
+                names.append(g.module)
+        return names
+
     def __repr__(self) -> str:
         lines = [f"DependencyGraph({len(self.groups)} groups)"]
         for g in self.groups:

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 from .compare import compare_rows, describe_change, flatten_measurement, human, metric_ratios
-from .plots import plot_summary, plot_tradeoff
+from .plots import plot_sensitivity, plot_summary, plot_tradeoff
 from .tables import format_table, markdown_table
 from .writer import write_report
 
@@ -28,4 +28,5 @@ __all__ = [
     "write_report",
     "plot_summary",
     "plot_tradeoff",
+    "plot_sensitivity",
 ]

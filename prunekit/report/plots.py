@@ -99,3 +99,25 @@ def plot_tradeoff(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_sensitivity(layers: Sequence[str], ratios: Sequence[float], drops: Sequence[Sequence[float]],
+                     path: str | os.PathLike, title: str = "", unit: str = "points") -> Path:
+    """Heat map of the score drop when one layer alone is pruned (rows: layers in graph order, columns: ratios);
+    red = sensitive, green = the budget search takes channels there first."""
+    if not layers or not ratios:
+        raise ConfigError("nothing to plot: the sensitivity scan has no layers or ratios")
+    fig = _new_figure(2.2 + 0.9 * len(ratios), 1.2 + 0.28 * len(layers))
+    ax = fig.add_subplot(1, 1, 1)
+    top = max(1e-9, max(abs(d) for row in drops for d in row))
+    im = ax.imshow(drops, cmap="RdYlGn_r", vmin=-top, vmax=top, aspect="auto")
+    ax.set_xticks(range(len(ratios)), [f"{r:g}" for r in ratios])
+    ax.set_yticks(range(len(layers)), list(layers), fontsize=7 if len(layers) > 30 else 9)
+    ax.set_xlabel("fraction of the layer's channels removed")
+    if len(layers) * len(ratios) <= 160:
+        for i, row in enumerate(drops):
+            for j, d in enumerate(row):
+                ax.text(j, i, f"{d:.1f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label=f"drop ({unit})")
+    ax.set_title(title or "Sensitivity: drop with one layer pruned")
+    return _save(fig, path)

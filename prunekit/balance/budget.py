@@ -1,0 +1,107 @@
+"""Prune as much as possible while the score stays within a budget: per-layer ratios from a sensitivity scan.
+
+    sens = layer_sensitivity(model, x, score_fn, recalibrate=recal)
+    choice = budget_search(model, x, sens, score_fn, max_drop=0.01, recalibrate=recal)
+    model, plan = prune_structured(model, x, **choice.plan_kwargs())
+
+The scan's (layer, ratio) cells are put on a ladder, cheapest first (the drop at that ratio or below, ties
+broken by MACs saved); the first k cells make a plan (each layer at the largest ratio taken), so robust layers lose
+channels before sensitive ones. Drops measured one layer at a time do not add up exactly, so each candidate plan
+is applied to a copy and scored as a whole; bisection on k keeps the plan with the largest MACs reduction whose
+measured drop is within ``max_drop`` (about log2(cells) + 1 candidates). The guarantee is on the score right after pruning (with ``recalibrate``); fine-tuning afterwards
+usually gives some of it back, so the budget is conservative.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .sensitivity import ScoreFn, Sensitivity
+
+
+@dataclass
+class BudgetChoice:
+    """The chosen per-layer ratios (``make_plan`` overrides) and what they measured."""
+
+    overrides: Dict[str, float]
+    threshold: float
+    score: float
+    drop: float
+    macs_reduction: float
+    params_reduction: float
+    trials: List[Dict[str, float]] = field(default_factory=list)
+
+    def plan_kwargs(self) -> Dict[str, Any]:
+        """``make_plan`` / ``prune_structured`` arguments that reproduce the plan: ratio 0 except the overrides."""
+        return {"ratio": 0.0, "overrides": dict(self.overrides)}
+
+
+def ladder(sens: Sensitivity) -> List[Tuple[float, str, float]]:
+    """Every (layer, ratio) cell as (cost, layer, ratio), cheapest first: cost = the largest drop at that ratio or
+    below in that layer (so no ratio comes before a smaller one of its layer that costs more), ties broken by more
+    MACs saved. Taking the first k
+    cells (each layer at the largest ratio taken) gives plans that grow one cell at a time."""
+    cells = []
+    for name in sens.layers:
+        worst = 0.0
+        for j, r in enumerate(sens.ratios):
+            worst = max(worst, sens.drop(name, r))
+            cells.append((worst, -sens.macs_saved[name][j], name, r))
+    cells.sort()
+    return [(cost, name, r) for cost, _, name, r in cells]
+
+
+def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, score_fn: ScoreFn, max_drop: float,
+                  recalibrate: Optional[Callable[[nn.Module], Any]] = None, criterion: str = "l2",
+                  **make_plan_kwargs: Any) -> BudgetChoice:
+    """The plan with the most MACs removed whose measured score drop is <= ``max_drop`` (see module doc).
+
+    Scores are those of ``sens`` (same ``score_fn``, same units: a drop of 0.01 is one accuracy point when the
+    score is an accuracy in [0, 1]). Returns an empty choice (no overrides) when no layer fits the budget.
+    """
+    from ..apply.structured import prune_structured
+    from ..measure import count_macs, count_params
+
+    if not max_drop >= 0:
+        raise ConfigError(f"max_drop={max_drop} must be >= 0 (in the score's units, e.g. 0.01 = one accuracy point)")
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    shape = tuple(inputs[0].shape[1:])
+    dense_macs, dense_params = count_macs(model, shape)[0], count_params(model)
+    cells = ladder(sens)
+    trials: List[Dict[str, float]] = []
+    fits: List[BudgetChoice] = [BudgetChoice({}, 0.0, sens.baseline, 0.0, 0.0, 0.0)]
+
+    def measure(k: int) -> float:
+        overrides: Dict[str, float] = {}
+        for _, name, r in cells[:k]:
+            overrides[name] = max(r, overrides.get(name, 0.0))
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            twin, _ = prune_structured(twin, inputs, ratio=0.0, criterion=criterion, overrides=overrides,
+                                       **{key: v for key, v in make_plan_kwargs.items() if key != "overrides"})
+        if recalibrate is not None:
+            recalibrate(twin)
+        score = float(score_fn(twin))
+        choice = BudgetChoice(overrides, cells[k - 1][0], score, sens.baseline - score,
+                              1.0 - count_macs(twin, shape)[0] / dense_macs, 1.0 - count_params(twin) / dense_params)
+        trials.append({"cells": k, "threshold": choice.threshold, "drop": choice.drop,
+                       "macs_reduction": choice.macs_reduction})
+        if choice.drop <= max_drop:
+            fits.append(choice)
+        return choice.drop
+
+    lo, hi = 0, len(cells) + 1  # the first lo cells fit the budget (0: nothing pruned); the first hi cells do not
+    while hi - lo > 1:
+        k = len(cells) if hi == len(cells) + 1 else (lo + hi) // 2  # everything first, then bisection
+        if measure(k) <= max_drop:
+            lo = k
+        else:
+            hi = k
+    best = max(fits, key=lambda c: c.macs_reduction)
+    best.trials = trials
+    return best

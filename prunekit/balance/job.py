@@ -1,0 +1,74 @@
+"""The CLI's side of the balancing act: ``prunekit sensitivity`` and ``prunekit prune --max-drop``."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+from torch import nn
+
+from ..errors import ConfigError
+from .budget import BudgetChoice, budget_search
+from .sensitivity import Sensitivity, layer_sensitivity
+
+
+def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterion: str,
+                    plan_kwargs: Dict[str, Any]) -> Tuple[Sensitivity, BudgetChoice | None]:
+    """Sensitivity scan on ``opts.sensitivity_split``, then, when ``opts.max_drop`` is set, the budget search."""
+    from . import data_scorer
+
+    if criterion == "attention":
+        raise ConfigError("the sensitivity scan prunes one layer at a time with a plain criterion; use e.g. "
+                          "--criterion l2 (attention trains modules for the whole network)")
+    device = next(model.parameters()).device
+    score, recal = data_scorer(ds, opts.sensitivity_split, opts.recal_batches, device=device)
+    sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
+                             recalibrate=recal if opts.recal_batches else None, progress=opts.progress,
+                             **plan_kwargs)
+    choice = None
+    if opts.max_drop is not None:
+        choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0,
+                               recalibrate=recal if opts.recal_batches else None, criterion=criterion,
+                               **plan_kwargs)
+    return sens, choice
+
+
+def budget_record(choice: BudgetChoice, max_drop: float, split: str) -> Dict[str, Any]:
+    """What a checkpoint and a report keep of the budget search (points, not fractions)."""
+    return {"max_drop_points": max_drop, "split": split, "drop_points": round(100 * choice.drop, 3),
+            "score": choice.score, "threshold_points": round(100 * choice.threshold, 3),
+            "macs_reduction": choice.macs_reduction, "params_reduction": choice.params_reduction,
+            "overrides": choice.overrides, "trials": len(choice.trials)}
+
+
+def sensitivity_job(opts: Any) -> Dict[str, Any]:
+    """Load a checkpoint, scan every prunable layer, write JSON + heat map, and optionally the budget choice."""
+    from ..pipeline import _check_classes, _use_checkpoint_normalization, load_data, write_json
+    from ..report import plot_sensitivity
+    from ..runtime import pick_device, seed_everything
+    from ..storage import checkpoint as ckpt
+
+    seed_everything(opts.seed)
+    device = pick_device(opts.device)
+    loaded = ckpt.load_checkpoint(opts.checkpoint, device)
+    size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
+    ds = load_data(opts, opts.seed, image_size=size)
+    _check_classes(loaded.description, ds, opts.checkpoint)
+    _use_checkpoint_normalization(ds, loaded.description)
+    model = loaded.model.eval()
+    example = ds.images[:2].float().to(device)
+    sens, choice = scan_and_budget(opts, model, ds, example, opts.criterion,
+                                   {"round_to": opts.round_to_value()})
+    out = Path(opts.out or Path("runs") / "sensitivity")
+    out.mkdir(parents=True, exist_ok=True)
+    drops = [[100 * sens.drop(n, r) for r in sens.ratios] for n in sens.layers]
+    plot = plot_sensitivity(sens.layers, sens.ratios, drops, out / "sensitivity.png",
+                            title=f"{Path(opts.checkpoint).name}: {opts.sensitivity_split} accuracy drop, one layer "
+                                  "pruned")
+    result: Dict[str, Any] = {"checkpoint": opts.checkpoint, "out": str(out), "plot": str(plot),
+                              "split": opts.sensitivity_split, "sensitivity": dataclasses.asdict(sens),
+                              "table": sens.table(scale=100.0)}
+    if choice is not None:
+        result["budget"] = budget_record(choice, opts.max_drop, opts.sensitivity_split)
+    write_json(out / "sensitivity.json", result)
+    return result
