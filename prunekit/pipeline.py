@@ -133,9 +133,7 @@ def _train_config(opts: PruneOptions) -> TrainConfig:
 
 def _finetune_config(opts: PruneOptions) -> TrainConfig:
     """Fine-tuning after pruning: no warm-up, a fifth of the training lr unless ``--finetune-lr`` is given."""
-    return _train_config(opts).model_copy(update={
-        "epochs": opts.finetune_epochs, "lr": opts.finetune_lr or _train_config(opts).peak_lr() / 5,
-        "warmup_epochs": 0, "seed": opts.seed + 1})
+    return _train_config(opts).recovery(opts.finetune_epochs, opts.finetune_lr)
 
 
 def calibration_batches(ds, batches: int = 4, batch_size: int = 64, device: Any = "cpu") -> list:
@@ -164,12 +162,13 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     if opts.max_drop is not None:
         from .balance.job import budget_record, scan_and_budget
 
-        _, choice = scan_and_budget(opts, model, ds, example, opts.criterion, kwargs)
+        _, choice = scan_and_budget(opts, model, ds, example, opts.criterion, kwargs, _train_config(opts))
         if choice is None or not choice.overrides:
             raise ConfigError(f"no layer can lose channels within --max-drop {opts.max_drop} (accuracy points on the "
-                              f"{opts.sensitivity_split} split, before fine-tuning); allow a larger drop")
+                              f"{opts.sensitivity_split} split after {opts.budget_epochs} recovery epochs); allow a "
+                              "larger drop or more --budget-epochs")
         kwargs.update(choice.plan_kwargs())
-        done.update(budget=budget_record(choice, opts.max_drop, opts.sensitivity_split))
+        done.update(budget=budget_record(choice, opts.max_drop, opts.sensitivity_split, opts.budget_epochs))
     elif opts.reduce and opts.allocation == "latency":
         from .latency_alloc import latency_allocation, runtime_timer
         from .targets import parse_reduce

@@ -94,6 +94,24 @@ def test_budget_search_keeps_within_the_budget_and_its_plan_replays():
     assert score(twin) == pytest.approx(sens.baseline - middle.drop)
 
 
+def test_a_recovery_step_runs_on_every_candidate_and_on_the_baseline():
+    model = Net().eval()
+    score = fidelity(model)
+    sens = layer_sensitivity(model, X[:1], score, ratios=(0.5,))
+    recovered = []
+
+    def shift_head(m):  # a stand-in for fine-tuning that visibly changes the function
+        recovered.append(m)
+        with torch.no_grad():
+            m.head.bias += 1.0
+        return m
+
+    choice = budget_search(model, X[:1], sens, score, max_drop=1e9, finetune=shift_head)
+    assert len(recovered) == 1 + len(choice.trials) and all(m is not model for m in recovered)
+    assert choice.baseline == pytest.approx(-1.0)  # the unpruned copy, recovered the same way
+    assert choice.drop == pytest.approx(choice.baseline - choice.score)
+
+
 def test_bad_scan_input_is_a_config_error():
     model = Net().eval()
     with pytest.raises(ConfigError, match="fractions in"):
@@ -128,12 +146,14 @@ def test_cli_sensitivity_and_prune_max_drop(tiny_folder, tmp_path, capsys):
     prunekit.save(model, path, data={"input_size": 16})
     common = ["--data", str(tiny_folder), "--image-size", "16", "--sensitivity-ratios", "0.5", "--recal-batches",
               "1", "--no-progress"]
-    code = main(["sensitivity", str(path), *common, "--max-drop", "100", "--out", str(tmp_path / "s"), "--json"])
+    code = main(["sensitivity", str(path), *common, "--max-drop", "100", "--budget-epochs", "1", "--out",
+                 str(tmp_path / "s"), "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
     assert len(result["sensitivity"]["layers"]) >= 4 and (tmp_path / "s" / "sensitivity.png").is_file()
     assert result["budget"]["macs_reduction"] > 0.3  # a 100-point budget takes every layer at 0.5
+    assert result["budget"]["recovery_epochs"] == 1
     code = main(["prune", "--model", str(path), "--structured", *common, "--max-drop", "100", "--finetune-epochs",
                  "0", "--no-latency", "--out", str(tmp_path / "p"), "--json"])
     out, err = capsys.readouterr()

@@ -8,8 +8,11 @@ The scan's (layer, ratio) cells are put on a ladder, cheapest first (the drop at
 broken by MACs saved); the first k cells make a plan (each layer at the largest ratio taken), so robust layers lose
 channels before sensitive ones. Drops measured one layer at a time do not add up exactly, so each candidate plan
 is applied to a copy and scored as a whole; bisection on k keeps the plan with the largest MACs reduction whose
-measured drop is within ``max_drop`` (about log2(cells) + 1 candidates). The guarantee is on the score right after pruning (with ``recalibrate``); fine-tuning afterwards
-usually gives some of it back, so the budget is conservative.
+measured drop is within ``max_drop`` (about log2(cells) + 1 candidates).
+
+Without ``finetune`` the guarantee is on the score right after pruning (with ``recalibrate``), which is strict:
+fine-tuning gives much of a cut back. With ``finetune`` (a few recovery epochs per candidate) the budget holds for
+the score after that recovery, measured from the unpruned model given the same recovery.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class BudgetChoice:
     drop: float
     macs_reduction: float
     params_reduction: float
+    baseline: float = 0.0  # what ``drop`` is measured from: the unpruned score (after ``finetune`` when given)
     trials: List[Dict[str, float]] = field(default_factory=list)
 
     def plan_kwargs(self) -> Dict[str, Any]:
@@ -58,11 +62,14 @@ def ladder(sens: Sensitivity) -> List[Tuple[float, str, float]]:
 
 def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, score_fn: ScoreFn, max_drop: float,
                   recalibrate: Optional[Callable[[nn.Module], Any]] = None, criterion: str = "l2",
+                  finetune: Optional[Callable[[nn.Module], nn.Module]] = None,
                   **make_plan_kwargs: Any) -> BudgetChoice:
     """The plan with the most MACs removed whose measured score drop is <= ``max_drop`` (see module doc).
 
     Scores are those of ``sens`` (same ``score_fn``, same units: a drop of 0.01 is one accuracy point when the
-    score is an accuracy in [0, 1]). Returns an empty choice (no overrides) when no layer fits the budget.
+    score is an accuracy in [0, 1]). ``finetune(model) -> model`` (a short recovery, e.g. two epochs) runs on
+    every candidate before it is scored, and on a copy of the unpruned model for the baseline. Returns an empty
+    choice (no overrides) when no layer fits the budget.
     """
     from ..apply.structured import prune_structured
     from ..measure import count_macs, count_params
@@ -74,7 +81,8 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     dense_macs, dense_params = count_macs(model, shape)[0], count_params(model)
     cells = ladder(sens)
     trials: List[Dict[str, float]] = []
-    fits: List[BudgetChoice] = [BudgetChoice({}, 0.0, sens.baseline, 0.0, 0.0, 0.0)]
+    baseline = sens.baseline if finetune is None else float(score_fn(finetune(copy.deepcopy(model))))
+    fits: List[BudgetChoice] = [BudgetChoice({}, 0.0, baseline, 0.0, 0.0, 0.0, baseline)]
 
     def measure(k: int) -> float:
         overrides: Dict[str, float] = {}
@@ -86,9 +94,12 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
                                        **{key: v for key, v in make_plan_kwargs.items() if key != "overrides"})
         if recalibrate is not None:
             recalibrate(twin)
+        if finetune is not None:
+            twin = finetune(twin)
         score = float(score_fn(twin))
-        choice = BudgetChoice(overrides, cells[k - 1][0], score, sens.baseline - score,
-                              1.0 - count_macs(twin, shape)[0] / dense_macs, 1.0 - count_params(twin) / dense_params)
+        choice = BudgetChoice(overrides, cells[k - 1][0], score, baseline - score,
+                              1.0 - count_macs(twin, shape)[0] / dense_macs, 1.0 - count_params(twin) / dense_params,
+                              baseline)
         trials.append({"cells": k, "threshold": choice.threshold, "drop": choice.drop,
                        "macs_reduction": choice.macs_reduction})
         if choice.drop <= max_drop:

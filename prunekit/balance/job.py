@@ -13,8 +13,10 @@ from .sensitivity import Sensitivity, layer_sensitivity
 
 
 def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterion: str,
-                    plan_kwargs: Dict[str, Any]) -> Tuple[Sensitivity, BudgetChoice | None]:
-    """Sensitivity scan on ``opts.sensitivity_split``, then, when ``opts.max_drop`` is set, the budget search."""
+                    plan_kwargs: Dict[str, Any], train_cfg: Any = None) -> Tuple[Sensitivity, BudgetChoice | None]:
+    """Sensitivity scan on ``opts.sensitivity_split``, then, when ``opts.max_drop`` is set, the budget search
+    (each candidate given ``opts.budget_epochs`` of recovery from ``train_cfg``'s recipe when > 0)."""
+    from ..train import TrainConfig, fit
     from . import data_scorer
 
     if criterion == "attention":
@@ -27,18 +29,26 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
                              **plan_kwargs)
     choice = None
     if opts.max_drop is not None:
+        finetune = None
+        if opts.budget_epochs:
+            cfg = (train_cfg or TrainConfig(seed=opts.seed)).recovery(opts.budget_epochs)
+
+            def finetune(m: nn.Module) -> nn.Module:
+                return fit(m, ds, cfg, device=device, progress=False).model.eval()
+
         choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0,
                                recalibrate=recal if opts.recal_batches else None, criterion=criterion,
-                               **plan_kwargs)
+                               finetune=finetune, **plan_kwargs)
     return sens, choice
 
 
-def budget_record(choice: BudgetChoice, max_drop: float, split: str) -> Dict[str, Any]:
+def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int) -> Dict[str, Any]:
     """What a checkpoint and a report keep of the budget search (points, not fractions)."""
     return {"max_drop_points": max_drop, "split": split, "drop_points": round(100 * choice.drop, 3),
-            "score": choice.score, "threshold_points": round(100 * choice.threshold, 3),
+            "score": choice.score, "baseline": choice.baseline, "threshold_points": round(100 * choice.threshold, 3),
             "macs_reduction": choice.macs_reduction, "params_reduction": choice.params_reduction,
-            "overrides": choice.overrides, "trials": len(choice.trials)}
+            "overrides": choice.overrides, "trials": len(choice.trials),
+            "recovery_epochs": epochs}
 
 
 def sensitivity_job(opts: Any) -> Dict[str, Any]:
@@ -69,6 +79,6 @@ def sensitivity_job(opts: Any) -> Dict[str, Any]:
                               "split": opts.sensitivity_split, "sensitivity": dataclasses.asdict(sens),
                               "table": sens.table(scale=100.0)}
     if choice is not None:
-        result["budget"] = budget_record(choice, opts.max_drop, opts.sensitivity_split)
+        result["budget"] = budget_record(choice, opts.max_drop, opts.sensitivity_split, opts.budget_epochs)
     write_json(out / "sensitivity.json", result)
     return result

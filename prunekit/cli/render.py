@@ -50,7 +50,8 @@ def sensitivity(r: Dict[str, Any]) -> str:
     if b:
         lines += ["", f"within {b['max_drop_points']:g} points: {len(b['overrides'])} layers pruned, MACs "
                   f"-{b['macs_reduction']:.1%}, params -{b['params_reduction']:.1%}, measured drop "
-                  f"{b['drop_points']:.2f} points ({b['trials']} candidate plans scored)"]
+                  f"{b['drop_points']:.2f} points after {b['recovery_epochs']} recovery epochs ({b['trials']} candidate plans "
+                  "scored)"]
         lines += [f"  {name}: {ratio:g}" for name, ratio in b["overrides"].items()]
         lines.append("prune with: prunekit prune --structured --max-drop "
                      f"{b['max_drop_points']:g} (same data and criterion)")

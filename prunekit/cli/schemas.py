@@ -50,6 +50,9 @@ class BalanceOptions(BaseModel):
         "val", description="split the scan and the budget search score on (keep test for the final report)")
     recal_batches: int = Field(8, ge=0, description="training batches that re-estimate BatchNorm statistics "
                                                     "after each trial prune (0: off)")
+    budget_epochs: int = Field(0, ge=0, description="--max-drop: recovery fine-tuning epochs each candidate plan "
+                                                    "(and the unpruned model) gets before the accuracy check; 0 "
+                                                    "checks right after the cut, which is strict")
 
     @field_validator("sensitivity_ratios")
     @classmethod
@@ -140,8 +143,8 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
 
     max_drop: Optional[float] = Field(
         None, ge=0, description="structured one-shot: per-layer ratios from a sensitivity scan, the most MACs "
-                                "removed while validation accuracy right after pruning drops at most this many "
-                                "points (before fine-tuning; replaces --ratio)")
+                                "removed while validation accuracy drops at most this many points (right after the "
+                                "cut, or after --budget-epochs of recovery); replaces --ratio")
     @field_validator("nm")
     @classmethod
     def _nm_format(cls, v: Optional[str]) -> Optional[str]:

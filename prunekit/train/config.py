@@ -33,3 +33,9 @@ class TrainConfig(BaseModel):
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 0.002
+
+    def recovery(self, epochs: int, lr: Optional[float] = None) -> "TrainConfig":
+        """Fine-tuning after pruning, derived from this training recipe: ``epochs``, no warm-up, a fifth of the
+        peak lr unless ``lr`` is given, the next seed (other batches than the training run)."""
+        return self.model_copy(update={"epochs": epochs, "lr": lr or self.peak_lr() / 5, "warmup_epochs": 0,
+                                       "seed": self.seed + 1})
