@@ -75,13 +75,20 @@ def _brief(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return {k: metrics[k] for k in ("accuracy", "loss", "samples") if k in metrics}
 
 
-def eval_job(opts: EvalOptions) -> Dict[str, Any]:
-    device = pick_device(opts.device)
+def checkpoint_with_data(opts: Any, device: Any) -> Tuple[Any, Any]:
+    """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint: the data at the
+    checkpoint's input size and normalization, refused with one line when its classes differ."""
     loaded = ckpt.load_checkpoint(opts.checkpoint, device)
     size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
     ds = load_data(opts, opts.seed, image_size=size)
     _check_classes(loaded.description, ds, opts.checkpoint)
     _use_checkpoint_normalization(ds, loaded.description)
+    return loaded, ds
+
+
+def eval_job(opts: EvalOptions) -> Dict[str, Any]:
+    device = pick_device(opts.device)
+    loaded, ds = checkpoint_with_data(opts, device)
     metrics = evaluate(loaded.model, ds, opts.split, batch_size=opts.batch_size, device=device)
     return {"checkpoint": opts.checkpoint, "split": opts.split, **metrics}
 

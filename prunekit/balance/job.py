@@ -53,18 +53,13 @@ def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int
 
 def sensitivity_job(opts: Any) -> Dict[str, Any]:
     """Load a checkpoint, scan every prunable layer, write JSON + heat map, and optionally the budget choice."""
-    from ..pipeline import _check_classes, _use_checkpoint_normalization, load_data, write_json
+    from ..pipeline import checkpoint_with_data, write_json
     from ..report import plot_sensitivity
     from ..runtime import pick_device, seed_everything
-    from ..storage import checkpoint as ckpt
 
     seed_everything(opts.seed)
     device = pick_device(opts.device)
-    loaded = ckpt.load_checkpoint(opts.checkpoint, device)
-    size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
-    ds = load_data(opts, opts.seed, image_size=size)
-    _check_classes(loaded.description, ds, opts.checkpoint)
-    _use_checkpoint_normalization(ds, loaded.description)
+    loaded, ds = checkpoint_with_data(opts, device)
     model = loaded.model.eval()
     example = ds.images[:2].float().to(device)
     sens, choice = scan_and_budget(opts, model, ds, example, opts.criterion,
