@@ -160,6 +160,16 @@ def test_cli_sensitivity_and_prune_max_drop(tiny_folder, tmp_path, capsys):
     assert code == 0, err
     pruned = json.loads(out)["pruning"]
     assert pruned["budget"]["overrides"] == result["budget"]["overrides"]
+    scan = str(tmp_path / "s" / "sensitivity.json")
+    code = main(["prune", "--model", str(path), "--structured", *common, "--max-drop", "100", "--sensitivity-file",
+                 scan, "--finetune-epochs", "0", "--no-latency", "--out", str(tmp_path / "p2"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["pruning"]["budget"]["overrides"] == result["budget"]["overrides"]
+    code = main(["prune", "--model", str(path), "--structured", *common, "--max-drop", "1", "--sensitivity-file",
+                 scan, "--criterion", "fpgm"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--criterion l1" in err and len(err.strip().splitlines()) == 1
     code = main(["prune", "--model", str(path), "--structured", "--max-drop", "1", "--reduce", "macs=0.5"])
     err = capsys.readouterr().err
     assert code == 2 and "--max-drop" in err and len(err.strip().splitlines()) == 1

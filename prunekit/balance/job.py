@@ -24,9 +24,12 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
                           "--criterion l2 (attention trains modules for the whole network)")
     device = next(model.parameters()).device
     score, recal = data_scorer(ds, opts.sensitivity_split, opts.recal_batches, device=device)
-    sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
-                             recalibrate=recal if opts.recal_batches else None, progress=opts.progress,
-                             **plan_kwargs)
+    if opts.sensitivity_file:
+        sens = load_scan(opts.sensitivity_file, model, example, criterion, opts.sensitivity_split)
+    else:
+        sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
+                                 recalibrate=recal if opts.recal_batches else None, progress=opts.progress,
+                                 **plan_kwargs)
     choice = None
     if opts.max_drop is not None:
         finetune = None
@@ -40,6 +43,35 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
                                recalibrate=recal if opts.recal_batches else None, criterion=criterion,
                                finetune=finetune, **plan_kwargs)
     return sens, choice
+
+
+def load_scan(path: str, model: nn.Module, example: Any, criterion: str, split: str) -> Sensitivity:
+    """A scan saved by ``prunekit sensitivity`` (its sensitivity.json), checked against this model and settings."""
+    import json
+
+    from ..graph import build_graph
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--sensitivity-file {path} does not exist; give the sensitivity.json that prunekit "
+                          "sensitivity wrote")
+    try:
+        data = json.loads(file.read_text())
+        sens = Sensitivity(**data["sensitivity"]) if "sensitivity" in data else Sensitivity(**data)
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"--sensitivity-file {path} is not a sensitivity scan; give the sensitivity.json that "
+                          "prunekit sensitivity wrote") from None
+    scanned = sens.settings.get("criterion", criterion)
+    if scanned != criterion or data.get("split", split) != split:
+        raise ConfigError(f"--sensitivity-file {path} was scanned with --criterion {scanned} on the "
+                          f"{data.get('split', split)} split; use the same --criterion / --sensitivity-split or scan "
+                          "again")
+    known = build_graph(model, tuple(example) if isinstance(example, (tuple, list)) else (example,)).prunable_modules()
+    missing = [n for n in sens.layers if n not in known]
+    if missing:
+        raise ConfigError(f"--sensitivity-file {path} names layer {missing[0]!r}, which this model has no prunable "
+                          "channels in; it was scanned on another model")
+    return sens
 
 
 def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int) -> Dict[str, Any]:

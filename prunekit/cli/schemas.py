@@ -50,6 +50,8 @@ class BalanceOptions(BaseModel):
         "val", description="split the scan and the budget search score on (keep test for the final report)")
     recal_batches: int = Field(8, ge=0, description="training batches that re-estimate BatchNorm statistics "
                                                     "after each trial prune (0: off)")
+    sensitivity_file: Optional[str] = Field(None, description="reuse a scan that prunekit sensitivity wrote (its "
+                                                              "sensitivity.json) instead of scanning again")
     budget_epochs: int = Field(0, ge=0, description="--max-drop: recovery fine-tuning epochs each candidate plan "
                                                     "(and the unpruned model) gets before the accuracy check; 0 "
                                                     "checks right after the cut, which is strict")
@@ -157,8 +159,8 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
 
 class SensitivityOptions(RunOptions, DataOptions, BalanceOptions, RoundToOption):
     checkpoint: str = Field(..., description="trained prunekit checkpoint", json_schema_extra={"positional": True})
-    criterion: str = Field("l2", description="which channels of a layer go first (any structured criterion "
-                                             "but attention)")
+    criterion: str = Field("l1", description="which channels of a layer go first (any structured criterion "
+                                             "but attention; l1 like prune's default)")
     max_drop: Optional[float] = Field(None, ge=0, description="also search the per-layer ratios that remove the "
                                                               "most MACs while the score drops at most this many "
                                                               "accuracy points")
