@@ -4,11 +4,12 @@
     ratio = ratio_for_target(model, x, reduce, criterion="l2")
     plan = make_plan(model, x, ratio=ratio, criterion="l2")
 
-The ratio is found by bisection on ``make_plan``'s ratio: each trial plans, applies the plan to a copy and counts
-parameters (``prunekit.measure.count_params``) or MACs (``count_macs``). Reductions grow with the ratio, so the
-search converges; channel counts are integers, so the result is the closest reachable point (within ``tol``).
+The ratio is found by a bracketed search on ``make_plan``'s ratio: each trial plans and counts the parameters
+(``prunekit.measure.count_params``) or MACs (``count_macs``) of the planned model's meta-device twin (shapes only).
+Reductions grow with the ratio, so the search converges; channel counts are integers, so the result is the
+closest reachable point (within ``tol``, with per-layer overrides where one ratio jumps over it).
 With ``scope="uniform"`` the removed counts do not depend on the scores, so trials use the cheap ``l2`` scores
-whatever the criterion; with ``scope="global"`` they use the real criterion (data-driven ones re-run the data).
+whatever the criterion; with ``scope="global"`` they use the real criterion, scored once for the whole search.
 """
 from __future__ import annotations
 
