@@ -65,6 +65,27 @@ def test_scan_finds_the_layer_whose_pruned_channels_were_zero_and_leaves_the_mod
     assert again == sens and "drop@0.5" in sens.table()
 
 
+def test_a_stopped_scan_resumes_with_only_the_missing_cells():
+    model = Net().eval()
+    score = fidelity(model)
+    full = layer_sensitivity(model, X[:1], score, ratios=(0.25, 0.5))
+    saved = []
+
+    def stop_after_three(part):
+        saved.append(Sensitivity.from_json(part.to_json()))  # what a run writes to disk after each cell
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        layer_sensitivity(model, X[:1], score, ratios=(0.25, 0.5), on_cell=stop_after_three)
+    calls = []
+    counted = lambda m: calls.append(1) or score(m)  # noqa: E731
+    resumed = layer_sensitivity(model, X[:1], counted, ratios=(0.25, 0.5), resume=saved[-1])
+    assert len(calls) == 6 - 3 and resumed == full  # no baseline rescored, the three missing cells only
+    other = layer_sensitivity(model, X[:1], counted, ratios=(0.5,), resume=saved[-1])  # other settings: fresh
+    assert len(calls) == 3 + 1 + 3 and other.ratios == [0.5]
+
+
 def test_ladder_puts_cheapest_first_and_never_a_ratio_before_a_costlier_smaller_one():
     sens = Sensitivity(layers=["a", "b"], ratios=[0.25, 0.5], baseline=1.0,
                        scores={"a": [0.9, 0.95], "b": [1.0, 0.97]}, macs_saved={"a": [0.1, 0.2], "b": [0.1, 0.2]})

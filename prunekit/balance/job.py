@@ -27,9 +27,12 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
     if opts.sensitivity_file:
         sens = load_scan(opts.sensitivity_file, model, example, criterion, opts.sensitivity_split)
     else:
+        partial = Path(opts.out or Path("runs") / "sensitivity") / "sensitivity.partial.json"
         sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
                                  recalibrate=recal if opts.recal_batches else None, progress=opts.progress,
+                                 resume=_partial(partial), on_cell=lambda part: _save_partial(partial, part),
                                  **plan_kwargs)
+        partial.unlink(missing_ok=True)
     choice = None
     if opts.max_drop is not None:
         finetune = None
@@ -43,6 +46,22 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
                                recalibrate=recal if opts.recal_batches else None, criterion=criterion,
                                finetune=finetune, **plan_kwargs)
     return sens, choice
+
+
+def _partial(path: Path) -> Sensitivity | None:
+    """The scan a stopped run left (every finished cell), or None; a damaged file is ignored."""
+    try:
+        return Sensitivity.from_json(path.read_text()) if path.is_file() else None
+    except (ValueError, TypeError):
+        return None
+
+
+def _save_partial(path: Path, sens: Sensitivity) -> None:
+    from ..runtime import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(sens.to_json())
 
 
 def load_scan(path: str, model: nn.Module, example: Any, criterion: str, split: str) -> Sensitivity:

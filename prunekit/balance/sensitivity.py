@@ -71,14 +71,18 @@ def _check_ratios(ratios: Iterable[float]) -> List[float]:
 
 
 def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
-                      ratios: Sequence[float] = (0.25, 0.5, 0.75), criterion: str = "l2", recalibrate: Optional[Callable[[nn.Module], Any]] = None,
+                      ratios: Sequence[float] = (0.25, 0.5, 0.75), criterion: str = "l2",
+                      recalibrate: Optional[Callable[[nn.Module], Any]] = None,
                       layers: Optional[Sequence[str]] = None, progress: bool = False,
+                      resume: Optional[Sensitivity] = None, on_cell: Optional[Callable[[Sensitivity], Any]] = None,
                       **make_plan_kwargs: Any) -> Sensitivity:
     """Scan every prunable layer (or ``layers``) at every ratio; see the module doc.
 
     ``score_fn(model) -> float`` is higher-is-better (e.g. validation accuracy) and must not train the model;
     ``recalibrate(model)`` runs right after each prune (e.g. BatchNorm re-estimation); ``make_plan_kwargs``
-    (round_to, ignore, min_channels, data, ...) are those of ``make_plan``.
+    (round_to, ignore, min_channels, data, ...) are those of ``make_plan``. ``on_cell(partial)`` runs after every
+    cell (save it to survive a stop); ``resume`` = such a partial scan of the same layers, ratios and settings:
+    its cells and baseline are kept and only the missing cells run.
     """
     from ..graph import build_graph
     from ..importance import score_groups
@@ -101,18 +105,22 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
     scores = score_groups(graph, model, criterion, ctx={"data": make_plan_kwargs.get("data"),
                                                         "seed": make_plan_kwargs.get("seed", 0)})
     dense_macs = count_macs(model, shape)[0]
-    if recalibrate is not None:  # the cells are scored after re-estimation, so is the baseline (like with like)
-        reference = copy.deepcopy(model)
-        recalibrate(reference)
-        baseline = float(score_fn(reference))
+    settings = {"criterion": criterion, **{k: v for k, v in make_plan_kwargs.items()
+                                           if isinstance(v, (int, float, str, type(None)))}}
+    if resume is not None and (resume.layers, resume.ratios, resume.settings) == (list(layers), ratios, settings):
+        result = copy.deepcopy(resume)
     else:
-        baseline = float(score_fn(model))
-    result = Sensitivity(layers=list(layers), ratios=ratios, baseline=baseline, scores={}, macs_saved={},
-                         channels={n: max(g.size for g in graph.groups if g.module == n and g.prunable)
-                                   for n in layers},
-                         settings={"criterion": criterion, **{k: v for k, v in make_plan_kwargs.items()
-                                                              if isinstance(v, (int, float, str, type(None)))}})
-    cells: List[Tuple[str, float]] = [(n, r) for n in layers for r in ratios]
+        if recalibrate is not None:  # the cells are scored after re-estimation, so is the baseline (like with like)
+            reference = copy.deepcopy(model)
+            recalibrate(reference)
+            baseline = float(score_fn(reference))
+        else:
+            baseline = float(score_fn(model))
+        result = Sensitivity(layers=list(layers), ratios=ratios, baseline=baseline, scores={}, macs_saved={},
+                             channels={n: max(g.size for g in graph.groups if g.module == n and g.prunable)
+                                       for n in layers}, settings=settings)
+    cells: List[Tuple[str, float]] = [(n, r) for n in layers for j, r in enumerate(ratios)
+                                      if len(result.scores.get(n, [])) <= j]  # not scored yet
     if progress:
         from tqdm.auto import tqdm
 
@@ -128,4 +136,6 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
             recalibrate(twin)
         result.scores.setdefault(name, []).append(float(score_fn(twin)))
         result.macs_saved.setdefault(name, []).append(saved)
+        if on_cell is not None:
+            on_cell(result)
     return result
