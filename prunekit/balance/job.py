@@ -99,6 +99,7 @@ def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int
             "score": choice.score, "baseline": choice.baseline, "threshold_points": round(100 * choice.threshold, 3),
             "macs_reduction": choice.macs_reduction, "params_reduction": choice.params_reduction,
             "overrides": choice.overrides, "trials": len(choice.trials),
+            "candidates": [{k: round(v, 4) for k, v in t.items()} for t in choice.trials],
             "recovery_epochs": epochs}
 
 
