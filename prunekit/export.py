@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +47,47 @@ def _export(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_b
             kwargs["dynamic_shapes"] = ({0: torch.export.Dim.DYNAMIC},)
     elif dynamic_batch:
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _output_kept_on_success():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript path announces its deprecation
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(model, (x,), str(dest), **kwargs)
+
+
+@contextmanager
+def _output_kept_on_success() -> Iterator[None]:
+    """Hold what the exporter writes to the process's stdout and stderr (file descriptors 1 and 2: torch's C++ side
+    prints the whole TorchScript graph of a failed export there) and pass it on only if the export succeeds; a
+    failure is reported as one ExportError line instead."""
+    streams = [(1, sys.stdout), (2, sys.stderr)]
+    for _, stream in streams:
+        stream.flush()
+    saved = [os.dup(fd) for fd, _ in streams]
+    held = [tempfile.TemporaryFile(mode="w+b") for _ in streams]
+    ok = False
+    try:
+        for (fd, _), file in zip(streams, held):
+            os.dup2(file.fileno(), fd)
+        yield
+        ok = True
+    finally:
+        for (fd, stream), copy_of, file in zip(streams, saved, held):
+            stream.flush()
+            os.dup2(copy_of, fd)
+            os.close(copy_of)
+            if ok:
+                file.seek(0)
+                text = file.read()
+                if text:
+                    stream.write(text.decode(errors="replace"))
+            file.close()
+
+
+def _brief(exc: Exception) -> str:
+    """The first line of an exporter error: torch appends the whole TorchScript graph to some messages, and a
+    user-facing error stays one line."""
+    text = str(exc).split("Torch IR graph at exception")[0].strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first[:300]
 
 
 def _export_any(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_batch: bool, exporter: str) -> str:
@@ -59,12 +99,12 @@ def _export_any(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynam
             return "dynamo"
         except Exception as exc:  # noqa: BLE001 - any failure of the new exporter means: try the old one
             if exporter == "dynamo":
-                raise ExportError(f"dynamo ONNX export failed ({type(exc).__name__}: {exc}); "
+                raise ExportError(f"dynamo ONNX export failed ({type(exc).__name__}: {_brief(exc)}); "
                                   "try exporter='torchscript'") from exc
     try:
         _export(model, x, dest, opset, dynamic_batch, dynamo=False)
     except Exception as exc:  # noqa: BLE001 - surface as one clear user-facing error
-        raise ExportError(f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {exc}); "
+        raise ExportError(f"ONNX export of {type(model).__name__} failed ({type(exc).__name__}: {_brief(exc)}); "
                           "the model may use an op ONNX lacks, try another opset") from exc
     return "torchscript"
 

@@ -98,3 +98,15 @@ def test_ort_module_runs_the_exported_model_like_torch():
             assert torch.allclose(runner(x), model(x), atol=1e-5)
     with pytest.raises(ConfigError, match="exported for inputs of shape"):
         runner(torch.randn(1, 3, 8, 8))
+
+
+def test_a_failed_export_is_one_line_and_prints_no_graph_dump(tmp_path, capfd):
+    """torch prints the whole TorchScript graph to stdout when an op has no ONNX form; none of it may leak."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(196, 2))
+    with pytest.raises(ExportError) as err:
+        export_onnx(model.eval(), tmp_path / "m.onnx", input_shape=(3, 4, 4), exporter="torchscript")
+    out, errs = capfd.readouterr()
+    assert "adaptive_avg_pool2d" in str(err.value) and len(str(err.value).splitlines()) == 1
+    assert "Torch IR graph" not in out + errs and "aten::" not in out + errs
+    export_onnx(small_cnn().eval(), tmp_path / "ok.onnx", input_shape=(3, 16, 16))  # a good export still works
+    assert (tmp_path / "ok.onnx").is_file()
