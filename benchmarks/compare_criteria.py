@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 import statistics
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 import prunekit  # noqa: E402
 import prunekit.importance.extra  # noqa: E402,F401
 from prunekit.apply.structured import apply_plan  # noqa: E402
-from prunekit.data import load_dataset, make_loader  # noqa: E402
+from prunekit.data import calibration_batches, load_dataset  # noqa: E402
 from prunekit.importance.pfam import variant_from_spec  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.latency import measure_latency  # noqa: E402
@@ -139,8 +138,7 @@ def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Modul
 
 
 def calibration(data: Any, n: int, device: Any = "cpu") -> List[Any]:
-    return list(itertools.islice(make_loader(data, "train", batch_size=64, train=False, augment=False,
-                                             device=device), n))
+    return calibration_batches(data, n, device=device)
 
 
 def prune(args: argparse.Namespace, model: torch.nn.Module, data: Any, criterion: str, target: str, seed: int,

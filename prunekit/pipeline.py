@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .cli.schemas import DataOptions, EvalOptions, PruneOptions, TrainOptions
+from .data.loader import calibration_batches
 from .errors import ConfigError
 from .models import create_model
 from .runtime import atomic_path, pick_device, seed_everything
@@ -141,14 +142,6 @@ def _train_config(opts: PruneOptions) -> TrainConfig:
 def _finetune_config(opts: PruneOptions) -> TrainConfig:
     """Fine-tuning after pruning: no warm-up, a fifth of the training lr unless ``--finetune-lr`` is given."""
     return _train_config(opts).recovery(opts.finetune_epochs, opts.finetune_lr)
-
-
-def calibration_batches(ds, batches: int = 4, batch_size: int = 64, device: Any = "cpu") -> list:
-    """A few un-augmented training batches for data-driven criteria (Taylor, activations, attention, PFAM maps)."""
-    from .data import make_loader
-
-    loader = make_loader(ds, "train", batch_size=batch_size, train=False, augment=False, device=device)
-    return [b for _, b in zip(range(batches), loader)]
 
 
 def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, Dict[str, Any]]:

@@ -169,12 +169,8 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
         trials.append((round(r, 6), red))
         return red
 
-    close = {"best": (float("inf"), 0.0, 0.0)}
-
     def reduction(r: float) -> float:
-        red = reduction_with(r, {})
-        close["best"] = min(close["best"], (abs(red - target), r, red))
-        return red
+        return reduction_with(r, {})
 
     def good(red: float) -> bool:
         return abs(red - target) <= tol / 4
@@ -194,7 +190,7 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
         red_hi = reduction(hi)
     if not good(red_hi) and red_hi >= target:
         _bracketed(reduction, target, lo, hi, red_lo, red_hi, good, max_trials - len(trials), 1e-4, 1e-3)
-    _, ratio, achieved = close["best"]
+    ratio, achieved = min(trials, key=lambda t: (abs(t[1] - target), t[0]))  # so far every trial is one ratio
     result = TargetSearch(ratio=round(ratio, 6), metric=metric, target=target, achieved=achieved, trials=trials)
     lo = max((r for r, red in trials if red < target), default=0.0)
     hi = min((r for r, red in trials if red >= target), default=0.0)

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from torch import nn
 
@@ -17,13 +17,11 @@ __all__ = ["BudgetChoice", "Sensitivity", "budget_search", "data_scorer", "ladde
 
 
 def data_scorer(ds: Any, split: str = "val", recal_batches: int = 8, batch_size: int = 64,
-                device: Any = None) -> Tuple[Callable[[nn.Module], float], Callable[[nn.Module], Any]]:
+                device: Any = None) -> Tuple[Callable[[nn.Module], float], Optional[Callable[[nn.Module], Any]]]:
     """``(score, recalibrate)`` for a prunekit dataset: accuracy on ``split`` (not the test split: decisions are
     made on data the final report does not use), and BatchNorm re-estimation on ``recal_batches`` un-augmented
-    training batches (the same batches for every candidate)."""
-    import itertools
-
-    from ..data import make_loader
+    training batches (the same batches for every candidate; None when ``recal_batches`` is 0)."""
+    from ..data import calibration_batches
     from ..errors import ConfigError
     from ..train import evaluate
     from ..train.bn import recalibrate_bn
@@ -31,8 +29,7 @@ def data_scorer(ds: Any, split: str = "val", recal_batches: int = 8, batch_size:
     if split not in ds.splits or len(ds.splits[split]) == 0:
         raise ConfigError(f"split {split!r} is empty or missing (splits: {', '.join(ds.splits)}); give the dataset a "
                           "validation part (--val-frac) or score on another split")
-    batches = list(itertools.islice(make_loader(ds, "train", batch_size=batch_size, train=False, augment=False,
-                                                device=device or "cpu"), recal_batches))
+    batches = calibration_batches(ds, recal_batches, batch_size, device=device or "cpu")
 
     def score(model: nn.Module) -> float:
         return float(evaluate(model, ds, split)["accuracy"])
@@ -41,4 +38,4 @@ def data_scorer(ds: Any, split: str = "val", recal_batches: int = 8, batch_size:
         recalibrate_bn(model, batches)
         model.eval()
 
-    return score, recalibrate
+    return score, recalibrate if recal_batches else None

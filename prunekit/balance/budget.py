@@ -20,11 +20,10 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .sensitivity import ScoreFn, Sensitivity
+from .sensitivity import ScoreFn, Sensitivity, overrides_pruner
 
 
 @dataclass
@@ -71,7 +70,6 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     every candidate before it is scored, and on a copy of the unpruned model for the baseline. Returns an empty
     choice (no overrides) when no layer fits the budget.
     """
-    from ..apply.structured import prune_structured
     from ..measure import count_macs, count_params
 
     if not max_drop >= 0:
@@ -79,6 +77,7 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = tuple(inputs[0].shape[1:])
     dense_macs, dense_params = count_macs(model, shape)[0], count_params(model)
+    _, pruned = overrides_pruner(model, inputs, criterion, make_plan_kwargs)  # traced and scored once
     cells = ladder(sens)
     trials: List[Dict[str, float]] = []
     baseline = sens.baseline if finetune is None else float(score_fn(finetune(copy.deepcopy(model))))
@@ -88,10 +87,7 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
         overrides: Dict[str, float] = {}
         for _, name, r in cells[:k]:
             overrides[name] = max(r, overrides.get(name, 0.0))
-        twin = copy.deepcopy(model)
-        with torch.no_grad():
-            twin, _ = prune_structured(twin, inputs, ratio=0.0, criterion=criterion, overrides=overrides,
-                                       **{key: v for key, v in make_plan_kwargs.items() if key != "overrides"})
+        twin = pruned(overrides)
         if recalibrate is not None:
             recalibrate(twin)
         if finetune is not None:

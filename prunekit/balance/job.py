@@ -14,8 +14,9 @@ from .sensitivity import Sensitivity, layer_sensitivity
 
 def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterion: str,
                     plan_kwargs: Dict[str, Any], train_cfg: Any = None) -> Tuple[Sensitivity, BudgetChoice | None]:
-    """Sensitivity scan on ``opts.sensitivity_split``, then, when ``opts.max_drop`` is set, the budget search
-    (each candidate given ``opts.budget_epochs`` of recovery from ``train_cfg``'s recipe when > 0)."""
+    """Sensitivity scan on ``opts.sensitivity_split`` (finished cells kept in ``opts.out``), then, when
+    ``opts.max_drop`` is set, the budget search (each candidate given ``opts.budget_epochs`` of recovery from
+    ``train_cfg``'s recipe when > 0)."""
     from ..train import TrainConfig, fit
     from . import data_scorer
 
@@ -27,9 +28,9 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
     if opts.sensitivity_file:
         sens = load_scan(opts.sensitivity_file, model, example, criterion, opts.sensitivity_split)
     else:
-        partial = Path(opts.out or Path("runs") / "sensitivity") / "sensitivity.partial.json"
+        partial = Path(opts.out) / "sensitivity.partial.json"
         sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
-                                 recalibrate=recal if opts.recal_batches else None, progress=opts.progress,
+                                 recalibrate=recal, progress=opts.progress,
                                  resume=_partial(partial), on_cell=lambda part: _save_partial(partial, part),
                                  **plan_kwargs)
         partial.unlink(missing_ok=True)
@@ -43,7 +44,7 @@ def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterio
                 return fit(m, ds, cfg, device=device, progress=False).model.eval()
 
         choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0,
-                               recalibrate=recal if opts.recal_batches else None, criterion=criterion,
+                               recalibrate=recal, criterion=criterion,
                                finetune=finetune, **plan_kwargs)
     return sens, choice
 
@@ -111,12 +112,13 @@ def sensitivity_job(opts: Any) -> Dict[str, Any]:
 
     seed_everything(opts.seed)
     device = pick_device(opts.device)
+    opts = opts.model_copy(update={"out": opts.out or Path("runs") / "sensitivity"})
+    out: Path = opts.out
     loaded, ds = checkpoint_with_data(opts, device)
     model = loaded.model.eval()
     example = ds.images[:2].float().to(device)
     sens, choice = scan_and_budget(opts, model, ds, example, opts.criterion,
                                    {"round_to": opts.round_to_value()})
-    out = Path(opts.out or Path("runs") / "sensitivity")
     out.mkdir(parents=True, exist_ok=True)
     drops = [[100 * sens.drop(n, r) for r in sens.ratios] for n in sens.layers]
     plot = plot_sensitivity(sens.layers, sens.ratios, drops, out / "sensitivity.png",

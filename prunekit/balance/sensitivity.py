@@ -70,6 +70,31 @@ def _check_ratios(ratios: Iterable[float]) -> List[float]:
     return out
 
 
+def overrides_pruner(model: nn.Module, inputs: Tuple[Any, ...], criterion: str,
+                     make_plan_kwargs: Dict[str, Any]) -> Tuple[Any, Callable[[Dict[str, float]], nn.Module]]:
+    """Trace and score ``model`` once; return its dependency graph and ``prune(overrides)``, which gives a pruned
+    copy with ratio 0 everywhere except the named layers (``make_plan_kwargs`` as ``make_plan`` takes them)."""
+    from ..apply.structured import apply_plan
+    from ..graph import build_graph
+    from ..importance import score_groups
+    from ..plan import make_plan
+
+    graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))
+    scores = score_groups(graph, model, criterion, ctx={"data": make_plan_kwargs.get("data"),
+                                                        "seed": make_plan_kwargs.get("seed", 0)})
+    options = {k: v for k, v in make_plan_kwargs.items() if k != "overrides"}
+
+    def prune(overrides: Dict[str, float]) -> nn.Module:
+        plan = make_plan(model, inputs, ratio=0.0, criterion=criterion, overrides=overrides, graph=graph,
+                         scores=scores, **options)
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            apply_plan(twin, plan, graph=graph)
+        return twin
+
+    return graph, prune
+
+
 def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
                       ratios: Sequence[float] = (0.25, 0.5, 0.75), criterion: str = "l2",
                       recalibrate: Optional[Callable[[nn.Module], Any]] = None,
@@ -84,16 +109,12 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
     cell (save it to survive a stop); ``resume`` = such a partial scan of the same layers, ratios and settings:
     its cells and baseline are kept and only the missing cells run.
     """
-    from ..graph import build_graph
-    from ..importance import score_groups
     from ..measure import count_macs
-    from ..plan import make_plan
-    from ..apply.structured import apply_plan
 
     ratios = _check_ratios(ratios)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = tuple(inputs[0].shape[1:])
-    graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))
+    graph, pruned = overrides_pruner(model, inputs, criterion, make_plan_kwargs)
     known = graph.prunable_modules()
     layers = list(layers) if layers is not None else known
     unknown = [n for n in layers if n not in known]
@@ -102,8 +123,6 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
                           f"{', '.join(known[:6])}{' ...' if len(known) > 6 else ''}")
     if not layers:
         raise ConfigError("the model has no prunable channel group; nothing to scan")
-    scores = score_groups(graph, model, criterion, ctx={"data": make_plan_kwargs.get("data"),
-                                                        "seed": make_plan_kwargs.get("seed", 0)})
     dense_macs = count_macs(model, shape)[0]
     settings = {"criterion": criterion, **{k: v for k, v in make_plan_kwargs.items()
                                            if isinstance(v, (int, float, str, type(None)))}}
@@ -126,11 +145,7 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
 
         cells = tqdm(cells, desc="sensitivity", leave=False, dynamic_ncols=True)
     for name, ratio in cells:
-        plan = make_plan(model, inputs, ratio=0.0, criterion=criterion, overrides={name: ratio}, graph=graph,
-                         scores=scores, **{k: v for k, v in make_plan_kwargs.items() if k != "overrides"})
-        twin = copy.deepcopy(model)
-        with torch.no_grad():
-            apply_plan(twin, plan, graph=graph)
+        twin = pruned({name: ratio})
         saved = 1.0 - count_macs(twin, shape)[0] / dense_macs
         if recalibrate is not None:
             recalibrate(twin)

@@ -147,6 +147,7 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
         None, ge=0, description="structured one-shot: per-layer ratios from a sensitivity scan, the most MACs "
                                 "removed while validation accuracy drops at most this many points (right after the "
                                 "cut, or after --budget-epochs of recovery); replaces --ratio")
+
     @field_validator("nm")
     @classmethod
     def _nm_format(cls, v: Optional[str]) -> Optional[str]:

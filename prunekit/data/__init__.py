@@ -17,12 +17,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .augment import Augment, apply_augment, draw_params
     from .dataset import SceneDataset, channel_stats, default_data_dir, load_dataset
     from .folder import IMAGE_EXTENSIONS, FolderScan, scan_folder
-    from .loader import SceneLoader, make_loader
+    from .loader import SceneLoader, calibration_batches, make_loader
     from .splits import stratified_split
 
 _WHERE = {
     "SceneDataset": "dataset", "load_dataset": "dataset", "default_data_dir": "dataset", "channel_stats": "dataset",
-    "make_loader": "loader", "SceneLoader": "loader",
+    "make_loader": "loader", "SceneLoader": "loader", "calibration_batches": "loader",
     "Augment": "augment", "apply_augment": "augment", "draw_params": "augment",
     "scan_folder": "folder", "FolderScan": "folder", "IMAGE_EXTENSIONS": "folder",
     "stratified_split": "splits",

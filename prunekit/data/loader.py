@@ -21,7 +21,7 @@ unwrapped model (``ddp.module``) so no collective runs inside the loop.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -125,3 +125,10 @@ def make_loader(ds: SceneDataset, split: str, batch_size: int = 64, train: Optio
                           f"{world_size}; use fewer processes or more data")
     return SceneLoader(ds, split, batch_size, train, int(seed), int(epoch), augment if train else NO_AUGMENT,
                        rank, world_size, torch.device(device), drop_last)
+
+
+def calibration_batches(ds: SceneDataset, batches: int = 4, batch_size: int = 64, device: Any = "cpu") -> list:
+    """The first ``batches`` un-augmented training batches, in a fixed order: what data-driven criteria score on
+    (Taylor, activations, attention, PFAM maps) and what BatchNorm statistics are re-estimated from after pruning."""
+    loader = make_loader(ds, "train", batch_size=batch_size, train=False, augment=False, device=device)
+    return [b for _, b in zip(range(batches), loader)]
