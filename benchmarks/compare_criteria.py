@@ -44,6 +44,7 @@ from prunekit.data import calibration_batches, load_dataset  # noqa: E402
 from prunekit.importance.pfam import variant_from_spec  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.latency import measure_latency  # noqa: E402
+from prunekit.pipeline import data_section  # noqa: E402
 from prunekit.plan import make_plan  # noqa: E402
 from prunekit.report import plot_tradeoff  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
@@ -133,7 +134,7 @@ def base_model(args: argparse.Namespace, data: Any, seed: int) -> torch.nn.Modul
     cfg = TrainConfig(epochs=args.base_epochs, batch_size=args.batch_size, seed=seed)
     model = fit(model, data, cfg, device=args.device, out_dir=args.work / f"train-{path.stem}",
                 progress=False).model.cpu()
-    prunekit.save(model, path)
+    prunekit.save(model, path, data=data_section(data))  # its split too: prunekit prune --model reuses it
     return model
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -24,17 +25,47 @@ from .storage import checkpoint as ckpt
 from .train import TrainConfig, evaluate, fit
 
 
-def load_data(opts: DataOptions, seed: int, image_size: Optional[int] = None):
+def load_data(opts: DataOptions, seed: int, image_size: Optional[int] = None,
+              fractions: Optional[Tuple[float, float]] = None):
+    """The dataset split by ``seed`` and ``fractions`` (test, val; default the options')."""
     from .data import load_dataset
 
-    return load_dataset(opts.data, image_size=image_size or opts.image_size, seed=seed, test_frac=opts.test_frac,
-                        val_frac=opts.val_frac, on_bad_image=opts.on_bad_image)
+    test_frac, val_frac = fractions or (opts.test_frac, opts.val_frac)
+    return load_dataset(opts.data, image_size=image_size or opts.image_size, seed=seed, test_frac=test_frac,
+                        val_frac=val_frac, on_bad_image=opts.on_bad_image)
 
 
 def data_section(ds) -> Dict[str, Any]:
-    """What a checkpoint must remember about its data to be used later: classes, normalization, input size."""
-    return {"classes": list(ds.classes), "mean": list(ds.mean), "std": list(ds.std),
-            "input_size": int(ds.images.shape[-1]), "source": str(ds.root)}
+    """What a checkpoint must remember about its data to be used later: classes, normalization, input size, and
+    the split (seed and fractions), so later commands test it on images it was not trained on."""
+    section = {"classes": list(ds.classes), "mean": list(ds.mean), "std": list(ds.std),
+               "input_size": int(ds.images.shape[-1]), "source": str(ds.root)}
+    if ds.split_seed is not None:  # None: splits made by hand, nothing to record
+        section.update(split_seed=int(ds.split_seed), test_frac=float(ds.test_frac), val_frac=float(ds.val_frac))
+    return section
+
+
+def checkpoint_split(opts: DataOptions, desc: Dict[str, Any], path: Any) -> Tuple[int, Tuple[float, float]]:
+    """``(split seed, (test_frac, val_frac))`` to load the data for a trained checkpoint with: the split it recorded,
+    whatever ``opts.seed`` is (``--seed`` then only sets init, batch order and fine-tuning), so its test split holds
+    no image it was trained on.
+
+    A fraction given explicitly (``--test-frac``/``--val-frac`` typed or in a recipe, i.e. in the options'
+    ``model_fields_set``) that differs from the recorded one is refused with one line; an unset one takes the
+    checkpoint's value.
+    """
+    data = desc.get("data") or {}
+    if "split_seed" not in data:
+        # Written before checkpoints recorded their split: nothing to reuse, so split from --seed as before.
+        return opts.seed, (opts.test_frac, opts.val_frac)
+    recorded = (float(data["test_frac"]), float(data["val_frac"]))
+    for name, value in zip(("test_frac", "val_frac"), recorded):
+        asked = getattr(opts, name)
+        if name in opts.model_fields_set and not math.isclose(asked, value):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"checkpoint {path} was split with {flag} {value:g}, but {flag} {asked:g} was given; "
+                              f"drop {flag} (the checkpoint's split is reused so its test images stay unseen)")
+    return int(data["split_seed"]), recorded
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -78,10 +109,12 @@ def _brief(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 def checkpoint_with_data(opts: Any, device: Any) -> Tuple[Any, Any]:
     """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint: the data at the
-    checkpoint's input size and normalization, refused with one line when its classes differ."""
+    checkpoint's input size, normalization and split (:func:`checkpoint_split`), refused with one line when its
+    classes differ."""
     loaded = ckpt.load_checkpoint(opts.checkpoint, device)
     size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
-    ds = load_data(opts, opts.seed, image_size=size)
+    seed, fractions = checkpoint_split(opts, loaded.description, opts.checkpoint)
+    ds = load_data(opts, seed, image_size=size, fractions=fractions)
     _check_classes(loaded.description, ds, opts.checkpoint)
     _use_checkpoint_normalization(ds, loaded.description)
     return loaded, ds
@@ -111,14 +144,19 @@ def _measure_pair(before: nn.Module, after: nn.Module, ds, files: Tuple[Path, Pa
             {"accuracy": accuracies[1], **flatten_measurement(ms[1])})
 
 
-def _starting_model(opts: PruneOptions, ds, device) -> Tuple[nn.Module, Dict[str, Any]]:
-    """A prunekit checkpoint as given, or a model trained here from scratch (or from local weights)."""
-    path = Path(opts.model)
+def _given_checkpoint(opts: PruneOptions, device) -> Optional[Any]:
+    """The prunekit checkpoint given as ``--model``, loaded; None for a model name (with or without --weights)."""
     if _is_trained_source(opts) and opts.weights is None:
-        loaded = ckpt.load_checkpoint(path, device)
+        return ckpt.load_checkpoint(Path(opts.model), device)
+    return None
+
+
+def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A prunekit checkpoint as given (``loaded``), or a model trained here from scratch (or from local weights)."""
+    if loaded is not None:
         _check_classes(loaded.description, ds, opts.model)
         _use_checkpoint_normalization(ds, loaded.description)
-        return loaded.model, {"source": str(path)}
+        return loaded.model, {"source": str(Path(opts.model))}
     model = create_model(opts.model, len(ds.classes), weights=opts.weights)
     if opts.weights is not None or opts.epochs == 0:
         return model.to(device), {"source": opts.weights or "random init"}
@@ -269,14 +307,17 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
-    ds = load_data(opts, opts.seed)
+    loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint's split decides how it is split
+    seed, fractions = (checkpoint_split(opts, loaded.description, opts.model) if loaded is not None
+                       else (opts.seed, None))
+    ds = load_data(opts, seed, fractions=fractions)
     from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model
         model = create_model(opts.model, len(ds.classes)).to(device)
         start: Dict[str, Any] = {"source": "random init; pruned while training from scratch"}
         before_acc = None
     else:
-        model, start = _starting_model(opts, ds, device)
+        model, start = _starting_model(opts, ds, device, loaded)
         before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
     base_file = out / "before.safetensors"
     ckpt.save(model, base_file, data=data_section(ds))

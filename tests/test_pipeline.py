@@ -168,3 +168,89 @@ def test_distill_refused_when_training_from_scratch(tiny_folder, tmp_path):
     with pytest.raises(ConfigError, match="--distill learns from the model before pruning"):
         prune_job(_opts(tiny_folder, tmp_path / "kds", method="structured", schedule="soft", ratio=0.5,
                         distill=True))
+
+
+# ---------------------------------------------------------------- a checkpoint keeps its split
+def _eval_opts(folder, checkpoint, **kw):
+    from prunekit.cli.schemas import EvalOptions
+
+    return EvalOptions(checkpoint=str(checkpoint), data=str(folder), progress=False, **kw)
+
+
+def _untrained_checkpoint(folder, path, **split):
+    """A random vgg_tiny saved with the data section of ``folder`` split by ``split`` (fast: no training)."""
+    from prunekit.data import load_dataset
+    from prunekit.models import create_model
+    from prunekit.pipeline import data_section
+
+    ds = load_dataset(folder, image_size=16, **split)
+    ckpt.save(create_model("vgg_tiny", len(ds.classes)), path, data=data_section(ds))
+    return ds
+
+
+def test_seed_1_on_a_seed_0_checkpoint_tests_on_the_same_images(tiny_folder, tmp_path):
+    """The seed-1 repeat of docs/balance.md: --seed 1 must not re-split, or test overlaps the base's training."""
+    from prunekit.cli.schemas import TrainOptions
+    from prunekit.data.splits import SPLITS
+    from prunekit.pipeline import checkpoint_with_data, eval_job, load_data, train_job
+
+    base = train_job(TrainOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=1, batch_size=8,
+                                  val_frac=0.2, seed=0, out=tmp_path / "t", progress=False))
+    seed0 = load_data(_eval_opts(tiny_folder, base["checkpoint"], val_frac=0.2), 0)
+    fresh1 = load_data(_eval_opts(tiny_folder, base["checkpoint"], val_frac=0.2), 1)
+    assert not torch.equal(seed0.splits["test"], fresh1.splits["test"])  # what --seed 1 re-split before the fix
+    _, ds = checkpoint_with_data(_eval_opts(tiny_folder, base["checkpoint"], seed=1), "cpu")
+    assert all(torch.equal(ds.splits[s], seed0.splits[s]) for s in SPLITS)  # val_frac 0.2 taken from the checkpoint
+    ev = eval_job(_eval_opts(tiny_folder, base["checkpoint"], seed=1))
+    assert (ev["accuracy"], ev["samples"]) == (base["test"]["accuracy"], base["test"]["samples"])
+    res = prune_job(_opts(tiny_folder, tmp_path / "p1", model=base["checkpoint"], seed=1, method="structured",
+                          ratio=0.5, finetune_epochs=1))
+    assert res["before"]["accuracy"] == base["test"]["accuracy"]  # the unpruned model on the base's test split
+    data = ckpt.load_checkpoint(res["checkpoint"]).description["data"]
+    assert (data["split_seed"], data["test_frac"], data["val_frac"]) == (0, 0.2, 0.2)  # passed on to the pruned one
+
+
+def test_the_split_round_trips_through_a_checkpoint(tiny_folder, tmp_path):
+    from prunekit.pipeline import checkpoint_split
+
+    path = tmp_path / "m.safetensors"
+    ds = _untrained_checkpoint(tiny_folder, path, seed=3, test_frac=0.3, val_frac=0.25)
+    desc = ckpt.load_checkpoint(path).description
+    assert {k: desc["data"][k] for k in ("split_seed", "test_frac", "val_frac")} == \
+        {"split_seed": 3, "test_frac": 0.3, "val_frac": 0.25}
+    assert checkpoint_split(_eval_opts(tiny_folder, path, seed=7), desc, path) == (3, (0.3, 0.25))
+    assert checkpoint_split(_eval_opts(tiny_folder, path, test_frac=0.3), desc, path) == (3, (0.3, 0.25))
+    assert ds.describe()["split_seed"] == 3
+
+
+def test_an_explicit_other_fraction_is_refused_in_one_line(tiny_folder, tmp_path, capsys):
+    from prunekit.pipeline import eval_job
+
+    path = tmp_path / "m.safetensors"
+    _untrained_checkpoint(tiny_folder, path, seed=0, test_frac=0.3, val_frac=0.2)
+    with pytest.raises(ConfigError) as e:
+        eval_job(_eval_opts(tiny_folder, path, test_frac=0.2))  # the schema default, but typed: still refused
+    msg = str(e.value)
+    assert "\n" not in msg and "--test-frac 0.3" in msg and "--test-frac 0.2" in msg and "drop --test-frac" in msg
+    with pytest.raises(ConfigError, match="--val-frac 0.2, but --val-frac 0.5"):
+        prune_job(_opts(tiny_folder, tmp_path / "p", model=str(path), val_frac=0.5, finetune_epochs=0))
+    code = main(["eval", str(path), "--data", str(tiny_folder), "--test-frac", "0.25"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "drop --test-frac" in err
+
+
+def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_path):
+    from prunekit.pipeline import checkpoint_with_data, eval_job
+
+    path = tmp_path / "old.safetensors"
+    _untrained_checkpoint(tiny_folder, path, seed=0, val_frac=0.2)
+    _, desc = ckpt.read(path)
+    for key in ("split_seed", "test_frac", "val_frac"):
+        del desc["data"][key]
+    old = tmp_path / "old2.safetensors"
+    ckpt.save(ckpt.load(path), old, data=desc["data"])  # as written before checkpoints recorded their split
+    assert "split_seed" not in ckpt.load_checkpoint(old).description["data"]
+    _, ds = checkpoint_with_data(_eval_opts(tiny_folder, old, seed=1, test_frac=0.3), "cpu")
+    assert (ds.split_seed, ds.test_frac) == (1, 0.3)  # split from the options, as before
+    ev = eval_job(_eval_opts(tiny_folder, old, seed=1))
+    assert ev["samples"] == 6 and 0 <= ev["accuracy"] <= 1

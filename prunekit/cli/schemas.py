@@ -13,7 +13,8 @@ from ..train.config import TrainConfig
 class RunOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    seed: int = Field(0, description="random seed (splits, init, batches)")
+    seed: int = Field(0, description="random seed (init, batches, and the data split, except for a trained "
+                                     "checkpoint, which keeps the split it recorded)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     out: Optional[Path] = Field(None, description="output folder")
     json_output: bool = Field(False, description="print one JSON object instead of tables",

@@ -45,6 +45,11 @@ class SceneDataset:
     files: List[str] = field(default_factory=list)  # relative path of each kept image, aligned with ``images``
     skipped: List[str] = field(default_factory=list)  # full paths of images that could not be decoded
     cache_path: Optional[Path] = None
+    # How ``splits`` was drawn (None when the splits were made by hand): a checkpoint records these, so later
+    # commands split the data the way it was trained on, whatever their --seed.
+    split_seed: Optional[int] = None
+    test_frac: Optional[float] = None
+    val_frac: Optional[float] = None
 
     @property
     def num_classes(self) -> int:
@@ -56,7 +61,8 @@ class SceneDataset:
                 "image_size": self.image_size, "num_images": int(self.labels.numel()),
                 "splits": {name: int(idx.numel()) for name, idx in self.splits.items()},
                 "mean": [round(v, 6) for v in self.mean], "std": [round(v, 6) for v in self.std],
-                "skipped": len(self.skipped)}
+                "skipped": len(self.skipped), "split_seed": self.split_seed, "test_frac": self.test_frac,
+                "val_frac": self.val_frac}
 
 
 def channel_stats(images: torch.Tensor, index: Optional[torch.Tensor] = None,
@@ -136,7 +142,8 @@ def load_dataset(root: str | os.PathLike | None = None, image_size: int = 64, se
                               class_dirs=[str(scan.root / c) for c in scan.classes])
     mean, std = channel_stats(images, splits["train"])
     return SceneDataset(root=scan.root, classes=list(scan.classes), images=images, labels=labels, splits=splits,
-                        mean=mean, std=std, image_size=image_size, files=files, skipped=bad, cache_path=path)
+                        mean=mean, std=std, image_size=image_size, files=files, skipped=bad, cache_path=path,
+                        split_seed=seed, test_frac=float(test_frac), val_frac=float(val_frac))
 
 
 __all__ = ["SceneDataset", "load_dataset", "default_data_dir", "channel_stats", "SPLITS"]
