@@ -140,6 +140,32 @@ for seed in 0 1 2; do
   done
 done
 
+# Fourth batch: the vgg_small comparison at lr 0.05 (the recipe that ranks criteria on this network) with the gate
+# form added, all four targets and 5 seeds, so the attention-vs-best question is settled by more than seed noise.
+# Cells the third batch already made on the GPU are copied in first and skipped; seeds 3 and 4 get their unpruned
+# reference in their -30% lane.
+LR05="$F20 --model vgg_small --work runs/cc_vgg --finetune-lr 0.05 --name criteria_f20_gpu_lr05_vgg_small"
+on lr05 && mkdir -p $RES/criteria_f20_gpu && cp docs/results/criteria_f20_gpu/*lr0.05* $RES/criteria_f20_gpu/
+for seed in 0 1 2 3 4; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    skip=$([ "$t" = macs=0.3 ] && [ "$seed" -ge 3 ] && echo "" || echo --skip-unpruned)
+    on lr05 && lane "lr05_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t $skip \
+--criteria attention l1 fpgm attention_scale bn_scale"
+  done
+done
+
+# The same recipe on resnet18 (3 seeds; the seed-0 -30% lane trains the base on the machine, the other lanes wait
+# for it; each seed's -30% lane also runs that seed's unpruned reference).
+R18_05="$F20 --model torchvision/resnet18 --work runs/cc_r18 --finetune-lr 0.05 --name criteria_f20_gpu_lr05_resnet18"
+for seed in 0 1 2; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    first=$([ "$seed$t" = 0macs=0.3 ] && echo yes || echo no)
+    on lr05_r18 && lane "lr05_r18_s${seed}_${t#macs=}" "$([ $first = yes ] && echo true || echo "$WAIT_BASE"); \
+$R18_05 --seeds $seed --reduce $t $([ "$t" = macs=0.3 ] || echo --skip-unpruned) \
+--criteria attention_scale attention fpgm l1 bn_scale"
+  done
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do

@@ -107,17 +107,22 @@ def _brief(metrics: Dict[str, Any]) -> Dict[str, Any]:
     return {k: metrics[k] for k in ("accuracy", "loss", "samples") if k in metrics}
 
 
-def checkpoint_with_data(opts: Any, device: Any) -> Tuple[Any, Any]:
-    """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint: the data at the
-    checkpoint's input size, normalization and split (:func:`checkpoint_split`), refused with one line when its
+def data_for_checkpoint(opts: Any, loaded: Any, path: Any):
+    """The dataset a trained checkpoint is used with: at its input size, normalization and split
+    (:func:`checkpoint_split`, so its test images stay unseen whatever ``--seed``), refused with one line when its
     classes differ."""
-    loaded = ckpt.load_checkpoint(opts.checkpoint, device)
     size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
-    seed, fractions = checkpoint_split(opts, loaded.description, opts.checkpoint)
+    seed, fractions = checkpoint_split(opts, loaded.description, path)
     ds = load_data(opts, seed, image_size=size, fractions=fractions)
-    _check_classes(loaded.description, ds, opts.checkpoint)
+    _check_classes(loaded.description, ds, path)
     _use_checkpoint_normalization(ds, loaded.description)
-    return loaded, ds
+    return ds
+
+
+def checkpoint_with_data(opts: Any, device: Any) -> Tuple[Any, Any]:
+    """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint (:func:`data_for_checkpoint`)."""
+    loaded = ckpt.load_checkpoint(opts.checkpoint, device)
+    return loaded, data_for_checkpoint(opts, loaded, opts.checkpoint)
 
 
 def eval_job(opts: EvalOptions) -> Dict[str, Any]:
@@ -153,9 +158,7 @@ def _given_checkpoint(opts: PruneOptions, device) -> Optional[Any]:
 
 def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any]) -> Tuple[nn.Module, Dict[str, Any]]:
     """A prunekit checkpoint as given (``loaded``), or a model trained here from scratch (or from local weights)."""
-    if loaded is not None:
-        _check_classes(loaded.description, ds, opts.model)
-        _use_checkpoint_normalization(ds, loaded.description)
+    if loaded is not None:  # its data was loaded by data_for_checkpoint
         return loaded.model, {"source": str(Path(opts.model))}
     model = create_model(opts.model, len(ds.classes), weights=opts.weights)
     if opts.weights is not None or opts.epochs == 0:
@@ -307,10 +310,8 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
-    loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint's split decides how it is split
-    seed, fractions = (checkpoint_split(opts, loaded.description, opts.model) if loaded is not None
-                       else (opts.seed, None))
-    ds = load_data(opts, seed, fractions=fractions)
+    loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
+    ds = data_for_checkpoint(opts, loaded, opts.model) if loaded is not None else load_data(opts, opts.seed)
     from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model
         model = create_model(opts.model, len(ds.classes)).to(device)

@@ -254,3 +254,16 @@ def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_
     assert (ds.split_seed, ds.test_frac) == (1, 0.3)  # split from the options, as before
     ev = eval_job(_eval_opts(tiny_folder, old, seed=1))
     assert ev["samples"] == 6 and 0 <= ev["accuracy"] <= 1
+
+
+def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):
+    """Like eval: a 16 px checkpoint pruned without --image-size is tested on 16 px images, not the default 64."""
+    from prunekit.pipeline import eval_job
+
+    path = tmp_path / "m.safetensors"
+    _untrained_checkpoint(tiny_folder, path, seed=0, val_frac=0.2)
+    opts = _opts(tiny_folder, tmp_path / "p", model=str(path), method="structured", ratio=0.5, finetune_epochs=0)
+    opts = opts.model_copy(update={"image_size": 64})
+    res = prune_job(opts)
+    assert res["before"]["accuracy"] == eval_job(_eval_opts(tiny_folder, path))["accuracy"]
+    assert ckpt.load_checkpoint(res["checkpoint"]).description["data"]["input_size"] == 16
