@@ -151,6 +151,8 @@ for seed in 0 1 2 3 4; do
     skip=$([ "$t" = macs=0.3 ] && [ "$seed" -ge 3 ] && echo "" || echo --skip-unpruned)
     on lr05 && lane "lr05_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t $skip \
 --criteria attention l1 fpgm attention_scale bn_scale"
+    on lr05_random && lane "lr05_random_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria random"  # the control, one cell a lane
   done
 done
 
