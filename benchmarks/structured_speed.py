@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prunekit.apply.structured import prune_structured  # noqa: E402
-from prunekit.latency_alloc import latency_allocation, timed_latency  # noqa: E402
+from prunekit.latency_alloc import latency_allocation, runtime_label, timed_latency  # noqa: E402
 from prunekit.errors import ConfigError  # noqa: E402
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
@@ -119,15 +119,6 @@ def timed_both_orders(models: Dict[str, nn.Module], mode: str, shape: Any, x: to
     deployed = {k: deploy(models[k.split("#")[0]], mode, *([shape] if shape else [])) for k in order}
     lat = latency_ms(deployed, x, repeats)
     return {k: (lat[k] + lat.get(f"{k}#late", lat[k])) / 2 for k in models}
-
-
-def runtime_label(mode: str) -> str:
-    """What the latency timings ran in, as the latency cache keys them (versions included)."""
-    if mode == "ort":
-        import onnxruntime
-
-        return f"ort-{onnxruntime.__version__}-{torch.get_num_threads()}thread"
-    return f"{mode}-{torch.get_num_threads()}thread"
 
 
 def first_reachable(name: str, round_to: Any, search: Any) -> Tuple[Any, Any]:

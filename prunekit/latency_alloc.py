@@ -22,7 +22,6 @@ architecture, whatever its weights, reuses the probes, and one for the same targ
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import statistics
 from dataclasses import dataclass, field
@@ -82,19 +81,29 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
     return fn
 
 
-def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> Tuple[LatencyFn, str]:
-    """The latency function of the runtime a model will be deployed in, and its latency-cache label: ``"eager"``
-    (PyTorch as built) or ``"ort"`` (exported to ONNX and run by ONNX Runtime on the CPU, one export per call)."""
-    timed = timed_latency(inputs)
-    if runtime == "eager":
-        return timed, "eager"
+def runtime_label(runtime: str) -> str:
+    """How the latency cache names what timings ran in: the runtime, its version where it has its own (ONNX
+    Runtime), and torch's thread count (both runtimes time with it), since probes from another differ."""
+    threads = f"{torch.get_num_threads()}thread"
     if runtime == "ort":
         import onnxruntime
 
+        return f"ort-{onnxruntime.__version__}-{threads}"
+    return f"{runtime}-{threads}"
+
+
+def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> Tuple[LatencyFn, str]:
+    """The latency function of the runtime a model will be deployed in, and its latency-cache label
+    (:func:`runtime_label`): ``"eager"`` (PyTorch as built) or ``"ort"`` (exported to ONNX and run by ONNX Runtime
+    on the CPU, one export per call)."""
+    timed = timed_latency(inputs)
+    if runtime == "eager":
+        return timed, runtime_label(runtime)
+    if runtime == "ort":
         from .export import OrtModule
 
         shape = tuple(inputs[0].shape[1:])
-        return (lambda m: timed(OrtModule(m, shape))), f"ort-{onnxruntime.__version__}"
+        return (lambda m: timed(OrtModule(m, shape))), runtime_label(runtime)
     raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
 
 
@@ -102,7 +111,8 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
                        alpha: float = 1.0, max_ratio: float = 0.9, latency_fn: Optional[LatencyFn] = None,
                        tol: float = 0.01, max_trials: int = 20, ignore: Sequence[str] = (),
                        round_to: Any = None, check_uniform: bool = True,
-                       cache: Union[None, str, Path, LatencyCache] = None, runtime: str = "eager") -> LatencyAllocation:
+                       cache: Union[None, str, Path, LatencyCache] = None,
+                       runtime: Optional[str] = None) -> LatencyAllocation:
     """Measure each group's latency-per-MAC saving, then search the per-group ratios that reach ``reduce``.
 
     ``check_uniform``: also build the uniform-ratio model of the same target, time both (interleaved, alternating
@@ -110,12 +120,12 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     plan as measured.
 
     ``cache``: a folder, ``"auto"`` (the default folder) or a ``LatencyCache``; ``runtime`` names what ``latency_fn``
-    times (``"eager"`` for the default; e.g. ``"ort-1.20-1thread"`` for an ONNX Runtime timer) and is part of the
-    cache key, so timings of different runtimes never mix.
+    times, as :func:`runtime_label` writes it (default: eager PyTorch at torch's thread count; e.g.
+    ``"ort-1.20.1-1thread"`` for the timer of ``runtime_timer(x, "ort")``) and is part of the cache key, so timings
+    of different runtimes never mix.
     """
-    from .apply.structured import apply_plan
     from .graph import build_graph
-    from .plan import make_plan
+    from .plan import pruned_copy
     from .targets import search_ratio
 
     metric, target = _check_reduce(reduce)
@@ -125,7 +135,8 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     shape = tuple(inputs[0].shape[1:])
     latency_fn = latency_fn or timed_latency(inputs)
     store = LatencyCache.resolve(cache)
-    key = {"what": "latency_alloc probes", "runtime": runtime, "device": device_fingerprint(inputs[0].device),
+    key = {"what": "latency_alloc probes", "runtime": runtime or runtime_label("eager"),
+           "device": device_fingerprint(inputs[0].device),
            "arch": arch_fingerprint(model, shape), "batch": int(inputs[0].shape[0]), "probe": probe,
            "round_to": resolve_round_to(round_to), "ignore": sorted(ignore)}
     entry = store.load(key) if store else {}
@@ -138,11 +149,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         raise ConfigError("the model has no prunable channel group; nothing to allocate")
 
     def pruned(**plan_kwargs: Any) -> nn.Module:
-        plan = make_plan(model, inputs, ignore=ignore, round_to=round_to, **plan_kwargs)
-        twin = copy.deepcopy(model)
-        with torch.no_grad():
-            apply_plan(twin, plan, graph=graph)
-        return twin
+        return pruned_copy(model, inputs, graph, ignore=ignore, round_to=round_to, **plan_kwargs)
 
     dense_macs = _size(model, "macs", shape)
     reused = "probes" in entry and set(entry["probes"]["saved_ms"]) == set(modules)

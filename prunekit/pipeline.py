@@ -120,7 +120,8 @@ def data_for_checkpoint(opts: Any, loaded: Any, path: Any):
 
 
 def checkpoint_with_data(opts: Any, device: Any) -> Tuple[Any, Any]:
-    """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint (:func:`data_for_checkpoint`)."""
+    """``(loaded checkpoint, dataset)`` for a command that works on a trained checkpoint
+    (:func:`data_for_checkpoint`)."""
     loaded = ckpt.load_checkpoint(opts.checkpoint, device)
     return loaded, data_for_checkpoint(opts, loaded, opts.checkpoint)
 

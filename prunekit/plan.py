@@ -110,6 +110,18 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
                           min_channels, prune_heads, depth, data, seed, verify, return_graph, graph, scores)
 
 
+def pruned_copy(model: nn.Module, example_inputs: Any, graph: DependencyGraph, **make_plan_kwargs: Any) -> nn.Module:
+    """A pruned deep copy of ``model`` (planned with ``make_plan_kwargs`` on its traced ``graph``), the model left
+    whole: what searches that compare many candidate plans of one model need."""
+    from .apply.structured import apply_plan
+
+    plan = make_plan(model, example_inputs, graph=graph, **make_plan_kwargs)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        apply_plan(twin, plan, graph=graph)
+    return twin
+
+
 def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
                overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Union[None, int, str],
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int, verify: bool,

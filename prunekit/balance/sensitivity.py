@@ -16,7 +16,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -74,10 +73,9 @@ def overrides_pruner(model: nn.Module, inputs: Tuple[Any, ...], criterion: str,
                      make_plan_kwargs: Dict[str, Any]) -> Tuple[Any, Callable[[Dict[str, float]], nn.Module]]:
     """Trace and score ``model`` once; return its dependency graph and ``prune(overrides)``, which gives a pruned
     copy with ratio 0 everywhere except the named layers (``make_plan_kwargs`` as ``make_plan`` takes them)."""
-    from ..apply.structured import apply_plan
     from ..graph import build_graph
     from ..importance import score_groups
-    from ..plan import make_plan
+    from ..plan import pruned_copy
 
     graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))
     scores = score_groups(graph, model, criterion, ctx={"data": make_plan_kwargs.get("data"),
@@ -85,12 +83,8 @@ def overrides_pruner(model: nn.Module, inputs: Tuple[Any, ...], criterion: str,
     options = {k: v for k, v in make_plan_kwargs.items() if k != "overrides"}
 
     def prune(overrides: Dict[str, float]) -> nn.Module:
-        plan = make_plan(model, inputs, ratio=0.0, criterion=criterion, overrides=overrides, graph=graph,
-                         scores=scores, **options)
-        twin = copy.deepcopy(model)
-        with torch.no_grad():
-            apply_plan(twin, plan, graph=graph)
-        return twin
+        return pruned_copy(model, inputs, graph, ratio=0.0, criterion=criterion, overrides=overrides,
+                           scores=scores, **options)
 
     return graph, prune
 
