@@ -295,6 +295,14 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     """Train or load, measure, prune (one shot, or on a schedule while training), fine-tune, measure, save, report."""
     from .report import write_report
 
+    if not opts.nm:
+        from .schedules.base import check_criterion
+
+        check_criterion(opts.method, opts.criterion)
+    if opts.method == "unstructured" and (opts.reduce or opts.round_to is not None):
+        flag = "--reduce" if opts.reduce else "--round-to"
+        raise ConfigError(f"{flag} shapes structured pruning (whole channels); with --unstructured give the fraction "
+                          "of weights to remove as --ratio, or add --structured")
     if opts.sparse_kernels and opts.method != "unstructured":
         raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
                           "a smaller dense model")

@@ -44,7 +44,7 @@ def parse_reduce(text: str) -> Dict[str, float]:
         raise ConfigError(f"--reduce {text!r}: a factor must be > 1 (2x halves the {key})")
     value = amount / 100.0 if raw.endswith("%") else 1.0 - 1.0 / amount if raw.endswith("x") else amount
     if not 0.0 < value < 1.0:
-        raise ConfigError(f"--reduce {text!r} asks to remove {value:.0%} of the {key}; use a fraction in (0, 1)")
+        raise ConfigError(f"--reduce {text!r} asks to remove {value:.0%} of the {key}; use a fraction in (0, 1), a percentage (40%) or a factor (2x)")
     return {key: value}
 
 

@@ -267,3 +267,25 @@ def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):
     res = prune_job(opts)
     assert res["before"]["accuracy"] == eval_job(_eval_opts(tiny_folder, path))["accuracy"]
     assert ckpt.load_checkpoint(res["checkpoint"]).description["data"]["input_size"] == 16
+
+
+@pytest.mark.parametrize("method,criterion,match", [
+    ("structured", "nosuch", "unknown criterion 'nosuch'; choose one of: .*fpgm"),
+    ("unstructured", "fpgm", "criterion 'fpgm' is not an unstructured criterion; use one of l1, magnitude, lamp"),
+])
+def test_a_wrong_criterion_is_refused_before_training(tiny_folder, tmp_path, monkeypatch, method, criterion, match):
+    """Not after --epochs of training from scratch: the criterion is checked first."""
+    import prunekit.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the criterion"))
+    with pytest.raises(ConfigError, match=match):
+        prune_job(_opts(tiny_folder, tmp_path / "c", method=method, criterion=criterion))
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("flag", [{"reduce": "macs=0.5"}, {"round_to": "8"}])
+def test_structured_only_flags_are_refused_with_unstructured(tiny_folder, tmp_path, flag):
+    """They used to be ignored silently (MACs do not fall with masks): say so instead, before training."""
+    with pytest.raises(ConfigError, match="shapes structured pruning .* --ratio, or add --structured"):
+        prune_job(_opts(tiny_folder, tmp_path / "u", method="unstructured", **flag))
+    assert not (tmp_path / "u").exists()

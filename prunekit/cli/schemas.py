@@ -98,7 +98,7 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
     scope: Literal["layer", "global"] = Field("layer", description="one ratio per layer, or one global threshold",
                                               json_schema_extra={"consts": {"--global": "global"}})
     nm: Optional[str] = Field(None, description="N:M semi-structured sparsity, e.g. 2:4 (unstructured only)")
-    criterion: str = Field("l1", description="importance criterion: l1, l2, fpgm, bn_scale, taylor, activation, "
+    criterion: str = Field("l1", description="importance criterion: l1, l2, fpgm, bn_scale, taylor, mean_activation, "
                                              "apoz, attention, pfam, pfam_energy, pfam_fmap, random (structured); "
                                              "l1, lamp, erk (unstructured)")
     epochs: int = Field(30, ge=0, description="training epochs when --model is a name without weights (from "

@@ -27,6 +27,17 @@ SCOPES = ("global", "layer")
 UNSTRUCTURED_CRITERIA = {"l1": None, "magnitude": None, "lamp": "lamp", "erk": "erk"}
 
 
+def check_criterion(method: str, criterion: str) -> None:
+    """Refuse, in one line listing the known ones, a criterion ``method`` has not: before any training is spent."""
+    if method == "unstructured" and criterion not in UNSTRUCTURED_CRITERIA:
+        raise ConfigError(f"criterion {criterion!r} is not an unstructured criterion; use one of "
+                          f"{', '.join(UNSTRUCTURED_CRITERIA)} (channel criteria need structured pruning)")
+    if method == "structured":
+        from ..importance import CRITERIA
+
+        CRITERIA.get(criterion)
+
+
 class Schedule(Callback):
     """Base of all schedules; see the module docstring. Subclasses set ``methods`` and override hooks.
 
@@ -78,13 +89,7 @@ class Schedule(Callback):
         scope = scope if scope is not None else ("global" if method == "unstructured" else "layer")
         if scope not in SCOPES:
             raise ConfigError(f"scope={scope!r} is unknown; use 'global' or 'layer'")
-        if method == "unstructured" and criterion not in UNSTRUCTURED_CRITERIA:
-            raise ConfigError(f"criterion={criterion!r} is not an unstructured criterion; use one of "
-                              f"{', '.join(UNSTRUCTURED_CRITERIA)} (channel criteria need method='structured')")
-        if method == "structured":
-            from ..importance import CRITERIA
-
-            CRITERIA.get(criterion)  # unknown names fail now, listing the known ones
+        check_criterion(method, criterion)
         if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
             raise ConfigError(f"input_size={input_size!r} must be a positive number of pixels")
         self.method, self.target, self.criterion = method, float(target), criterion
