@@ -111,3 +111,23 @@ def test_size_and_export_commands(tmp_path, capsys):
     code, out, err = run(["export", str(path), "--onnx", str(tmp_path / "m.onnx"), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["max_abs_diff"] < 1e-4 and (tmp_path / "m.onnx").is_file()
+
+
+def test_info_is_a_summary_and_json_the_whole_description(tiny_folder, tmp_path, capsys):
+    code, out, err = run(["prune", "--data", str(tiny_folder), "--image-size", "16", "--model", "vgg_tiny",
+                          "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8", "--structured",
+                          "--ratio", "0.5", "--val-frac", "0.2", "--no-latency", "--out", str(tmp_path / "p"),
+                          "--json", "--no-progress"], capsys)
+    assert code == 0, err
+    ckpt = json.loads(out)["checkpoint"]
+    code, out, err = run(["info", ckpt], capsys)
+    assert code == 0, err
+    lines = dict(line.split(None, 1) if "  " not in line else [s.strip() for s in line.split("  ", 1)]
+                 for line in out.strip().splitlines()[:-1])
+    assert lines["model"] == "vgg_tiny, 3 classes, input 3x16x16"
+    assert lines["data"].endswith("(split seed 0, test 0.2, val 0.2)")
+    assert lines["pruning"].startswith("structured, criterion l1, scope layer, ratio 0.5, ")
+    assert "channels kept in" in lines["pruning"] and len(out.splitlines()) < 20  # not the 700-line JSON
+    code, out, err = run(["info", ckpt, "--json"], capsys)
+    full = json.loads(out)
+    assert full["description"]["pruning"]["plan"]["groups"] and full["measurement"]["params"] > 0

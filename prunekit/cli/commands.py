@@ -34,7 +34,7 @@ COMMANDS = [
             "and with --max-drop the per-layer ratios that remove the most MACs within that accuracy budget",
             schemas.SensitivityOptions, "prunekit.balance.job:sensitivity_job", render.sensitivity),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
-            schemas.InfoOptions, "prunekit.pipeline:info_job", render.info),
+            schemas.InfoOptions, "prunekit.pipeline:info_job", render.checkpoint_info),
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",
             schemas.SizeOptions, "prunekit.pipeline:size_job", render.size),
     Command("export", "export a checkpoint to ONNX, verified with onnxruntime",

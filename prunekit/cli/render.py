@@ -39,6 +39,50 @@ def info(r: Dict[str, Any]) -> str:
     return json.dumps(r, indent=2, default=str)
 
 
+def checkpoint_info(r: Dict[str, Any]) -> str:
+    """What a user asks of a checkpoint at a glance; the whole description stays behind ``--json``."""
+    from ..report.compare import human, metric_info
+
+    desc, m = r["description"], r["measurement"]
+    arch, data = desc.get("arch") or {}, desc.get("data") or {}
+    rows = [("checkpoint", r["checkpoint"]),
+            ("model", f"{arch.get('name', '?')}, {arch.get('num_classes', '?')} classes, input "
+                      f"{'x'.join(str(d) for d in m.get('input_shape', []))}")]
+    if data:
+        split = (f"split seed {data['split_seed']}, test {data['test_frac']:g}, val {data['val_frac']:g}"
+                 if "split_seed" in data else "split not recorded")
+        rows.append(("data", f"{data.get('source', '?')} ({split})"))
+    for name, value in (desc.get("metrics") or {}).items():
+        if isinstance(value, dict):  # {"test": {"accuracy": ...}} as train writes it
+            name, value = f"{name} accuracy", value.get("accuracy")
+        rows.append((name.replace("_", " "), _pct(value)))
+    pruning = desc.get("pruning")
+    if pruning:
+        rows.append(("pruning", _pruning_summary(pruning)))
+    for key in ("params", "nonzero_params", "macs", "file_bytes", *sorted(k for k in m if k.startswith("latency_ms"))):
+        if m.get(key) is not None:
+            label, kind = metric_info(key)
+            rows.append((label, human(m[key], kind)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows) + "\n(the full description: --json)"
+
+
+def _pruning_summary(p: Dict[str, Any]) -> str:
+    parts = [str(p.get("method", "?"))]
+    for key in ("criterion", "scope", "ratio", "reduce", "nm", "schedule"):
+        value = p.get(key)
+        if value not in (None, "", {}, []):
+            parts.append(f"{key} {value if not isinstance(value, dict) else value.get('schedule', value)}")
+    groups = (p.get("plan") or {}).get("groups") or []
+    if groups:
+        kept = sum(g["size"] - len(g["remove"]) for g in groups)
+        parts.append(f"{kept} of {sum(g['size'] for g in groups)} channels kept in {len(groups)} groups")
+    sparsity = (p.get("sparsity") or {}).get("overall")
+    if sparsity is not None:
+        parts.append(f"{sparsity:.1%} of the targeted weights zero")
+    return ", ".join(parts)
+
+
 def size(r: Dict[str, Any]) -> str:
     return f"{r['checkpoint']} ({r['file_bytes'] / 1e6:.2f} MB on disk)\n{r['text']}"
 
