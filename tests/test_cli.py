@@ -131,3 +131,16 @@ def test_info_is_a_summary_and_json_the_whole_description(tiny_folder, tmp_path,
     code, out, err = run(["info", ckpt, "--json"], capsys)
     full = json.loads(out)
     assert full["description"]["pruning"]["plan"]["groups"] and full["measurement"]["params"] > 0
+
+
+def test_prune_help_reads_by_topic(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    out = capsys.readouterr().out
+    headings = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings[0] == "options:" and {"data:", "run: seed, device, output:", "structured channel widths:",
+                                          "schedule: prune while training (--schedule other than oneshot):"} \
+        <= set(headings)
+    first_group = out.index("\n" + headings[1] + "\n")
+    assert out.index("  --schedule ") < first_group and out.index("  --reduce ") < first_group  # main choices
+    assert out.index("  --start-epoch ") > out.index("schedule: prune while training")

@@ -39,34 +39,66 @@ def _none_or(conv):
     return parse
 
 
+def _declared_in(model: Type[BaseModel], name: str) -> type:
+    """The class of ``model``'s hierarchy whose own body declares field ``name`` (the most derived one); ``model``
+    itself for a shared field marked ``cli_main`` (e.g. ``--schedule``: a main choice, not a detail of its class)."""
+    extra = model.model_fields[name].json_schema_extra
+    if isinstance(extra, dict) and extra.get("cli_main"):
+        return model
+    for cls in model.__mro__:
+        if name in cls.__dict__.get("__annotations__", {}):
+            return cls
+    return model
+
+
+def _group_title(cls: type) -> str:
+    """A shared options class's ``cli_group``, else the first line of its docstring."""
+    return getattr(cls, "cli_group", None) or (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+
+
 def add_options(parser: argparse.ArgumentParser, model: Type[BaseModel]) -> None:
-    """One ``--flag`` per field; defaults are suppressed so only typed flags reach :func:`parse_options`."""
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("positional"):
-            parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=field.description)
-            continue
-        flag = extra.get("flag", _flag(name))
-        kind = _base_type(field.annotation)
-        default = field.default if field.default is not None else "none"
-        help_text = f"{field.description or ''} (default: {default})".strip()
-        optional = kind is not field.annotation
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:
-            parser.add_argument(flag, dest=name, choices=[str(c) for c in typing.get_args(kind)],
-                                default=argparse.SUPPRESS, help=help_text)
-        elif typing.get_origin(kind) in (list, typing.List):
-            parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+    """One ``--flag`` per field; defaults are suppressed so only typed flags reach :func:`parse_options`.
+
+    The command's own fields come first; fields it shares with other commands (run, data, schedule, ...) are listed
+    under one heading per options class, so a 60-flag ``--help`` reads by topic."""
+    groups: Dict[type, Any] = {}
+    fields = sorted(model.model_fields.items(), key=lambda kv: _declared_in(model, kv[0]) is not model)
+    for name, field in fields:
+        cls = _declared_in(model, name)
+        if cls is model:
+            target: Any = parser
         else:
-            conv = kind if kind in (int, float) else str
-            parser.add_argument(flag, dest=name, type=_none_or(conv) if optional else conv,
-                                default=argparse.SUPPRESS, help=help_text)
-        for alias, const in extra.get("consts", {}).items():
-            parser.add_argument(alias, dest=name, action="store_const", const=const, default=argparse.SUPPRESS,
-                                help=f"same as {_flag(name)} {const}")
+            target = groups.get(cls) or groups.setdefault(cls, parser.add_argument_group(_group_title(cls)))
+        _add_field(target, name, field)
     parser.add_argument("--config", type=Path, default=None, help="YAML recipe with the same keys as these flags")
+
+
+def _add_field(parser: Any, name: str, field: Any) -> None:
+    """``field`` as a flag (or a positional) of ``parser`` or of one of its argument groups."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if extra.get("positional"):
+        parser.add_argument(name, nargs="?", default=argparse.SUPPRESS, help=field.description)
+        return
+    flag = extra.get("flag", _flag(name))
+    kind = _base_type(field.annotation)
+    default = field.default if field.default is not None else "none"
+    help_text = f"{field.description or ''} (default: {default})".strip()
+    optional = kind is not field.annotation
+    if kind is bool:
+        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                            help=help_text)
+    elif typing.get_origin(kind) is typing.Literal:
+        parser.add_argument(flag, dest=name, choices=[str(c) for c in typing.get_args(kind)],
+                            default=argparse.SUPPRESS, help=help_text)
+    elif typing.get_origin(kind) in (list, typing.List):
+        parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, help=help_text)
+    else:
+        conv = kind if kind in (int, float) else str
+        parser.add_argument(flag, dest=name, type=_none_or(conv) if optional else conv,
+                            default=argparse.SUPPRESS, help=help_text)
+    for alias, const in extra.get("consts", {}).items():
+        parser.add_argument(alias, dest=name, action="store_const", const=const, default=argparse.SUPPRESS,
+                            help=f"same as {_flag(name)} {const}")
 
 
 def read_recipe(path: Path) -> Dict[str, Any]:

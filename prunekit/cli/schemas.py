@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,6 +11,7 @@ from ..train.config import TrainConfig
 
 
 class RunOptions(BaseModel):
+    cli_group: ClassVar[str] = "run: seed, device, output"
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     seed: int = Field(0, description="random seed (init, batches, and the data split, except for a trained "
@@ -23,6 +24,7 @@ class RunOptions(BaseModel):
 
 
 class DataOptions(BaseModel):
+    cli_group: ClassVar[str] = "data"
     data: Optional[str] = Field(None, description="class-per-folder dataset (UC Merced, AID, NWPU-RESISC45, EuroSAT, "
                                                   "RSSCN7 layouts); default: the embedded UC Merced 64 px subset")
     image_size: int = Field(64, ge=8, le=1024, description="square input size in pixels")
@@ -44,6 +46,7 @@ class EvalOptions(RunOptions, DataOptions):
 
 class BalanceOptions(BaseModel):
     """The sensitivity scan and the accuracy-budget search (``prunekit.balance``)."""
+    cli_group: ClassVar[str] = "sensitivity scan and accuracy budget (--max-drop)"
 
     sensitivity_ratios: list[float] = Field([0.25, 0.5, 0.75], description="fractions of one layer's channels "
                                             "removed in the per-layer sensitivity scan")
@@ -66,6 +69,7 @@ class BalanceOptions(BaseModel):
 
 
 class RoundToOption(BaseModel):
+    cli_group: ClassVar[str] = "structured channel widths"
     round_to: Optional[str] = Field(
         None, description="structured: keep channel counts multiples of N (an int), 'auto' (the multiple eager "
                           "PyTorch runs fastest with on this machine) or 'auto-ort' (ONNX Runtime's, for models "

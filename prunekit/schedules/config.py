@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, Literal, Optional, Set
+from typing import Any, ClassVar, Dict, Literal, Optional, Set
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,10 +46,12 @@ class ScheduleConfig(BaseModel):
     Schedule-specific fields apply only to the schedules that use them; setting one explicitly for a schedule that
     ignores it is an error, so a recipe never carries a setting that silently did nothing.
     """
+    cli_group: ClassVar[str] = "schedule: prune while training (--schedule other than oneshot)"
 
     model_config = ConfigDict(extra="forbid")
 
-    schedule: str = Field("oneshot", description="oneshot, iterative, gradual, dns, rigl or soft")
+    schedule: str = Field("oneshot", description="oneshot, iterative, gradual, dns, rigl or soft",
+                          json_schema_extra={"cli_main": True})
     method: Literal["unstructured", "structured"] = Field(
         "unstructured", description="remove single weights (masks) or whole channels (smaller dense model)")
     ratio: float = Field(0.9, ge=0, lt=1, description="final fraction of weights (unstructured) or of channels "
@@ -60,7 +62,8 @@ class ScheduleConfig(BaseModel):
         None, description="one threshold across layers, or the ratio in every layer (default: global for "
                           "unstructured, layer for structured)")
     reduce: Optional[str] = Field(None, description="structured target users think in, e.g. params=0.4, macs=2x "
-                                                    "(replaces --ratio; measured on the original model)")
+                                                    "(replaces --ratio; measured on the original model)",
+                                  json_schema_extra={"cli_main": True})
     start_epoch: int = Field(0, ge=0, description="epochs trained before pruning starts")
     end_epoch: Optional[int] = Field(None, ge=0, description="epoch by which the final ratio is reached (default: "
                                                              "3/4 of the run; soft: the end)")

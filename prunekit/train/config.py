@@ -1,13 +1,14 @@
 """The one validated training configuration; CLI flags and YAML recipes both parse into it."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrainConfig(BaseModel):
     """Hyper-parameters of :func:`prunekit.train.fit`. Defaults suit compact CNNs on 64 px aerial scenes."""
+    cli_group: ClassVar[str] = "training"
 
     model_config = ConfigDict(extra="forbid")
 
