@@ -144,3 +144,17 @@ def test_prune_help_reads_by_topic(capsys):
     first_group = out.index("\n" + headings[1] + "\n")
     assert out.index("  --schedule ") < first_group and out.index("  --reduce ") < first_group  # main choices
     assert out.index("  --start-epoch ") > out.index("schedule: prune while training")
+
+
+def test_export_prints_what_it_verified(tmp_path, capsys):
+    import prunekit
+    from prunekit.models import create_model
+
+    path = tmp_path / "m.safetensors"
+    prunekit.save(create_model("vgg_tiny", num_classes=3), path, data={"input_size": 16})
+    code, out, err = run(["export", str(path), "--onnx", str(tmp_path / "m.onnx")], capsys)
+    assert code == 0, err
+    first, second = out.strip().splitlines()
+    assert first.startswith(f"{tmp_path / 'm.onnx'} (") and "ONNX opset 17" in first
+    assert second.startswith("verified with onnxruntime: largest output difference from PyTorch ")
+    assert float(second.rsplit(" ", 1)[1]) < 1e-4

@@ -38,7 +38,7 @@ COMMANDS = [
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",
             schemas.SizeOptions, "prunekit.pipeline:size_job", render.size),
     Command("export", "export a checkpoint to ONNX, verified with onnxruntime",
-            schemas.ExportOptions, "prunekit.pipeline:export_job", render.info),
+            schemas.ExportOptions, "prunekit.pipeline:export_job", render.export),
     Command("demo", "train, prune and fine-tune a compact CNN on the embedded UC Merced subset; before/after report",
             schemas.DemoOptions, "prunekit.demo:run_demo", render.prune),
 ]

@@ -1,7 +1,6 @@
 """Human-readable rendering of job results (the ``--json`` flag prints the raw result instead)."""
 from __future__ import annotations
 
-import json
 from typing import Any, Dict
 
 
@@ -35,8 +34,11 @@ def prune(r: Dict[str, Any]) -> str:
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
 
 
-def info(r: Dict[str, Any]) -> str:
-    return json.dumps(r, indent=2, default=str)
+def export(r: Dict[str, Any]) -> str:
+    from ..report.compare import human
+
+    return (f"{r['path']} ({human(r['bytes'], 'bytes')}, ONNX opset {r['opset']}, {r['exporter']} exporter)\n"
+            f"verified with onnxruntime: largest output difference from PyTorch {r['max_abs_diff']:.2g}")
 
 
 def checkpoint_info(r: Dict[str, Any]) -> str:
