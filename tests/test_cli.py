@@ -158,3 +158,22 @@ def test_export_prints_what_it_verified(tmp_path, capsys):
     assert first.startswith(f"{tmp_path / 'm.onnx'} (") and "ONNX opset 17" in first
     assert second.startswith("verified with onnxruntime: largest output difference from PyTorch ")
     assert float(second.rsplit(" ", 1)[1]) < 1e-4
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`prunekit info CKPT | head -1` where the reader has already gone: exit 0, nothing on stderr."""
+    import os
+
+    import prunekit
+    from prunekit.models import create_model
+
+    path = tmp_path / "m.safetensors"
+    prunekit.save(create_model("vgg_tiny", num_classes=3), path, data={"input_size": 16})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "prunekit.cli.main", "info", str(path), "--no-latency"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

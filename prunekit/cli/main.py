@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
@@ -45,7 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     if result is not None:
-        emit(result, json_output=getattr(opts, "json_output", False), render=cmd.render)
+        try:
+            emit(result, json_output=getattr(opts, "json_output", False), render=cmd.render)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader (e.g. `| head`) left early: the job is done, say nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
