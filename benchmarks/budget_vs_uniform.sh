@@ -3,6 +3,8 @@
 #   1. prune --max-drop with --budget-epochs recovery per candidate (scan reused from --sensitivity-file),
 #   2. prune --reduce macs=<what 1 removed> with one ratio for every layer, the same criterion and fine-tuning.
 # Resumable: a finished step (its result.json) is not run again.
+# SEED sets recovery and fine-tuning; the split is BASE's own when BASE records it (bases written before
+# checkpoints recorded their split: benchmarks/resave_with_split.py first, else SEED would re-split the data).
 #   BASE=runs/cc_vgg_cpu/base-vgg_small-ucmerced64-s0-b30.safetensors DATA=../shared/data/ucmerced \
 #   SCAN=docs/balance/vgg_small_ucmerced/sensitivity.json OUT=runs/budget bash benchmarks/budget_vs_uniform.sh
 set -euo pipefail
