@@ -72,9 +72,12 @@ def checkpoint_info(r: Dict[str, Any]) -> str:
 def _pruning_summary(p: Dict[str, Any]) -> str:
     parts = [str(p.get("method", "?"))]
     for key in ("criterion", "scope", "ratio", "reduce", "nm", "schedule"):
-        value = p.get(key)
+        value = p.get(key) if not (key == "ratio" and p.get("budget")) else None  # budget: ratio 0 + per layer
         if value not in (None, "", {}, []):
             parts.append(f"{key} {value if not isinstance(value, dict) else value.get('schedule', value)}")
+    budget = p.get("budget")
+    if budget:
+        parts.append(f"accuracy budget {budget['max_drop_points']:g} points ({len(budget['overrides'])} layers cut)")
     groups = (p.get("plan") or {}).get("groups") or []
     if groups:
         kept = sum(g["size"] - len(g["remove"]) for g in groups)
