@@ -54,7 +54,8 @@ from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402
 
 CRITERIA = ["l1", "l2", "fpgm", "bn_scale", "taylor", "mean_activation", "apoz", "pfam", "pfam_fmap", "attention",
             "random"]
-ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale"}  # criterion -> attention_prune(score=)
+ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale",  # criterion -> attention_prune(score=)
+                   "attention_gm": "gate_gm", "attention_scale_gm": "gate_x_scale_gm"}
 RESULTS = REPO / "docs" / "results" / "criteria"
 WORK = REPO / "runs" / "compare_criteria"
 FINETUNE_LR = 0.01  # cells at another fine-tuning lr carry it in their key and row

@@ -168,6 +168,24 @@ $R18_05 --seeds $seed --reduce $t $([ "$t" = macs=0.3 ] || echo --skip-unpruned)
   done
 done
 
+# Fifth batch: the attention-weighted geometric-median forms (attention_gm: mean gate, attention_scale_gm: gate x
+# |BN gamma|; criterion attention_gm) on the same lr-0.05 grid, both networks; plus one repeat cell per network
+# (FPGM at -70%, seed 0) in a folder of its own, to check that the machine reproduces the committed cells.
+GM="attention_scale_gm attention_gm"
+for seed in 0 1 2 3 4; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    on gm && lane "gm_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned --criteria $GM"
+    [ "$seed" -le 2 ] || continue
+    first=$([ "$seed$t" = 0macs=0.3 ] && echo yes || echo no)
+    on gm && lane "gm_r18_s${seed}_${t#macs=}" "$([ $first = yes ] && echo true || echo "$WAIT_BASE"); \
+$R18_05 --seeds $seed --reduce $t --skip-unpruned --criteria $GM"
+  done
+done
+on gm && lane gm_check_vgg "${LR05/criteria_f20_gpu /criteria_f20_gpu_check } --seeds 0 --reduce macs=0.7 --skip-unpruned \
+--criteria fpgm --name gm_check_vgg"
+on gm && lane gm_check_r18 "$WAIT_BASE; ${R18_05/criteria_f20_gpu /criteria_f20_gpu_check } --seeds 0 --reduce macs=0.7 \
+--skip-unpruned --criteria fpgm --name gm_check_r18"
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do

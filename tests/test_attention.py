@@ -12,6 +12,8 @@ import prunekit.importance.extra  # noqa: F401
 from prunekit.attention import (ChannelAttention, attention_modules, attention_prune, attention_scores,
                                 insert_attention, remove_attention, scale_by_host, train_attention)
 from prunekit.errors import ConfigError, ModelError
+from prunekit.graph import build_graph
+from prunekit.importance import score_groups
 from prunekit.importance.attention import SCORES_ATTR
 from prunekit.plan import make_plan
 from prunekit.train import TrainConfig
@@ -180,14 +182,57 @@ def test_gate_x_scale_ranks_a_zero_gamma_channel_last_even_with_a_full_gate():
     assert 3 in next(g for g in plan.groups if g.key == "features.0.weight:0").remove
 
 
-def test_attention_prune_gate_x_scale_records_its_form(tiny_folder):
+def _first_layer_scores(model: torch.nn.Module, gates: torch.Tensor, criterion: str) -> torch.Tensor:
+    """Scores of the first conv's group with ``gates`` stored as the first host's attention (others: all 1)."""
+    graph = build_graph(model, X[:1])
+    stored = {"features.1": gates}
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.BatchNorm2d) and name not in stored:
+            stored[name] = torch.ones(mod.num_features)
+    setattr(model, SCORES_ATTR, stored)
+    return score_groups(graph, model, criterion, normalize="none")["features.0.weight:0"]
+
+
+def test_attention_gm_is_fpgm_under_equal_attention_and_attention_under_equal_distances():
+    model = _model()
+    fpgm = score_groups(build_graph(model, X[:1]), model, "fpgm", normalize="none")["features.0.weight:0"]
+    equal = _first_layer_scores(model, torch.full((16,), 0.7), "attention_gm")
+    assert torch.allclose(equal.double(), 0.49 * fpgm.double(), rtol=1e-5)  # w_c * sum_j w ||F_c - F_j|| = w^2 * FPGM
+    with torch.no_grad():  # orthonormal filters: every pair at the same distance, only the attention ranks
+        w = model.features[0].weight
+        w.copy_(torch.eye(w[0].numel())[:16].reshape(w.shape))
+    gates = torch.linspace(0.2, 1.8, 16)[torch.randperm(16, generator=torch.Generator().manual_seed(0))]
+    s = _first_layer_scores(model, gates, "attention_gm")
+    assert torch.equal(torch.argsort(s), torch.argsort(gates))
+
+
+def test_attention_gm_prunes_a_channel_the_attended_filters_can_replace():
+    model = _model()
+    with torch.no_grad():  # orthonormal filters; 5 duplicates 2 and 9 duplicates 12, whose gate is off
+        w = model.features[0].weight
+        w.copy_(torch.eye(w[0].numel())[:16].reshape(w.shape))
+        w[5] = w[2]
+        w[9] = w[12]
+    gates = torch.ones(16)
+    gates[12] = 0.0
+    s = _first_layer_scores(model, gates, "attention_gm")
+    order = torch.argsort(s).tolist()
+    assert float(s[12]) == 0.0 and order[0] == 12  # no attention: pruned first
+    # 2 and 5 can stand in for each other; 9's twin is unattended, so 9 is as irreplaceable as any other channel
+    assert set(order[1:3]) == {2, 5}
+    assert torch.allclose(s[9], s[0]) and float(s[5]) < float(s[9])
+
+
+@pytest.mark.parametrize("form", ["gate_x_scale", "gate_x_scale_gm"])
+def test_attention_prune_records_its_form(tiny_folder, form):
     data = _dataset(tiny_folder)
     torch.manual_seed(0)
     model = prunekit.create_model("resnet_tiny", len(data.classes))
-    model, _, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), ratio=0.5, attention_epochs=1,
-                                       score="gate_x_scale", train_cfg=TrainConfig(batch_size=8, augment=False),
-                                       device="cpu")
-    assert report["score"] == "gate_x_scale" and not attention_modules(model)
+    model, _, report = attention_prune(model, data, torch.randn(1, 3, 32, 32), attention_epochs=1,
+                                       score=form, reduce={"macs": 0.5},
+                                       train_cfg=TrainConfig(batch_size=8, augment=False), device="cpu")
+    assert report["score"] == form and not attention_modules(model)
+    assert abs(report["ratio_search"]["achieved"] - 0.5) < 0.02
     with pytest.raises(ConfigError, match="gate_x_scale"):
         attention_prune(_model(), data, X[:1], score="gamma")
 

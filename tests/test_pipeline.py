@@ -272,6 +272,7 @@ def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):
 @pytest.mark.parametrize("method,criterion,match", [
     ("structured", "nosuch", "unknown criterion 'nosuch'; choose one of: .*fpgm"),
     ("unstructured", "fpgm", "criterion 'fpgm' is not an unstructured criterion; use one of l1, magnitude, lamp"),
+    ("structured", "attention_gm", "use --criterion attention --attention-score gate_gm"),
 ])
 def test_a_wrong_criterion_is_refused_before_training(tiny_folder, tmp_path, monkeypatch, method, criterion, match):
     """Not after --epochs of training from scratch: the criterion is checked first."""

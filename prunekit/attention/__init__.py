@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
 from ..train import TrainConfig
-from .score import SCORE_FORMS, AttentionStats, attention_scores, scale_by_host
+from .score import SCORE_FORMS, AttentionStats, attention_scores, form_criterion, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
 
@@ -39,7 +39,9 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
 
     ``score``: ``"gate_x_scale"`` (default, chosen on the validation split of UC Merced, docs/criteria.md) ranks
     channels by mean gate x |host scale| (BN gamma or filter norm), the channel's output scale after the attention
-    (:func:`scale_by_host`); ``"gate"`` by the mean gate alone (the SE form of the paper's idea).
+    (:func:`scale_by_host`); ``"gate"`` by the mean gate alone (the SE form of the paper's idea). The ``"_gm"``
+    forms (``"gate_gm"``, ``"gate_x_scale_gm"``) plan with ``attention_gm``: that attention score times the
+    channel's attention-weighted distance to the layer's other filters (FPGM's geometry, weighted by attention).
 
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
     (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
@@ -60,7 +62,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
                              device=device, progress=progress)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
-    if score == "gate_x_scale":
+    if score.startswith("gate_x_scale"):
         setattr(model, SCORES_ATTR, scale_by_host(model, stats.mean))  # before folding changes the scale
     probe = _probe_batch(data, inputs)
     with torch.no_grad():
@@ -73,11 +75,12 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     if reduce is not None:
         from ..targets import search_ratio
 
-        found = search_ratio(model, on_device, reduce, criterion="attention", **plan_options)
+        found = search_ratio(model, on_device, reduce, criterion=form_criterion(score), **plan_options)
         search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
         plan_options = {**plan_options, **found.plan_kwargs()}
         ratio = plan_options.pop("ratio")
-    plan, graph = make_plan(model, on_device, ratio=ratio, criterion="attention", return_graph=True, **plan_options)
+    plan, graph = make_plan(model, on_device, ratio=ratio, criterion=form_criterion(score), return_graph=True,
+                            **plan_options)
     apply_plan(model, plan, graph=graph)
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone

@@ -115,7 +115,12 @@ def attention_scores(model: nn.Module, data: Any, max_batches: Optional[int] = N
     return stats
 
 
-SCORE_FORMS = ("gate", "gate_x_scale")
+SCORE_FORMS = ("gate", "gate_x_scale", "gate_gm", "gate_x_scale_gm")
+
+
+def form_criterion(form: str) -> str:
+    """The plan criterion of a score form: ``*_gm`` forms weigh FPGM's geometry by the attention (attention_gm)."""
+    return "attention_gm" if form.endswith("_gm") else "attention"
 
 
 @torch.no_grad()

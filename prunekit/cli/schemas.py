@@ -132,9 +132,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                                                             "backbone")
     attention_sparsity: float = Field(0.0, ge=0, description="L1 penalty on attention outputs")
     attention_reduction: int = Field(8, ge=1, description="SE bottleneck reduction ratio")
-    attention_score: Literal["gate", "gate_x_scale"] = Field(
+    attention_score: Literal["gate", "gate_x_scale", "gate_gm", "gate_x_scale_gm"] = Field(
         "gate_x_scale", description="rank channels by mean attention gate x |BN gamma| (the channel's output scale "
-                                    "after attention; chosen on validation), or by the mean gate alone")
+                                    "after attention; chosen on validation), or by the mean gate alone; _gm: "
+                                    "times the attention-weighted distance to the layer's other filters")
     attention_removal: Literal["fold", "drop"] = Field("fold", description="fold the mean attention into the "
                                                                           "layer, or drop it")
     allocation: Literal["uniform", "latency"] = Field(

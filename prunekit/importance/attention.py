@@ -21,11 +21,11 @@ from . import CRITERIA
 SCORES_ATTR = "prunekit_attention_scores"
 
 
-@CRITERIA.register("attention")
-def attention(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+def group_attention(group: Group, model: nn.Module, who: str = "attention") -> torch.Tensor:
+    """[group.size]: the stored attention score of each channel, averaged over the group's attention modules."""
     scores: Dict[str, torch.Tensor] = getattr(model, SCORES_ATTR, None) or {}
     if not scores:
-        raise ConfigError("criterion 'attention' needs attention scores on the model; run "
+        raise ConfigError(f"criterion {who!r} needs attention scores on the model; run "
                           "prunekit.attention.attention_prune(...) (or insert_attention + train_attention + "
                           "attention_scores) first")
     total = torch.zeros(group.size, dtype=torch.float64)
@@ -45,3 +45,8 @@ def attention(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
         raise ConfigError(f"no attention module was attached to group {group.key!r} (layers {group.modules()}); "
                           "insert attention after its convolution or choose another criterion")
     return total / count.clamp(min=1)
+
+
+@CRITERIA.register("attention")
+def attention(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    return group_attention(group, model)

@@ -36,6 +36,9 @@ def check_criterion(method: str, criterion: str) -> None:
         from ..importance import CRITERIA
 
         CRITERIA.get(criterion)
+        if criterion == "attention_gm":  # reads scores that only the attention flow (criterion 'attention') makes
+            raise ConfigError("criterion 'attention_gm' is a score form of the attention flow; use --criterion "
+                              "attention --attention-score gate_gm (or gate_x_scale_gm)")
 
 
 class Schedule(Callback):
