@@ -186,6 +186,20 @@ on gm && lane gm_check_vgg "${LR05/criteria_f20_gpu /criteria_f20_gpu_check } --
 on gm && lane gm_check_r18 "$WAIT_BASE; ${R18_05/criteria_f20_gpu /criteria_f20_gpu_check } --seeds 0 --reduce macs=0.7 \
 --skip-unpruned --criteria fpgm --name gm_check_r18"
 
+# Sixth batch: the attention's own settings at the high targets of vgg_small, chosen on the validation split (the
+# earlier probe was at 2x with 3 fine-tuning epochs): attention_scale with a 10x gate penalty, 5 attention epochs,
+# or both; one cell a lane, each setting in a results folder of its own (cell keys do not name attention settings).
+for setting in "e2_p1e-2:--attention-epochs 2 --attention-sparsity 1e-2" "e5_p1e-3:--attention-epochs 5" \
+               "e5_p1e-2:--attention-epochs 5 --attention-sparsity 1e-2"; do
+  name=${setting%%:*}
+  for seed in 0 1 2 3 4; do
+    for t in macs=3x macs=0.7; do
+      on att_tune && lane "att_tune_${name}_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria attention_scale ${setting#*:} --results $RES/att_tune_$name --name att_tune_$name"
+    done
+  done
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
