@@ -37,6 +37,7 @@ from .measure.latency_cache import LatencyCache, arch_fingerprint, device_finger
 from .targets import _check_reduce, _size
 
 LatencyFn = Callable[[nn.Module], float]
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # uniform share tried in turn when the measured split cannot reach a target
 
 
 @dataclass
@@ -56,6 +57,7 @@ class LatencyAllocation:
     uniform_kwargs: Dict[str, Any] = field(default_factory=dict)
     pruned_ms: Dict[str, float] = field(default_factory=dict)
     cached: str = "no"  # "no": measured now; "probes": per-group timings reused; "result": the whole allocation
+    blend: float = 0.0  # share of uniform weight mixed in because the measured split alone could not reach the target
 
     def plan_kwargs(self) -> Dict[str, Any]:
         """``make_plan`` arguments of the faster allocation: per-group ratios (ratio 0 elsewhere), or the uniform
@@ -176,9 +178,16 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         trials.append((round(r0, 6), red))
         return red
 
-    lo, hi = 0.0, max_ratio / min(w for w in weight.values() if w > 0)
-    red_hi = reduction(hi)
-    if red_hi < target - tol:
+    # Groups whose timed saving is noise (<= 0) get weight 0 and keep every channel; if the rest cannot reach the
+    # target under the cap, mix uniform weight in step by step (blend 1 = the uniform split) rather than give up.
+    measured = dict(weight)
+    for blend in BLENDS:
+        weight = {n: (1 - blend) * w + blend for n, w in measured.items()}
+        lo, hi = 0.0, max_ratio / min(w for w in weight.values() if w > 0)
+        red_hi = reduction(hi)
+        if red_hi >= target - tol:
+            break
+    else:
         raise ConfigError(f"cannot remove {target:.0%} of the {metric} with per-group ratios capped at {max_ratio}: "
                           f"the most reaches {red_hi:.1%}; ask for less or raise max_ratio"
                           + (f" (round_to={key['round_to']} keeps whole multiples of {key['round_to']} channels; a "
@@ -193,7 +202,8 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         lo, hi = (mid, hi) if red < target else (lo, mid)
     result = LatencyAllocation(overrides=ratios(best[1]),
                                base_ratio=round(best[1], 6), metric=metric, target=target, achieved=best[2],
-                               dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials)
+                               dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials,
+                               blend=blend)
     if check_uniform:
         found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to)
         result.uniform_kwargs = found.plan_kwargs()

@@ -84,6 +84,22 @@ def test_allocation_refuses_an_unreachable_target():
         latency_allocation(_model(), X, {"macs": 0.99}, latency_fn=fake_latency, max_ratio=0.5)
 
 
+def test_groups_timed_as_free_still_lose_channels_when_the_target_needs_them():
+    """Timing noise on a small model can measure no saving for most groups; the target is still met (was an error
+    on a noisy CI machine), by mixing uniform weight in, and the group that did save time keeps the highest ratio."""
+    def only_first(model: torch.nn.Module) -> float:
+        return 10.0 * model.features[0].out_channels
+
+    alloc = latency_allocation(_model(), X, {"macs": 0.5}, latency_fn=only_first, max_ratio=0.9, check_uniform=False)
+    assert alloc.achieved == pytest.approx(0.5, abs=0.01)
+    assert 0 < alloc.blend < 1
+    assert alloc.overrides["features.0"] == max(alloc.overrides.values())
+    assert len(alloc.overrides) > 1
+    measured_only = latency_allocation(_model(), X, {"macs": 0.1}, latency_fn=only_first, max_ratio=0.9,
+                                       check_uniform=False)
+    assert measured_only.blend == 0 and set(measured_only.overrides) == {"features.0"}
+
+
 def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_path):
     from prunekit.cli.schemas import PruneOptions
     from prunekit.pipeline import prune_job

@@ -9,6 +9,7 @@ the host's affine, or drop them), plan with the ``attention`` criterion and appl
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -21,6 +22,8 @@ from ..train import TrainConfig
 from .score import SCORE_FORMS, AttentionStats, attention_scores, form_criterion, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ChannelAttention", "AttentionStats", "insert_attention", "remove_attention", "attention_modules",
            "train_attention", "attention_scores", "scale_by_host", "attention_prune"]
@@ -62,6 +65,12 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
                              device=device, progress=progress)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
+    silenced = stats.silenced()
+    if silenced:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in list(silenced.items())[:3])
+        log.warning("attention training turned most channels off in %d layer(s) (median gate %s): the pruned model may "
+                    "not recover in fine-tuning; lower the gate penalty (--attention-sparsity) or the attention "
+                    "epochs", len(silenced), shown)
     if score.startswith("gate_x_scale"):
         setattr(model, SCORES_ATTR, scale_by_host(model, stats.mean))  # before folding changes the scale
     probe = _probe_batch(data, inputs)
@@ -86,7 +95,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         delattr(model, SCORES_ATTR)  # stale once channels are gone
     report = {"hosts": hosts, "removal": how, "attention_epochs": attention_epochs, "mode": mode,
               "sparsity": sparsity, "reduction": reduction, "score": score, "scores": stats.summary(),
-              "fold_logit_max_abs": float((before - after).abs().max()),
+              "silenced_layers": silenced, "fold_logit_max_abs": float((before - after).abs().max()),
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),
               "ratio_search": search, "history": result.history}
     return model.train(), plan, report

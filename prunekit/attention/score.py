@@ -31,6 +31,11 @@ class AttentionStats:
         """Per host: average over channels of std/mean, i.e. how much folding the mean gate approximates."""
         return {k: float((self.std[k] / self.mean[k].clamp(min=1e-12)).mean()) for k in self.mean}
 
+    def silenced(self, below: float = 0.1) -> Dict[str, float]:
+        """Hosts whose median channel gate is under ``below``: the attention turned most of the layer off, so the
+        attended network has lost that layer's signal (seen with strong gate penalties, docs/criteria.md)."""
+        return {k: float(m.median()) for k, m in self.mean.items() if float(m.median()) < below}
+
     def summary(self) -> Dict[str, Dict[str, float]]:
         """Per host: distribution of the channel scores (min, quartiles, max) and the fold spread, JSON-able."""
         out = {}
