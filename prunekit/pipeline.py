@@ -221,7 +221,7 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         kwargs.update(alloc.plan_kwargs())
         done.update(reduce=opts.reduce, reduce_achieved=alloc.achieved, allocation="latency",
                     allocation_ratios=alloc.overrides, allocation_chosen=alloc.chosen,
-                    allocation_cached=alloc.cached, allocation_runtime=runtime,
+                    allocation_cached=alloc.cached, allocation_blend=alloc.blend, allocation_runtime=runtime,
                     dense_latency_ms_b1=round(alloc.dense_ms, 3))
     elif opts.reduce:
         from .targets import parse_reduce, search_ratio
