@@ -200,6 +200,19 @@ for setting in "e2_p1e-2:--attention-epochs 2 --attention-sparsity 1e-2" "e5_p1e
   done
 done
 
+# Seventh batch: seeds 3 and 4 of the resnet18 lr-0.05 grid (5 seeds, as vgg_small has), one cell a lane; the
+# seed-3 unpruned lane trains the base (bit-identical to the earlier calls'), the others wait for it.
+for seed in 3 4; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    for c in attention_scale attention fpgm l1 bn_scale; do
+      on r18_s34 && lane "r18_s${seed}_${t#macs=}_$c" "$WAIT_BASE; $R18_05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria $c"
+    done
+  done
+  first=$([ "$seed" = 3 ] && echo true || echo "$WAIT_BASE")
+  on r18_s34 && lane "r18_s${seed}_unpruned" "$first; $R18_05 --seeds $seed --reduce macs=0.3 --criteria"
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
