@@ -33,6 +33,9 @@ COMMANDS = [
     Command("sensitivity", "per-layer sensitivity of a trained checkpoint (accuracy drop with one layer pruned), "
             "and with --max-drop the per-layer ratios that remove the most MACs within that accuracy budget",
             schemas.SensitivityOptions, "prunekit.balance.job:sensitivity_job", render.sensitivity),
+    Command("compare", "compare channel criteria on a dataset: the same base model, targets and fine-tuning budget "
+            "for each, several seeds; table and accuracy-vs-MACs plot (resumable: one file per cell)",
+            schemas.CompareOptions, "prunekit.compare:compare_job", render.compare),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
             schemas.InfoOptions, "prunekit.pipeline:info_job", render.checkpoint_info),
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",

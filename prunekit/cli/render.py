@@ -20,6 +20,19 @@ def train(r: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compare(r: Dict[str, Any]) -> str:
+    from ..report.tables import markdown_table
+
+    keep = ("criterion", "target", "seeds", "test acc %", "val acc %", "before ft %", "params", "MACs (M)",
+            "MACs red. %", "latency b1 ms")
+    lines = [markdown_table([{k: row[k] for k in keep} for row in r["table"]]) if r["table"] else "no results yet",
+             "", f"{r['ran']} of {r['cells']} cells run now; the others were already in {r['out']}/cells "
+             "(a rerun skips finished cells)"]
+    if r.get("markdown_path"):
+        lines += [f"table: {r['markdown_path']}", f"plot: {r['plot']}"]
+    return "\n".join(lines)
+
+
 def evaluation(r: Dict[str, Any]) -> str:
     lines = [f"{r['split']} accuracy: {_pct(r['accuracy'])} on {r['samples']} images", "per-class accuracy:"]
     for name, acc in r["per_class"].items():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -171,6 +171,42 @@ class SensitivityOptions(RunOptions, DataOptions, BalanceOptions, RoundToOption)
     max_drop: Optional[float] = Field(None, ge=0, description="also search the per-layer ratios that remove the "
                                                               "most MACs while the score drops at most this many "
                                                               "accuracy points")
+
+
+class CompareOptions(RunOptions, DataOptions):
+    model: str = Field("vgg_small", description="vgg_small, resnet_small, torchvision/<arch>, timm/<arch> (trained "
+                                                "from scratch for --base-epochs), or a trained prunekit checkpoint "
+                                                "(.safetensors: the base of every seed, with its own data split)")
+    criteria: List[str] = Field(["attention_scale", "attention", "l1", "fpgm", "bn_scale", "random"],
+                                description="criteria to compare (attention forms: attention = mean SE gate, "
+                                            "attention_scale = gate x |BN gamma|, attention_gm, attention_scale_gm)")
+    reduce: List[str] = Field(["macs=0.5"], description="targets, e.g. macs=0.3 macs=2x macs=0.7 params=0.4")
+    seeds: List[int] = Field([0, 1, 2], description="pruning and fine-tuning seeds (one cell per criterion, target "
+                                                    "and seed)")
+    scope: Literal["uniform", "global"] = Field("uniform", description="uniform: the same channel count per layer "
+                                                                       "for every criterion; global: each "
+                                                                       "criterion's scores set the counts")
+    base_epochs: int = Field(30, ge=1, description="epochs training the unpruned base model from scratch")
+    base_seed: Optional[int] = Field(0, ge=0, description="prune every seed from the base of this seed (seeds then "
+                                                          "vary pruning and fine-tuning only); none: one base per "
+                                                          "seed", json_schema_extra={"flag": "--base-seed"})
+    finetune_epochs: int = Field(20, ge=0, description="fine-tuning epochs after pruning; the unpruned reference is "
+                                                       "fine-tuned as long (same total budget)")
+    finetune_lr: float = Field(0.01, gt=0, description="peak lr of the cosine fine-tuning")
+    distill: bool = Field(False, description="fine-tune with knowledge distillation from the unpruned base")
+    attention_epochs: int = Field(2, ge=0, description="epochs training the SE modules of the attention forms")
+    attention_sparsity: float = Field(1e-3, ge=0, description="L1 penalty on the attention gates")
+    attention_lr: float = Field(0.5, gt=0, description="lr of the SE modules (backbone frozen)")
+    attention_mode: Literal["frozen", "joint"] = Field("frozen", description="train attention alone or with the "
+                                                                            "backbone")
+    calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")
+    bn_recal_batches: int = Field(8, ge=0, description="re-estimate BN statistics on this many training batches "
+                                                       "after pruning (0: off)")
+    batch_size: int = Field(64, ge=1)
+    latency: bool = Field(True, description="measure batch-1 CPU latency of each pruned model")
+    skip_unpruned: bool = Field(False, description="do not run the unpruned reference cells")
+    name: Optional[str] = Field(None, description="<out>/<name>_results.md and <name>_tradeoff.png (default: "
+                                                  "criteria)")
 
 
 class DemoOptions(RunOptions):
