@@ -60,6 +60,8 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention-epochs", type=int, default=1)
     p.add_argument("--attention-sparsity", type=float, default=1e-3)
     p.add_argument("--attention-lr", type=float, default=0.5, help="lr for the SE modules (backbone frozen)")
+    p.add_argument("--attention-removal", choices=["fold", "drop"], default="fold",
+                   help="fold the mean gates into the layers, or drop the SE modules and keep the weights")
     p.add_argument("--attention-mode", choices=["frozen", "joint"], default="frozen",
                    help="train the SE modules alone (frozen backbone) or together with the backbone")
     p.add_argument("--calib-batches", type=int, default=4)

@@ -66,11 +66,11 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
     silenced = stats.silenced()
-    if silenced:
+    if silenced and removal == "fold":  # dropping keeps the weights: the ranking stands, nothing is shrunk
         shown = ", ".join(f"{k} {v:.2f}" for k, v in list(silenced.items())[:3])
-        log.warning("attention training turned most channels off in %d layer(s) (median gate %s): the pruned model may "
-                    "not recover in fine-tuning; lower the gate penalty (--attention-sparsity) or the attention "
-                    "epochs", len(silenced), shown)
+        log.warning("attention training turned most channels off in %d layer(s) (median gate %s); folding those gates "
+                    "leaves near-zero scales that fine-tuning may not repair: use --attention-removal drop, or a "
+                    "smaller --attention-sparsity", len(silenced), shown)
     if score.startswith("gate_x_scale"):
         setattr(model, SCORES_ATTR, scale_by_host(model, stats.mean))  # before folding changes the scale
     probe = _probe_batch(data, inputs)

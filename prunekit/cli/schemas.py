@@ -197,6 +197,8 @@ class CompareOptions(RunOptions, DataOptions):
     attention_epochs: int = Field(2, ge=0, description="epochs training the SE modules of the attention forms")
     attention_sparsity: float = Field(1e-3, ge=0, description="L1 penalty on the attention gates")
     attention_lr: float = Field(0.5, gt=0, description="lr of the SE modules (backbone frozen)")
+    attention_removal: Literal["fold", "drop"] = Field("fold", description="fold the mean attention into the "
+                                                                          "layer, or drop it")
     attention_mode: Literal["frozen", "joint"] = Field("frozen", description="train attention alone or with the "
                                                                             "backbone")
     calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")

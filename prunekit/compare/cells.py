@@ -100,6 +100,7 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
         how = dict(ratios[target]) if opts.scope == "uniform" else {"reduce": reduce, "scope": "global"}
         _, plan, report = attention_prune(model, data, x, attention_epochs=opts.attention_epochs,
                                           mode=opts.attention_mode, sparsity=opts.attention_sparsity,
+                                          removal=opts.attention_removal,
                                           score=ATTENTION_FORMS[criterion], train_cfg=cfg, device=opts.device,
                                           max_batches=None, seed=seed, **how)
         extra = {k: report[k] for k in ("removal", "score", "scores", "fold_logit_max_abs",
