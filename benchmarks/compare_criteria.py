@@ -71,6 +71,7 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CPU is shared)")
     p.add_argument("--device", default="cpu", help="where training, BN re-estimation and evaluation run (cpu, "
                                                    "cuda); plans are made on the CPU either way")
+    p.add_argument("--progress", action="store_true", help="progress bars while training (off: the sweeps log to files)")
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="skip the batch-1 CPU latency (meaningless on a machine shared by parallel jobs)")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")

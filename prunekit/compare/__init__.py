@@ -11,6 +11,7 @@ plot are rebuilt from every matching file. Protocol: :mod:`prunekit.compare.cell
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -96,7 +97,7 @@ def compare_job(opts: Any) -> Dict[str, Any]:
         data = load_data(opts, opts.seed)
     opts = SimpleNamespace(**settings)
     total = len(cells_of(opts))
-    ran = run_compare(opts, data, log=print if opts.progress else (lambda _: None))
+    ran = run_compare(opts, data, log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the result
     report = write_report(opts)
     return {"out": str(out), "cells": total, "ran": len(ran), "table": report["table"],
             "markdown_path": report.get("markdown_path"), "plot": report.get("plot")}

@@ -15,6 +15,7 @@ passes its argparse namespace).
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
@@ -74,11 +75,14 @@ def base_model(opts: Any, data: Any, seed: int) -> torch.nn.Module:
     path = Path(opts.work) / f"{stem}.safetensors"
     if path.is_file():
         return prunekit.load(path)
+    if opts.progress:
+        print(f"training the unpruned base ({opts.model}, {opts.base_epochs} epochs, seed {seed}) -> {path}",
+              file=sys.stderr, flush=True)
     seed_everything(seed)
     model = prunekit.create_model(opts.model, len(data.classes))
     cfg = TrainConfig(epochs=opts.base_epochs, batch_size=opts.batch_size, seed=seed)
     model = fit(model, data, cfg, device=opts.device, out_dir=Path(opts.work) / f"train-{path.stem}",
-                progress=False).model.cpu()
+                progress=opts.progress).model.cpu()
     prunekit.save(model, path, data=data_section(data))  # its split too: prunekit prune --model reuses it
     return model
 
@@ -159,7 +163,7 @@ def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratio
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=opts.finetune_epochs, batch_size=opts.batch_size, lr=opts.finetune_lr, warmup_epochs=0,
                       seed=seed)
-    model = fit(model.to(opts.device), data, cfg, device=opts.device, progress=False,
+    model = fit(model.to(opts.device), data, cfg, device=opts.device, progress=opts.progress,
                 teacher=base if opts.distill else None).model
     row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
     row["test_acc"] = evaluate(model, data, "test")["accuracy"]
