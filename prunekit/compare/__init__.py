@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from ..errors import ConfigError
 from .cells import ATTENTION_FORMS, FINETUNE_LR, key_of, run_cell
