@@ -30,6 +30,7 @@ from ..plan import make_plan
 from ..runtime import seed_everything
 from ..targets import parse_reduce, search_ratio
 from ..train import TrainConfig, evaluate, fit
+from ..train.bn import recalibrate_bn
 
 # criterion name -> attention_prune(score=...) form; the attention criteria of the comparison
 ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale",
@@ -122,15 +123,6 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
     return {"plan": plan, "plan_kwargs": how, "extra": {}}
 
 
-def recalibrate_bn(model: torch.nn.Module, data: Any, batches: int) -> None:
-    """Removing input channels shifts every BN's input statistics; re-estimate them (same for all criteria)."""
-    if batches:
-        from ..train.bn import recalibrate_bn as recalibrate
-
-        recalibrate(model, calibration_batches(data, batches, device=next(model.parameters()).device))
-        model.eval()
-
-
 def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratios: Dict[str, Any]) -> Dict[str, Any]:
     """Prune (unless ``criterion`` is "unpruned"), fine-tune and measure one cell; returns its JSON row."""
     from ..measure.latency import measure_latency
@@ -155,7 +147,9 @@ def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratio
                    kept={g.module: g.size - len(g.remove) for g in plan.groups},
                    sizes={g.module: g.size for g in plan.groups})
         model.to(opts.device)
-        recalibrate_bn(model, data, opts.bn_recal_batches)
+        if opts.bn_recal_batches:  # removed input channels shift every BN's statistics; the same batches for all
+            recalibrate_bn(model, calibration_batches(data, opts.bn_recal_batches, device=opts.device))
+            model.eval()
         row["bn_recal_batches"] = opts.bn_recal_batches
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
         if len(data.splits.get("val", [])):
