@@ -213,6 +213,24 @@ for seed in 3 4; do
   on r18_s34 && lane "r18_s${seed}_unpruned" "$first; $R18_05 --seeds $seed --reduce macs=0.3 --criteria"
 done
 
+# Eighth batch: budget-aware attention (criterion attention_budget: the gate penalty falls only on as many channels
+# per layer as the plan removes; penalty 3e-2 chosen on validation accuracy before fine-tuning, CPU, 3x seed 0) on
+# the vgg_small lr-0.05 grid at 2x, 3x and 3.3x, one cell a lane; and seeds 3 and 4 of the _gm forms on resnet18
+# (the seed-3 -30% lane trains the base, bit-identical to the earlier calls').
+for seed in 0 1 2 3 4; do
+  for t in macs=0.5 macs=3x macs=0.7; do
+    on budget && lane "budget_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria attention_budget --attention-sparsity 3e-2 --results $RES/att_budget --name att_budget"
+  done
+done
+for seed in 3 4; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    first=$([ "$seed$t" = 3macs=0.3 ] && echo true || echo "$WAIT_BASE")
+    on gm_r18_s34 && lane "gm_r18_s${seed}_${t#macs=}" "$first; $R18_05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria $GM"
+  done
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do

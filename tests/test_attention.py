@@ -300,3 +300,61 @@ def test_attention_prune_to_a_params_target_with_global_scope(tiny_folder):
     assert abs(achieved - 0.4) <= 0.01
     assert report["ratio_search"]["achieved"] == pytest.approx(achieved)
     assert plan.settings["scope"] == "global"
+
+
+def test_budget_penalty_falls_only_on_the_lowest_gates():
+    torch.manual_seed(0)
+    se = ChannelAttention(8, reduction=2).train()
+    with torch.no_grad():
+        se.fc2.bias.copy_(torch.tensor([0.5, -1.0, 0.2, -2.0, 1.0, -0.5, 0.0, 0.3]))  # distinct gates
+        se.fc1.weight.zero_()  # gates independent of the input: the lowest are channels 3, 1, 5
+    x = torch.randn(3, 8, 4, 4)
+    grads = []
+    for lam, budget in ((0.0, 0), (0.8, 3)):
+        se.zero_grad()
+        se.sparsity, se.budget = lam, budget
+        se(x).sum().backward()
+        grads.append(se.fc2.bias.grad.clone())
+    extra = grads[1] - grads[0]
+    assert set(extra.nonzero().flatten().tolist()) == {1, 3, 5}
+    z = se.fc2.bias.detach()[[1, 3, 5]]  # lam / N * sum_n dg/dz with dg/dz = 2 s (1 - s)
+    assert torch.allclose(extra[[1, 3, 5]], 0.8 * 2 * torch.sigmoid(z) * (1 - torch.sigmoid(z)), atol=1e-6)
+
+
+def test_budget_counts_are_the_plans_removed_counts():
+    from prunekit.attention.budget import budget_counts
+
+    model = _model("resnet_tiny")
+    plan = make_plan(model, X[:1], ratio=0.5, criterion="l2")
+    counts = budget_counts(model, X[:1], ratio=0.5)
+    hosts = insert_attention(copy.deepcopy(model), X[:1])
+    assert set(hosts) <= set(counts)
+    removed = {g.module: len(g.remove) for g in plan.groups}
+    assert counts["stem.1"] == removed["stem.0"] and counts["layers.0.0.bn1"] == removed["layers.0.0.conv1"]
+    with pytest.raises(ConfigError, match="uniform scope"):
+        budget_counts(model, X[:1], ratio=0.5, scope="global")
+
+
+def test_budget_training_drives_the_planned_channels_off_and_prunes_them(tiny_folder):
+    """With a budget the penalty drives as many channels per layer as the plan removes well under the others, and
+    the plan then removes that many."""
+    from prunekit.attention.budget import budget_counts
+
+    data = _dataset(tiny_folder)
+    cfg = TrainConfig(batch_size=8, augment=False, lr=0.5)
+    model = _model()
+    counts = budget_counts(model, X[:1], ratio=0.5)
+    hosts = insert_attention(model, X[:1])
+    torch.manual_seed(0)
+    train_attention(model, data, epochs=3, sparsity=1.0, budget=counts, cfg=cfg, device="cpu")
+    stats = attention_scores(model, data)
+    for host in hosts:  # the k pushed channels sit well under every other one
+        k, gates = counts[host], stats.mean[host].sort().values
+        assert 0 < k < len(gates) and gates[k - 1] < 0.2 and gates[k - 1] < 0.5 * gates[k], host
+    torch.manual_seed(0)
+    pruned, plan, report = attention_prune(_model(), data, X[:1], ratio=0.5, attention_epochs=3, sparsity=1.0,
+                                           budget=True, score="gate", train_cfg=cfg, device="cpu")
+    assert report["budget"] == {h: counts[h] for h in hosts}
+    assert sum(len(g.remove) for g in plan.groups) == sum(counts[h] for h in hosts)
+    with pytest.raises(ConfigError, match="sparsity > 0"):
+        attention_prune(_model(), data, X[:1], ratio=0.5, budget=True, train_cfg=cfg, device="cpu")

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
 from ..train import TrainConfig
+from .budget import budget_counts
 from .score import SCORE_FORMS, AttentionStats, attention_scores, form_criterion, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
@@ -33,7 +34,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
                     mode: str = "frozen", sparsity: float = 0.0, reduction: int = 8, removal: str = "fold",
                     train_cfg: Optional[TrainConfig] = None, device: Any = "auto", max_batches: Optional[int] = None,
                     progress: bool = False, reduce: Optional[Dict[str, float]] = None,
-                    score: str = "gate_x_scale",
+                    score: str = "gate_x_scale", budget: bool = False,
                     **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
     """Whole attention-guided flow; returns (pruned plain model, plan, report). ``plan_options`` go to make_plan.
 
@@ -49,6 +50,10 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
     (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
 
+    ``budget``: the gate penalty (``sparsity``, which must then be > 0) falls on only as many channels per layer
+    as the plan removes, the lowest-gated ones of each batch (:mod:`prunekit.attention.budget`); uniform scope
+    only, and with ``reduce`` the ratio is searched on the plain model before training.
+
     The report holds the hosts, how each attention module was removed (fold/drop), the per-layer score
     distribution and how far folding moved the logits on one batch (``fold_logit_max_abs``).
     """
@@ -60,9 +65,22 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     if score not in SCORE_FORMS:
         raise ConfigError(f"score={score!r} is unknown; use one of {', '.join(SCORE_FORMS)}")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    search = counts = None
+    if budget:
+        if sparsity <= 0:
+            raise ConfigError("the attention budget steers the gate penalty: give it a sparsity > 0 "
+                              "(--attention-sparsity 1e-2)")
+        if reduce is not None:  # counts must be known before training; uniform counts ignore the scores
+            from ..targets import search_ratio
+
+            found = search_ratio(model, inputs, reduce, **plan_options)
+            search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
+            plan_options = {**plan_options, **found.plan_kwargs()}
+            ratio, reduce = plan_options.pop("ratio"), None
+        counts = budget_counts(model, inputs, ratio=ratio, **plan_options)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
-                             device=device, progress=progress)
+                             device=device, progress=progress, budget=counts)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
     silenced = stats.silenced()
@@ -80,7 +98,6 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     with torch.no_grad():
         after = model(probe.to(next(model.parameters()).device))
     on_device = tuple(x.to(next(model.parameters()).device) for x in inputs)
-    search = None
     if reduce is not None:
         from ..targets import search_ratio
 
@@ -94,7 +111,9 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone
     report = {"hosts": hosts, "removal": how, "attention_epochs": attention_epochs, "mode": mode,
-              "sparsity": sparsity, "reduction": reduction, "score": score, "scores": stats.summary(),
+              "sparsity": sparsity, "reduction": reduction, "score": score,
+              "budget": {k: v for k, v in (counts or {}).items() if k in hosts} if budget else None,
+              "scores": stats.summary(),
               "silenced_layers": silenced, "fold_logit_max_abs": float((before - after).abs().max()),
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),
               "ratio_search": search, "history": result.history}

@@ -28,17 +28,19 @@ BN = nn.modules.batchnorm._BatchNorm
 
 
 class _L1OnGate(torch.autograd.Function):
-    """Identity forward; backward adds d(lam * mean_n sum_c g_nc)/dg = lam / N: the per-image L1 norm of the
-    (positive) gate vector, averaged over the batch, as if added to the loss."""
+    """Identity forward; backward adds d(lam * mean_n sum_c m_c g_nc)/dg = lam m_c / N: the per-image L1 norm of
+    the (positive) gate vector over the channels the mask ``m`` selects (all when None), averaged over the batch,
+    as if added to the loss."""
 
     @staticmethod
-    def forward(ctx: Any, gate: torch.Tensor, lam: float) -> torch.Tensor:
-        ctx.lam = lam
+    def forward(ctx: Any, gate: torch.Tensor, lam: float, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.lam, ctx.mask = lam, mask
         return gate.view_as(gate)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Any:
-        return grad + ctx.lam / grad.shape[0], None
+        push = ctx.lam / grad.shape[0]
+        return grad + (push if ctx.mask is None else push * ctx.mask), None, None
 
 
 class ChannelAttention(nn.Module):
@@ -54,6 +56,7 @@ class ChannelAttention(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
         self.sparsity = 0.0  # L1 penalty weight on the gates while training
+        self.budget = 0  # > 0: the penalty falls only on this many channels, the lowest of each batch's mean gate
         self.observer: Optional[Callable[[torch.Tensor], None]] = None  # sees every gate batch (scoring)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +69,11 @@ class ChannelAttention(nn.Module):
         if self.observer is not None:
             self.observer(g.detach())
         if self.training and self.sparsity > 0:
-            g = _L1OnGate.apply(g, self.sparsity)
+            mask = None
+            if 0 < self.budget < g.shape[1]:
+                mask = torch.zeros(g.shape[1], dtype=g.dtype, device=g.device)
+                mask[g.detach().mean(0).topk(self.budget, largest=False).indices] = 1.0
+            g = _L1OnGate.apply(g, self.sparsity, mask)
         return x * g.reshape(*g.shape, *([1] * (x.dim() - 2)))
 
 

@@ -5,11 +5,12 @@
 Frozen: only the attention parameters get gradients, and BatchNorm running statistics are held (momentum 0), so
 the backbone comes out unchanged (BN's ``num_batches_tracked`` counter aside). ``sparsity`` adds, per attention
 module, ``sparsity * mean over images of sum over channels of gate`` to the loss (an L1 penalty: gates are
-positive), pushing unimportant channels' gates toward zero.
+positive), pushing unimportant channels' gates toward zero; with a ``budget`` only as many channels per layer as
+the plan will remove are pushed (:mod:`prunekit.attention.budget`).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from torch import nn
 
@@ -19,8 +20,12 @@ from .se import BN, attention_modules
 
 
 def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "frozen", sparsity: float = 0.0,
-                    cfg: Optional[TrainConfig] = None, device: Any = "auto", progress: bool = False) -> TrainResult:
-    """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced)."""
+                    cfg: Optional[TrainConfig] = None, device: Any = "auto", progress: bool = False,
+                    budget: Optional[Dict[str, int]] = None) -> TrainResult:
+    """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced).
+
+    ``budget`` (host -> count, :func:`prunekit.attention.budget.budget_counts`) puts the penalty on only that many
+    channels of each host, the lowest-gated of each batch; hosts it does not name are penalized whole."""
     if mode not in ("frozen", "joint"):
         raise ConfigError(f"attention training mode={mode!r} is unknown; use 'frozen' or 'joint'")
     if sparsity < 0:
@@ -35,8 +40,9 @@ def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "f
     flags = {id(p): p.requires_grad for p in model.parameters()}
     momenta = {}
     try:
-        for se in found.values():
+        for name, se in found.items():
             se.sparsity = float(sparsity)
+            se.budget = int((budget or {}).get(name, 0))
         if mode == "frozen":
             for p in model.parameters():
                 p.requires_grad_(id(p) in own)
@@ -47,7 +53,7 @@ def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "f
         return fit(model, data, cfg, device=device, out_dir=None, resume=False, progress=progress)
     finally:
         for se in found.values():
-            se.sparsity = 0.0
+            se.sparsity, se.budget = 0.0, 0
         for p in model.parameters():
             p.requires_grad_(flags.get(id(p), True))
         for m, mom in momenta.items():

@@ -32,9 +32,10 @@ from ..targets import parse_reduce, search_ratio
 from ..train import TrainConfig, evaluate, fit
 from ..train.bn import recalibrate_bn
 
-# criterion name -> attention_prune(score=...) form; the attention criteria of the comparison
-ATTENTION_FORMS = {"attention": "gate", "attention_scale": "gate_x_scale",
-                   "attention_gm": "gate_gm", "attention_scale_gm": "gate_x_scale_gm"}
+# criterion name -> its attention_prune arguments; the attention criteria of the comparison
+ATTENTION_FORMS = {"attention": {"score": "gate"}, "attention_scale": {"score": "gate_x_scale"},
+                   "attention_gm": {"score": "gate_gm"}, "attention_scale_gm": {"score": "gate_x_scale_gm"},
+                   "attention_budget": {"score": "gate", "budget": True}}
 FINETUNE_LR = 0.01  # cells at another fine-tuning lr carry it in their key and row
 
 
@@ -106,9 +107,9 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
         _, plan, report = attention_prune(model, data, x, attention_epochs=opts.attention_epochs,
                                           mode=opts.attention_mode, sparsity=opts.attention_sparsity,
                                           removal=opts.attention_removal,
-                                          score=ATTENTION_FORMS[criterion], train_cfg=cfg, device=opts.device,
+                                          **ATTENTION_FORMS[criterion], train_cfg=cfg, device=opts.device,
                                           max_batches=None, seed=seed, **how)
-        extra = {k: report[k] for k in ("removal", "score", "scores", "fold_logit_max_abs",
+        extra = {k: report[k] for k in ("removal", "score", "budget", "scores", "fold_logit_max_abs",
                                         "top1_agreement_after_removal", "ratio_search")}
         return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration_batches(data, opts.calib_batches)
