@@ -223,6 +223,10 @@ for seed in 0 1 2 3 4; do
 --criteria attention_budget --attention-sparsity 3e-2 --results $RES/att_budget --name att_budget"
   done
 done
+on budget && lane budget_check_vgg "${LR05/criteria_f20_gpu /criteria_f20_gpu_check2 } --seeds 0 --reduce macs=0.7 \
+--skip-unpruned --criteria fpgm --name budget_check_vgg"  # repeats a committed cell: does this machine reproduce?
+on gm_r18_s34 && lane gm_check2_r18 "$WAIT_BASE; ${R18_05/criteria_f20_gpu /criteria_f20_gpu_check2 } --seeds 0 \
+--reduce macs=0.7 --skip-unpruned --criteria fpgm --name gm_check2_r18"
 for seed in 3 4; do
   for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
     first=$([ "$seed$t" = 3macs=0.3 ] && echo true || echo "$WAIT_BASE")
