@@ -123,7 +123,10 @@ def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Option
           f"{opts.finetune_lr:g}, cosine) for every row "
           f"(unpruned included){', with knowledge distillation from the unpruned base' if opts.distill else ''}; "
           f"`attention` (mean gate) and `attention_scale` (mean gate x |BN gamma|) also train only their SE modules "
-          f"for {opts.attention_epochs} epoch(s) ({opts.attention_mode}) before pruning.", "",
+          f"for {opts.attention_epochs} epoch(s) ({opts.attention_mode}) before pruning"
+          + (f"; `attention_budget` puts their gate penalty ({opts.attention_sparsity:g}) on only as many channels "
+             "per layer as the plan removes." if any(r["criterion"] == "attention_budget" for r in rows) else "."),
+          "",
           markdown_table(table), ""]
     md += kept_tables(rows)
     att = [r for r in rows if r["criterion"] in ATTENTION_FORMS and r.get("extra", {}).get("scores")]
