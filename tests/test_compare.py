@@ -59,7 +59,9 @@ def test_a_trained_checkpoint_is_the_base_of_every_cell(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize("kw,match", [({"criteria": ["l1", "nosuch"]}, "unknown criterion 'nosuch'.*attention_scale"),
-                                      ({"reduce": ["macs=2"]}, "macs=2")])
+                                      ({"reduce": ["macs=2"]}, "macs=2"),
+                                      ({"criteria": ["attention_budget"], "attention_sparsity": 0}, "sparsity > 0"),
+                                      ({"criteria": ["attention_budget"], "scope": "global"}, "scope uniform")])
 def test_bad_input_is_refused_before_training(tiny_folder, tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         compare_job(_opts(tiny_folder, tmp_path / "bad", **kw))

@@ -179,7 +179,8 @@ class CompareOptions(RunOptions, DataOptions):
                                                 "(.safetensors: the base of every seed, with its own data split)")
     criteria: List[str] = Field(["attention_scale", "attention", "l1", "fpgm", "bn_scale", "random"],
                                 description="criteria to compare (attention forms: attention = mean SE gate, "
-                                            "attention_scale = gate x |BN gamma|, attention_gm, attention_scale_gm)")
+                                            "attention_scale = gate x |BN gamma|, attention_gm, attention_scale_gm, "
+                                            "attention_budget = gate penalty on the channels the plan removes)")
     reduce: List[str] = Field(["macs=0.5"], description="targets, e.g. macs=0.3 macs=2x macs=0.7 params=0.4")
     seeds: List[int] = Field([0, 1, 2], description="pruning and fine-tuning seeds (one cell per criterion, target "
                                                     "and seed)")

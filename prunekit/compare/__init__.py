@@ -38,6 +38,11 @@ def check(opts: Any) -> None:
     for t in opts.reduce:
         parse_reduce(t)
     for c in opts.criteria:
+        if ATTENTION_FORMS.get(c, {}).get("budget"):  # its training needs a penalty to aim and known counts
+            if opts.attention_sparsity <= 0:
+                raise ConfigError(f"{c} aims the gate penalty: give --attention-sparsity > 0 (e.g. 3e-2)")
+            if opts.scope != "uniform":
+                raise ConfigError(f"{c} needs --scope uniform (per-layer counts known before training)")
         if c in ATTENTION_FORMS:
             continue
         try:
