@@ -246,7 +246,7 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
         model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
         reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
-        train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope,
+        budget=opts.attention_budget, train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope,
         round_to=opts.round_to_value())
     done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
@@ -310,6 +310,11 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
                                              and opts.schedule == "oneshot" and opts.criterion != "attention"):
         raise ConfigError("--allocation latency works with --structured one-shot pruning to a --reduce target "
                           "(e.g. --reduce macs=0.5), layer scope, any criterion but attention")
+    if opts.attention_budget and not (opts.method == "structured" and opts.criterion == "attention"
+                                      and opts.schedule == "oneshot" and opts.scope == "layer"
+                                      and opts.attention_sparsity > 0):
+        raise ConfigError("--attention-budget aims the gate penalty of --structured one-shot --criterion attention, "
+                          "layer scope: give --attention-sparsity > 0 (e.g. 3e-2) and drop --global / --schedule")
     if opts.max_drop is not None and not (opts.method == "structured" and opts.schedule == "oneshot"
                                           and opts.scope == "layer" and not opts.reduce
                                           and opts.allocation == "uniform"):

@@ -117,6 +117,24 @@ def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, criteri
         assert res["pruning"]["attention"]  # how each attention module was removed is reported
 
 
+def test_attention_budget_from_the_cli_options(tiny_folder, tmp_path, monkeypatch):
+    res = prune_job(_opts(tiny_folder, tmp_path / "b", method="structured", criterion="attention", reduce="macs=0.5",
+                          epochs=1, finetune_epochs=0, attention_epochs=1, attention_sparsity=3e-2,
+                          attention_budget=True))
+    report = res["pruning"]["attention"]
+    removed = {g["module"]: len(g["remove"]) for g in res["pruning"]["plan"]["groups"]}
+    assert report["budget"] and sum(report["budget"].values()) == sum(removed.values())
+    assert report["ratio_search"]["achieved"] == pytest.approx(0.5, abs=0.02)
+    import prunekit.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the options"))
+    for bad in ({"attention_sparsity": 0.0}, {"scope": "global", "attention_sparsity": 3e-2}):
+        with pytest.raises(ConfigError, match="--attention-budget aims the gate penalty"):
+            prune_job(_opts(tiny_folder, tmp_path / "bad", method="structured", criterion="attention",
+                            attention_budget=True, **bad))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_sparse_kernel_decisions_recorded_and_replayed_on_load(tiny_folder, tmp_path):
     from prunekit.sparse.kernels import _SparseWeight
 

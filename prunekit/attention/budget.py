@@ -28,7 +28,7 @@ def budget_counts(model: nn.Module, inputs: Any, **plan_options: Any) -> Dict[st
     channels. Call it on the plain model, before attention is inserted."""
     if plan_options.get("scope", "uniform") != "uniform":
         raise ConfigError("the attention budget needs uniform scope (per-layer counts known before training); "
-                          "drop --attention-budget or use --scope uniform")
+                          "drop the budget or the global scope")
     plan, graph = make_plan(model, inputs, criterion="l2", return_graph=True, **plan_options)
     counts: Dict[str, int] = {}
     for gp in plan.groups:
