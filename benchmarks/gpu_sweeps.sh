@@ -235,6 +235,29 @@ for seed in 3 4; do
   done
 done
 
+# Ninth batch: the same vgg_small comparison with a short fine-tuning (2 epochs, lr 0.01), where accuracy right
+# after pruning should matter more: is the budget-aware attention (the best right after pruning) ahead there?
+SHORT="$CCB --finetune-epochs 2 --model vgg_small --work runs/cc_vgg"
+for seed in 0 1 2 3 4; do
+  for t in macs=0.5 macs=3x macs=0.7; do
+    skip=$([ "$t" = macs=3x ] && echo "" || echo --skip-unpruned)
+    on short && lane "short_vgg_s${seed}_${t#macs=}" "$SHORT --seeds $seed --reduce $t $skip \
+--criteria fpgm random attention_scale l1 --results $RES/criteria_f2_gpu --name criteria_f2_gpu_vgg_small" \
+      "$SHORT --seeds $seed --reduce $t --skip-unpruned --criteria attention_budget --attention-sparsity 3e-2 \
+--results $RES/att_budget_f2_gpu --name att_budget_f2_gpu_vgg_small"
+  done
+done
+
+# ... and the budget with the SE modules dropped instead of folded (no 2x boosts or near-zero scales written into
+# the BNs), at 3x and 3.3x with the 20-epoch lr-0.05 recipe.
+for seed in 0 1 2 3 4; do
+  for t in macs=3x macs=0.7; do
+    on budget_drop && lane "budget_drop_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
+--criteria attention_budget --attention-sparsity 3e-2 --attention-removal drop --results $RES/att_budget_drop \
+--name att_budget_drop"
+  done
+done
+
 SW="$PY benchmarks/schedules_sweep.py --data $DATA --model vgg_small --epochs 30 --device cuda --threads 1 \
 --results $RES/schedules_gpu --runs runs/schedules_gpu --name schedules_gpu"
 for seed in 0 1 2; do
