@@ -248,6 +248,19 @@ for seed in 0 1 2 3 4; do
   done
 done
 
+# The short comparison completed: every criterion of the lr-0.05 grid and the -30% target (finished cells, copied
+# in from docs/results first, are skipped).
+on short_all && mkdir -p $RES/criteria_f2_gpu $RES/att_budget_f2_gpu && cp docs/results/criteria_f2_gpu/*.json \
+  $RES/criteria_f2_gpu/ && cp docs/results/att_budget_f2_gpu/*.json $RES/att_budget_f2_gpu/
+for seed in 0 1 2 3 4; do
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    on short_all && lane "short_all_vgg_s${seed}_${t#macs=}" "$SHORT --seeds $seed --reduce $t --skip-unpruned \
+--criteria fpgm random attention_scale l1 bn_scale attention attention_gm attention_scale_gm --results \
+$RES/criteria_f2_gpu --name criteria_f2_gpu_vgg_small" "$SHORT --seeds $seed --reduce $t --skip-unpruned \
+--criteria attention_budget --attention-sparsity 3e-2 --results $RES/att_budget_f2_gpu --name att_budget_f2_gpu_vgg_small"
+  done
+done
+
 # ... and the budget with the SE modules dropped instead of folded (no 2x boosts or near-zero scales written into
 # the BNs), at 3x and 3.3x with the 20-epoch lr-0.05 recipe.
 for seed in 0 1 2 3 4; do
