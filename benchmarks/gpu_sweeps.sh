@@ -264,8 +264,9 @@ done
 # ... and the budget with the SE modules dropped instead of folded (no 2x boosts or near-zero scales written into
 # the BNs), at 3x and 3.3x with the 20-epoch lr-0.05 recipe.
 for seed in 0 1 2 3 4; do
-  for t in macs=3x macs=0.7; do
-    on budget_drop && lane "budget_drop_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
+  for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
+    case $t in macs=0.3|macs=0.5) on budget_drop2 || continue;; *) on budget_drop || continue;; esac
+    lane "budget_drop_vgg_s${seed}_${t#macs=}" "$LR05 --seeds $seed --reduce $t --skip-unpruned \
 --criteria attention_budget --attention-sparsity 3e-2 --attention-removal drop --results $RES/att_budget_drop \
 --name att_budget_drop"
   done
