@@ -140,8 +140,8 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                                                           "layer, or drop it")
     attention_budget: bool = Field(False, description="aim --attention-sparsity at only as many channels per layer as "
                                                       "the plan removes: keeps the most accuracy right after pruning "
-                                                      "(for little or no fine-tuning), not after long fine-tuning "
-                                                      "(docs/criteria.md)")
+                                                      "(for little or no fine-tuning); with long fine-tuning pair it "
+                                                      "with --attention-removal drop (docs/criteria.md)")
     allocation: Literal["uniform", "latency"] = Field(
         "uniform", description="structured one-shot: the same ratio in every layer, or latency-aware (each group's "
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce)")
