@@ -20,7 +20,7 @@ from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
 from ..train import TrainConfig
 from .budget import budget_counts
-from .score import SCORE_FORMS, AttentionStats, attention_scores, form_criterion, scale_by_host
+from .score import SCORE_FORMS, AttentionStats, attention_scores, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
 
@@ -64,6 +64,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         raise ConfigError(f"removal={removal!r} is unknown; use 'fold' or 'drop'")
     if score not in SCORE_FORMS:
         raise ConfigError(f"score={score!r} is unknown; use one of {', '.join(SCORE_FORMS)}")
+    form = SCORE_FORMS[score]
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     search = counts = None
     if budget:
@@ -89,7 +90,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         log.warning("attention training turned most channels off in %d layer(s) (median gate %s); folding those gates "
                     "leaves near-zero scales that fine-tuning may not repair: use --attention-removal drop, or a "
                     "smaller --attention-sparsity", len(silenced), shown)
-    if score.startswith("gate_x_scale"):
+    if form.scaled:
         setattr(model, SCORES_ATTR, scale_by_host(model, stats.mean))  # before folding changes the scale
     probe = _probe_batch(data, inputs)
     with torch.no_grad():
@@ -101,11 +102,11 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     if reduce is not None:
         from ..targets import search_ratio
 
-        found = search_ratio(model, on_device, reduce, criterion=form_criterion(score), **plan_options)
+        found = search_ratio(model, on_device, reduce, criterion=form.criterion, **plan_options)
         search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
         plan_options = {**plan_options, **found.plan_kwargs()}
         ratio = plan_options.pop("ratio")
-    plan, graph = make_plan(model, on_device, ratio=ratio, criterion=form_criterion(score), return_graph=True,
+    plan, graph = make_plan(model, on_device, ratio=ratio, criterion=form.criterion, return_graph=True,
                             **plan_options)
     apply_plan(model, plan, graph=graph)
     if hasattr(model, SCORES_ATTR):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -120,12 +120,16 @@ def attention_scores(model: nn.Module, data: Any, max_batches: Optional[int] = N
     return stats
 
 
-SCORE_FORMS = ("gate", "gate_x_scale", "gate_gm", "gate_x_scale_gm")
+class ScoreForm(NamedTuple):
+    """How a form ranks channels: the stored score is the mean gate, times |host scale| when ``scaled``
+    (:func:`scale_by_host`), and ``criterion`` plans with it (``attention_gm`` weighs FPGM's geometry by it)."""
+
+    scaled: bool
+    criterion: str
 
 
-def form_criterion(form: str) -> str:
-    """The plan criterion of a score form: ``*_gm`` forms weigh FPGM's geometry by the attention (attention_gm)."""
-    return "attention_gm" if form.endswith("_gm") else "attention"
+SCORE_FORMS = {"gate": ScoreForm(False, "attention"), "gate_x_scale": ScoreForm(True, "attention"),
+               "gate_gm": ScoreForm(False, "attention_gm"), "gate_x_scale_gm": ScoreForm(True, "attention_gm")}
 
 
 @torch.no_grad()
