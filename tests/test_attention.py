@@ -303,6 +303,8 @@ def test_attention_prune_to_a_params_target_with_global_scope(tiny_folder):
 
 
 def test_budget_penalty_falls_only_on_the_lowest_gates():
+    from prunekit.attention.budget import GroupBudget
+
     torch.manual_seed(0)
     se = ChannelAttention(8, reduction=2).train()
     with torch.no_grad():
@@ -310,9 +312,9 @@ def test_budget_penalty_falls_only_on_the_lowest_gates():
         se.fc1.weight.zero_()  # gates independent of the input: the lowest are channels 3, 1, 5
     x = torch.randn(3, 8, 4, 4)
     grads = []
-    for lam, budget in ((0.0, 0), (0.8, 3)):
+    for lam, budget in ((0.0, None), (0.8, GroupBudget(3, 8, {"h": torch.arange(8)}))):
         se.zero_grad()
-        se.sparsity, se.budget = lam, budget
+        se.sparsity, se.budget = lam, (None if budget is None else (lambda g, b=budget: b.mask("h", g)))
         se(x).sum().backward()
         grads.append(se.fc2.bias.grad.clone())
     extra = grads[1] - grads[0]
@@ -321,32 +323,50 @@ def test_budget_penalty_falls_only_on_the_lowest_gates():
     assert torch.allclose(extra[[1, 3, 5]], 0.8 * 2 * torch.sigmoid(z) * (1 - torch.sigmoid(z)), atol=1e-6)
 
 
-def test_budget_counts_are_the_plans_removed_counts():
-    from prunekit.attention.budget import budget_counts
+def test_hosts_of_one_group_push_the_same_channels():
+    """A residual stream gated by two BNs: the channels pushed are the lowest of the summed gates, in both hosts,
+    even where each host alone would pick others; a host holding part of the group (a concat input) gets its
+    positions of those channels."""
+    from prunekit.attention.budget import GroupBudget
+
+    b = GroupBudget(2, 4, {"a": torch.arange(4), "b": torch.arange(4), "c": torch.tensor([-1, 2, 3])})
+    assert b.mask("a", torch.tensor([0.1, 0.2, 0.9, 1.0])).tolist() == [1, 1, 0, 0]  # b, c unseen: gate 1
+    mask_b = b.mask("b", torch.tensor([1.5, 1.6, 0.1, 0.2]))  # sums 1.6, 1.8, 1.0, 1.2 (+ c at 1): 2 and 3 lowest
+    assert mask_b.tolist() == [0, 0, 1, 1]
+    assert b.mask("a", torch.tensor([0.1, 0.2, 0.9, 1.0])).tolist() == [0, 0, 1, 1]  # the same channels in a
+    assert b.mask("c", torch.tensor([5.0, 0.5, 0.5])).tolist() == [0, 1, 1]
+    assert b.counts() == {"a": 2, "b": 2, "c": 1}  # c holds half the group: its expected share
+
+
+def test_budget_groups_are_the_plans_removed_counts_shared_by_a_groups_hosts():
+    from prunekit.attention.budget import budget_groups
 
     model = _model("resnet_tiny")
     plan = make_plan(model, X[:1], ratio=0.5, criterion="l2")
-    counts = budget_counts(model, X[:1], ratio=0.5)
+    budgets = budget_groups(model, X[:1], ratio=0.5)
     hosts = insert_attention(copy.deepcopy(model), X[:1])
-    assert set(hosts) <= set(counts)
+    assert set(hosts) <= set(budgets)
     removed = {g.module: len(g.remove) for g in plan.groups}
-    assert counts["stem.1"] == removed["stem.0"] and counts["layers.0.0.bn1"] == removed["layers.0.0.conv1"]
+    assert budgets["stem.1"].k == removed["stem.0"] and budgets["layers.0.0.bn1"].k == removed["layers.0.0.conv1"]
+    assert budgets["stem.1"] is budgets["layers.0.0.bn2"]  # the residual stream of stage 0
+    assert budgets["layers.1.0.bn2"] is budgets["layers.1.0.downsample.1"]
     with pytest.raises(ConfigError, match="uniform scope"):
-        budget_counts(model, X[:1], ratio=0.5, scope="global")
+        budget_groups(model, X[:1], ratio=0.5, scope="global")
 
 
 def test_budget_training_drives_the_planned_channels_off_and_prunes_them(tiny_folder):
     """With a budget the penalty drives as many channels per layer as the plan removes well under the others, and
     the plan then removes that many."""
-    from prunekit.attention.budget import budget_counts
+    from prunekit.attention.budget import budget_groups
 
     data = _dataset(tiny_folder)
     cfg = TrainConfig(batch_size=8, augment=False, lr=0.5)
     model = _model()
-    counts = budget_counts(model, X[:1], ratio=0.5)
+    budgets = budget_groups(model, X[:1], ratio=0.5)
+    counts = {h: b.k for h, b in budgets.items()}
     hosts = insert_attention(model, X[:1])
     torch.manual_seed(0)
-    train_attention(model, data, epochs=3, sparsity=1.0, budget=counts, cfg=cfg, device="cpu")
+    train_attention(model, data, epochs=3, sparsity=1.0, budget=budgets, cfg=cfg, device="cpu")
     stats = attention_scores(model, data)
     for host in hosts:  # the k pushed channels sit well under every other one
         k, gates = counts[host], stats.mean[host].sort().values

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
 from ..train import TrainConfig
-from .budget import budget_counts
+from .budget import budget_groups
 from .score import SCORE_FORMS, AttentionStats, attention_scores, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
 from .train import train_attention
@@ -66,7 +66,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         raise ConfigError(f"score={score!r} is unknown; use one of {', '.join(SCORE_FORMS)}")
     form = SCORE_FORMS[score]
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    search = counts = None
+    search = budgets = None
     if budget:
         if sparsity <= 0:
             raise ConfigError("the attention budget steers the gate penalty: give it a sparsity > 0 "
@@ -78,10 +78,10 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
             search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
             plan_options = {**plan_options, **found.plan_kwargs()}
             ratio, reduce = plan_options.pop("ratio"), None
-        counts = budget_counts(model, inputs, ratio=ratio, **plan_options)
+        budgets = budget_groups(model, inputs, ratio=ratio, **plan_options)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
-                             device=device, progress=progress, budget=counts)
+                             device=device, progress=progress, budget=budgets)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
     silenced = stats.silenced()
@@ -113,7 +113,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         delattr(model, SCORES_ATTR)  # stale once channels are gone
     report = {"hosts": hosts, "removal": how, "attention_epochs": attention_epochs, "mode": mode,
               "sparsity": sparsity, "reduction": reduction, "score": score,
-              "budget": {k: v for k, v in (counts or {}).items() if k in hosts} if budget else None,
+              "budget": {h: budgets[h].counts()[h] for h in hosts if h in budgets} if budgets else None,
               "scores": stats.summary(),
               "silenced_layers": silenced, "fold_logit_max_abs": float((before - after).abs().max()),
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),

@@ -1,39 +1,96 @@
-"""Budget-aware attention training: the gate penalty falls only on as many channels per layer as the plan removes.
+"""Budget-aware attention training: the gate penalty falls only on as many channels per group as the plan removes.
 
-    counts = budget_counts(model, inputs, ratio=0.67)     # {layer: channels to push toward 0}, before insertion
-    train_attention(model, data, sparsity=1e-2, budget=counts)
+    budgets = budget_groups(model, inputs, ratio=0.67)   # {host: GroupBudget}, on the plain model
+    train_attention(model, data, sparsity=3e-2, budget=budgets)
 
 A uniform L1 penalty on every gate pushes whole layers down (docs/criteria.md: penalty 1e-2 silences layers); the
-plan, though, removes a known number of channels per layer. With a budget, each training batch penalizes only
-that many channels of each layer, the ones whose batch-mean gate is lowest, so the attention learns which set of
+plan, though, removes a known number of channels per group. With a budget, each training batch penalizes only
+that many channels of each group, the ones whose batch-mean gate is lowest, so the attention learns which set of
 channels the frozen network can lose *together* (a channel whose loss hurts resists the push and another takes
-its place) while the other gates are free to compensate (up to 2x, folded into the BN afterwards). The counts come
-from a dry plan on the plain model: under uniform scope they do not depend on the criterion.
+its place) while the other gates are free to compensate. The counts come from a dry plan on the plain model:
+under uniform scope they do not depend on the criterion.
+
+A group can be gated by several attention modules (a ResNet stage's residual stream: the BN of every block's last
+conv and of the downsample), and the plan removes a channel from all of them at once. Its hosts therefore share
+one :class:`GroupBudget`: the pushed channels are the lowest of the group's summed gates (each host's latest
+batch mean), the same channels in every host.
 """
 from __future__ import annotations
 
 from typing import Any, Dict
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..plan import make_plan
 
 
-def budget_counts(model: nn.Module, inputs: Any, **plan_options: Any) -> Dict[str, int]:
-    """Layer name -> how many of its output channels the plan ``make_plan(model, inputs, **plan_options)`` removes
-    (every layer whose weight rows are a group's channels: convs, BNs, Linears; attention hosts are among them).
+class GroupBudget:
+    """The ``k`` channels of one group to push, chosen from the latest batch-mean gates of all its hosts.
 
-    A layer that holds only part of a group (a concat's input) gets the group's removed fraction of its own
-    channels. Call it on the plain model, before attention is inserted."""
+    ``index[host][i]`` is the group channel at the host's position i (-1: a position outside the group)."""
+
+    def __init__(self, k: int, size: int, index: Dict[str, torch.Tensor]) -> None:
+        self.k, self.size, self.index = k, size, index
+        self.latest: Dict[str, torch.Tensor] = {}
+
+    def counts(self) -> Dict[str, int]:
+        """Per host: how many of its positions belong to pushed channels (k for a host holding the whole group)."""
+        return {h: round(self.k * int((i >= 0).sum()) / self.size) for h, i in self.index.items()}
+
+    def mask(self, host: str, gate_mean: torch.Tensor) -> torch.Tensor:
+        """Record ``host``'s batch-mean gate and return its 0/1 mask of the channels to push now. Hosts not seen
+        yet count as gate 1 (their value at insertion)."""
+        self.latest[host] = gate_mean.detach()
+        device = gate_mean.device
+        total = torch.zeros(self.size, device=device)
+        seen = torch.zeros(self.size, device=device)
+        for h, g in self.latest.items():
+            idx = self.index[h].to(device)
+            ok = idx >= 0
+            total.index_add_(0, idx[ok], g[ok].float())
+            seen.index_add_(0, idx[ok], torch.ones(int(ok.sum()), device=device))
+        hosts = torch.zeros(self.size, device=device)
+        for i in self.index.values():
+            i = i.to(device)
+            hosts.index_add_(0, i[i >= 0], torch.ones(int((i >= 0).sum()), device=device))
+        mean = (total + (hosts - seen)) / hosts.clamp(min=1)  # unseen hosts at gate 1
+        pushed = torch.zeros(self.size, dtype=torch.bool, device=device)
+        pushed[mean.topk(min(self.k, self.size), largest=False).indices] = True
+        idx = self.index[host].to(device)
+        out = torch.zeros(idx.numel(), dtype=gate_mean.dtype, device=device)
+        out[idx >= 0] = pushed[idx[idx >= 0]].to(gate_mean.dtype)
+        return out
+
+
+def budget_groups(model: nn.Module, inputs: Any, **plan_options: Any) -> Dict[str, GroupBudget]:
+    """Layer name -> the :class:`GroupBudget` of the group whose channels its weight rows are, for every group the
+    plan ``make_plan(model, inputs, **plan_options)`` shrinks (convs, BNs, Linears; attention hosts are among them,
+    and hosts of one group share one budget). Call it on the plain model, before attention is inserted."""
     if plan_options.get("scope", "uniform") != "uniform":
         raise ConfigError("the attention budget needs uniform scope (per-layer counts known before training); "
                           "drop the budget or the global scope")
     plan, graph = make_plan(model, inputs, criterion="l2", return_graph=True, **plan_options)
-    counts: Dict[str, int] = {}
+    out: Dict[str, GroupBudget] = {}
     for gp in plan.groups:
-        for m in graph.group(gp.key).members:
-            if m.kind == "param" and m.attr == "weight" and m.dim == 0:
-                own = int((m.index >= 0).sum())
-                counts[m.module] = max(counts.get(m.module, 0), round(len(gp.remove) * own / gp.size))
-    return counts
+        index = {m.module: m.index.clone() for m in graph.group(gp.key).members
+                 if m.kind == "param" and m.attr == "weight" and m.dim == 0}
+        shared = GroupBudget(len(gp.remove), gp.size, index)
+        out.update({name: shared for name in index})
+    return out
+
+
+def restrict(budgets: Dict[str, GroupBudget], hosts: Any) -> Dict[str, GroupBudget]:
+    """The budgets of the attention hosts only, each group's index cut down to its hosts (so that layers without
+    attention, e.g. the convs before the BNs, neither vote nor wait)."""
+    hosts = set(hosts)
+    shared: Dict[int, GroupBudget] = {}
+    out: Dict[str, GroupBudget] = {}
+    for name, b in budgets.items():
+        if name not in hosts:
+            continue
+        if id(b) not in shared:
+            shared[id(b)] = GroupBudget(b.k, b.size, {h: i for h, i in b.index.items() if h in hosts})
+        out[name] = shared[id(b)]
+    return out

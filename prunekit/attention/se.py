@@ -56,7 +56,8 @@ class ChannelAttention(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
         self.sparsity = 0.0  # L1 penalty weight on the gates while training
-        self.budget = 0  # > 0: the penalty falls only on this many channels, the lowest of each batch's mean gate
+        # set: batch-mean gate [C] -> 0/1 mask of the channels the penalty falls on (prunekit.attention.budget)
+        self.budget: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
         self.observer: Optional[Callable[[torch.Tensor], None]] = None  # sees every gate batch (scoring)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,10 +70,7 @@ class ChannelAttention(nn.Module):
         if self.observer is not None:
             self.observer(g.detach())
         if self.training and self.sparsity > 0:
-            mask = None
-            if 0 < self.budget < g.shape[1]:
-                mask = torch.zeros(g.shape[1], dtype=g.dtype, device=g.device)
-                mask[g.detach().mean(0).topk(self.budget, largest=False).indices] = 1.0
+            mask = None if self.budget is None else self.budget(g.detach().mean(0))
             g = _L1OnGate.apply(g, self.sparsity, mask)
         return x * g.reshape(*g.shape, *([1] * (x.dim() - 2)))
 

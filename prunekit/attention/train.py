@@ -10,22 +10,25 @@ the plan will remove are pushed (:mod:`prunekit.attention.budget`).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Dict, Optional
 
 from torch import nn
 
 from ..errors import ConfigError
 from ..train import TrainConfig, TrainResult, fit
+from .budget import GroupBudget, restrict
 from .se import BN, attention_modules
 
 
 def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "frozen", sparsity: float = 0.0,
                     cfg: Optional[TrainConfig] = None, device: Any = "auto", progress: bool = False,
-                    budget: Optional[Dict[str, int]] = None) -> TrainResult:
+                    budget: Optional[Dict[str, GroupBudget]] = None) -> TrainResult:
     """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced).
 
-    ``budget`` (host -> count, :func:`prunekit.attention.budget.budget_counts`) puts the penalty on only that many
-    channels of each host, the lowest-gated of each batch; hosts it does not name are penalized whole."""
+    ``budget`` (host -> its group's budget, :func:`prunekit.attention.budget.budget_groups`) puts the penalty on only
+    as many channels of each group as the plan removes, the lowest-gated of each batch; hosts it does not name are
+    penalized whole."""
     if mode not in ("frozen", "joint"):
         raise ConfigError(f"attention training mode={mode!r} is unknown; use 'frozen' or 'joint'")
     if sparsity < 0:
@@ -40,9 +43,10 @@ def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "f
     flags = {id(p): p.requires_grad for p in model.parameters()}
     momenta = {}
     try:
+        shared = restrict(budget or {}, found)
         for name, se in found.items():
             se.sparsity = float(sparsity)
-            se.budget = int((budget or {}).get(name, 0))
+            se.budget = partial(shared[name].mask, name) if name in shared else None
         if mode == "frozen":
             for p in model.parameters():
                 p.requires_grad_(id(p) in own)
@@ -53,7 +57,7 @@ def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "f
         return fit(model, data, cfg, device=device, out_dir=None, resume=False, progress=progress)
     finally:
         for se in found.values():
-            se.sparsity, se.budget = 0.0, 0
+            se.sparsity, se.budget = 0.0, None
         for p in model.parameters():
             p.requires_grad_(flags.get(id(p), True))
         for m, mom in momenta.items():
