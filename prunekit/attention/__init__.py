@@ -72,12 +72,8 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
             raise ConfigError("the attention budget steers the gate penalty: give it a sparsity > 0 "
                               "(--attention-sparsity 1e-2)")
         if reduce is not None:  # counts must be known before training; uniform counts ignore the scores
-            from ..targets import search_ratio
-
-            found = search_ratio(model, inputs, reduce, **plan_options)
-            search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
-            plan_options = {**plan_options, **found.plan_kwargs()}
-            ratio, reduce = plan_options.pop("ratio"), None
+            search, ratio, plan_options = _search(model, inputs, reduce, "l2", plan_options)
+            reduce = None
         budgets = budget_groups(model, inputs, ratio=ratio, **plan_options)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
@@ -100,12 +96,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         after = model(probe.to(next(model.parameters()).device))
     on_device = tuple(x.to(next(model.parameters()).device) for x in inputs)
     if reduce is not None:
-        from ..targets import search_ratio
-
-        found = search_ratio(model, on_device, reduce, criterion=form.criterion, **plan_options)
-        search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
-        plan_options = {**plan_options, **found.plan_kwargs()}
-        ratio = plan_options.pop("ratio")
+        search, ratio, plan_options = _search(model, on_device, reduce, form.criterion, plan_options)
     plan, graph = make_plan(model, on_device, ratio=ratio, criterion=form.criterion, return_graph=True,
                             **plan_options)
     apply_plan(model, plan, graph=graph)
@@ -119,6 +110,17 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
               "top1_agreement_after_removal": float((before.argmax(1) == after.argmax(1)).float().mean()),
               "ratio_search": search, "history": result.history}
     return model.train(), plan, report
+
+
+def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float], criterion: str,
+            plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], float, Dict[str, Any]]:
+    """The ratio (plus overrides) reaching ``reduce``: (what to report, the ratio, plan options with overrides)."""
+    from ..targets import search_ratio
+
+    found = search_ratio(model, inputs, reduce, criterion=criterion, **plan_options)
+    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
+    options = {**plan_options, **found.plan_kwargs()}
+    return search, options.pop("ratio"), options
 
 
 def _probe_batch(data: Any, inputs: Tuple[Any, ...]) -> torch.Tensor:

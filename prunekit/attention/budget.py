@@ -34,6 +34,9 @@ class GroupBudget:
     def __init__(self, k: int, size: int, index: Dict[str, torch.Tensor]) -> None:
         self.k, self.size, self.index = k, size, index
         self.latest: Dict[str, torch.Tensor] = {}
+        self.hosts = torch.zeros(size)  # per group channel: how many hosts hold it (fixed, so counted once)
+        for i in index.values():
+            self.hosts.index_add_(0, i[i >= 0], torch.ones(int((i >= 0).sum())))
 
     def counts(self) -> Dict[str, int]:
         """Per host: how many of its positions belong to pushed channels (k for a host holding the whole group)."""
@@ -51,10 +54,7 @@ class GroupBudget:
             ok = idx >= 0
             total.index_add_(0, idx[ok], g[ok].float())
             seen.index_add_(0, idx[ok], torch.ones(int(ok.sum()), device=device))
-        hosts = torch.zeros(self.size, device=device)
-        for i in self.index.values():
-            i = i.to(device)
-            hosts.index_add_(0, i[i >= 0], torch.ones(int((i >= 0).sum()), device=device))
+        hosts = self.hosts.to(device)
         mean = (total + (hosts - seen)) / hosts.clamp(min=1)  # unseen hosts at gate 1
         pushed = torch.zeros(self.size, dtype=torch.bool, device=device)
         pushed[mean.topk(min(self.k, self.size), largest=False).indices] = True
