@@ -21,9 +21,11 @@ demo: install
 	$(BIN)/prunekit demo --out runs/demo
 
 test: install
+	$(BIN)/lint-imports --no-cache   # the layer contract in pyproject.toml: imports only point down the pipeline
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-quick: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 clean:

@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 import prunekit  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.latency import measure_latency_together  # noqa: E402
-from prunekit.plan import pruned_copy  # noqa: E402
+from prunekit.apply.oneshot import pruned_copy  # noqa: E402
 from prunekit.runtime import atomic_path  # noqa: E402
-from prunekit.targets import parse_reduce, search_ratio  # noqa: E402
+from prunekit.allocate.reduce import parse_reduce, search_ratio  # noqa: E402
 
 TARGETS = ["macs=0.3", "macs=0.5", "macs=3x", "macs=0.7"]
 CELLS = REPO / "docs" / "results" / "criteria_f20_gpu"

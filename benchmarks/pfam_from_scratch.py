@@ -12,7 +12,7 @@ Methods, every one with ``--epochs`` epochs of training in total:
 - ``l1_oneshot``, ``attention``: train ``epochs - finetune`` epochs unpruned, prune once (L1 norm, or SE attention
   trained ``--attention-epochs`` epochs), fine-tune ``--finetune`` epochs.
 
-Each cell runs ``prunekit.pipeline.prune_job`` (which itself resumes after a kill) and writes one JSON under
+Each cell runs ``prunekit.jobs.prune.prune_job`` (which itself resumes after a kill) and writes one JSON under
 ``docs/results/pfam/``; a rerun skips finished cells. The table ``docs/pfam_results.md`` is rebuilt from all JSON.
 Nothing is chosen on the test split: settings are the defaults, fixed before any run.
 """
@@ -27,8 +27,9 @@ from typing import Any, Dict, List
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from prunekit.cli.schemas import PruneOptions  # noqa: E402
-from prunekit.pipeline import prune_job, write_json  # noqa: E402
+from prunekit.config import PruneOptions  # noqa: E402
+from prunekit.jobs.common import write_json  # noqa: E402
+from prunekit.jobs.prune import prune_job  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
 from prunekit.runtime import pick_device  # noqa: E402
 

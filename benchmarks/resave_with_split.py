@@ -12,7 +12,7 @@ import argparse
 
 import prunekit
 from prunekit.data import load_dataset
-from prunekit.pipeline import data_section
+from prunekit.data import data_section
 
 
 def main() -> None:

@@ -173,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--sparsities", type=float, nargs="*", default=[0.9, 0.95, 0.98])
     ap.add_argument("--schedules", nargs="*", default=list(UNSTRUCTURED), choices=UNSTRUCTURED)
     ap.add_argument("--reductions", nargs="*", default=["macs=2x", "macs=3x"],
-                    help="structured targets (prunekit.targets syntax)")
+                    help="structured targets (prunekit.allocate.reduce syntax)")
     ap.add_argument("--structured-schedules", nargs="*", default=list(STRUCTURED), choices=STRUCTURED)
     ap.add_argument("--criterion", default="l2", help="structured criterion")
     ap.add_argument("--unstructured-criterion", default="lamp", choices=["l1", "lamp", "erk"],

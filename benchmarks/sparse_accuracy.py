@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import prunekit  # noqa: E402
 from prunekit.data import load_dataset  # noqa: E402
-from prunekit.sparse import MaskCallback, magnitude_prune, masked_sparsity, nm_prune, parse_nm  # noqa: E402
+from prunekit.sparse import magnitude_prune, masked_sparsity, nm_prune, parse_nm  # noqa: E402
+from prunekit.train import MaskCallback  # noqa: E402
 from prunekit.train.config import TrainConfig  # noqa: E402
 from prunekit.train.loop import evaluate, fit  # noqa: E402
 

@@ -32,7 +32,7 @@ from torch.nn.utils import prune as torch_prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prunekit.sparse import magnitude_prune  # noqa: E402
-from prunekit.sparse.codec import (encode_positions, entropy_bound_bytes, kept_mask, read_compressed,  # noqa: E402
+from prunekit.storage.codec import (encode_positions, entropy_bound_bytes, kept_mask, read_compressed,  # noqa: E402
                                    write_compressed)
 
 VALUE_FORMATS = ("fp32", "fp16", "bf16", "int8", "kmeans4")

@@ -88,7 +88,7 @@ def run_one(spec: str, ratio: float, queue: Any) -> None:
     torch.set_num_threads(1)
     row: Dict[str, Any] = {"model": spec, "ok": False}
     try:
-        from prunekit.apply.structured import prune_structured
+        from prunekit.apply.oneshot import prune_structured
         from prunekit.measure import count_params
 
         model, shape = build(spec)

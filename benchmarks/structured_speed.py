@@ -12,7 +12,7 @@ repeats. Writes docs/structured_speed.json.
 to ONNX by ``prunekit.export`` and run by ONNX Runtime on the CPU with the same thread count: BN and activations
 fused into the convolutions, no Python per op).
 
-``--allocation latency`` replaces our uniform 50% by ``prunekit.latency_alloc``: each group's latency saving per
+``--allocation latency`` replaces our uniform 50% by ``prunekit.allocate.latency``: each group's latency saving per
 MAC is measured on this CPU (in the ``--deploy`` form) and the per-group ratios are searched to remove exactly the
 MACs Torch-Pruning's uniform model removes, so both pruned models are compared at equal MACs.
 
@@ -37,14 +37,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prunekit.apply.structured import prune_structured  # noqa: E402
-from prunekit.latency_alloc import latency_allocation, runtime_label, timed_latency  # noqa: E402
+from prunekit.apply.oneshot import prune_structured  # noqa: E402
+from prunekit.allocate.latency import latency_allocation, runtime_label, timed_latency  # noqa: E402
 from prunekit.errors import ConfigError  # noqa: E402
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
-from prunekit.measure.channel_multiple import resolve_round_to  # noqa: E402
+from prunekit.allocate.round_to import resolve_round_to  # noqa: E402
 from prunekit.runtime import atomic_path  # noqa: E402
-from prunekit.targets import search_ratio  # noqa: E402
+from prunekit.allocate.reduce import search_ratio  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
 

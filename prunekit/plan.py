@@ -9,18 +9,17 @@ plan can be printed, saved as JSON, edited by hand and replayed on a fresh copy 
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from .errors import ConfigError, PrunekitError
+from .errors import ConfigError
 from .graph import DependencyGraph, Group, build_graph, single_thread
-from .measure.channel_multiple import AUTO, resolve_round_to
+from .importance import score_groups
 
 PLAN_FORMAT = "prunekit.plan/1"
 
@@ -89,51 +88,39 @@ class Plan:
 
 def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
-              round_to: Union[None, int, str] = None, min_channels: int = 1, prune_heads: bool = False,
-              depth: float = 0.0, data: Any = None, seed: int = 0, verify: bool = True,
+              round_to: Optional[int] = None, min_channels: int = 1, prune_heads: bool = False,
+              depth: float = 0.0, data: Any = None, seed: int = 0,
               return_graph: bool = False, graph: Optional[DependencyGraph] = None,
               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
-    round_to: keep channel counts multiples of an int, or "auto" / "auto-ort" (the multiple eager PyTorch / ONNX
-    Runtime runs fastest with, measured once on this device: ``prunekit.measure.channel_multiple``);
+    round_to: keep channel counts multiples of this int (a measured "auto" multiple is resolved before, by
+    ``prunekit.allocate.resolve_round_to``);
     prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
-    identity-residual blocks replaced by nn.Identity; verify: dry-run the plan on the meta device and leave
-    whole any group whose removal breaks the forward (recorded in ``plan.skipped``); graph: the dependency graph of
+    identity-residual blocks replaced by nn.Identity; graph: the dependency graph of
     this very model built with the same ``ignore`` (from an earlier ``return_graph=True`` call), so repeated plans
     of one model, as a ratio search makes, trace it once; scores: that graph's ``score_groups`` for ``criterion``
     (data-driven criteria are then not rerun).
+
+    The plan is not yet checked against the model's forward: ``prunekit.apply.checked_plan`` (what
+    ``prune_structured`` uses) dry-runs it on the meta device and leaves whole any group whose removal breaks it.
     """
     with single_thread():
         return _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                          min_channels, prune_heads, depth, data, seed, verify, return_graph, graph, scores)
-
-
-def pruned_copy(model: nn.Module, example_inputs: Any, graph: DependencyGraph, **make_plan_kwargs: Any) -> nn.Module:
-    """A pruned deep copy of ``model`` (planned with ``make_plan_kwargs`` on its traced ``graph``), the model left
-    whole: what searches that compare many candidate plans of one model need."""
-    from .apply.structured import apply_plan
-
-    plan = make_plan(model, example_inputs, graph=graph, **make_plan_kwargs)
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        apply_plan(twin, plan, graph=graph)
-    return twin
+                          min_channels, prune_heads, depth, data, seed, return_graph, graph, scores)
 
 
 def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
-               overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Union[None, int, str],
-               min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int, verify: bool,
+               overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Optional[int],
+               min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int,
                return_graph: bool, graph: Optional[DependencyGraph] = None,
                scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
-    from .importance import score_groups
-
     _check(ratio, scope, min_channels, depth, round_to)
     ignore = list(ignore)
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     graph = graph if graph is not None else build_graph(model, inputs, ignore=ignore)
-    multiple = resolve_round_to(round_to)
+    multiple = round_to
     if scores is None:
         scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
@@ -150,8 +137,6 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
                 settings=settings)
     if depth > 0:
         plan.blocks = _pick_blocks(graph, model, depth)
-    if verify:
-        _verify(model, plan, graph, inputs)
     return (plan, graph) if return_graph else plan
 
 
@@ -164,9 +149,10 @@ def _check(ratio: float, scope: str, min_channels: int, depth: float, round_to: 
         raise ConfigError(f"min_channels={min_channels} must be >= 1")
     if not 0.0 <= depth < 1.0:
         raise ConfigError(f"depth={depth} is out of range; use a fraction of blocks in [0, 1)")
-    if round_to not in (None, *AUTO) and not (isinstance(round_to, int) and round_to >= 1):
-        raise ConfigError(f"round_to={round_to!r} must be None, a positive int, 'auto' (the multiple eager PyTorch "
-                          "runs fastest with here) or 'auto-ort' (ONNX Runtime's)")
+    if round_to is not None and not (isinstance(round_to, int) and not isinstance(round_to, bool) and round_to >= 1):
+        hint = (f"; resolve it first: make_plan(..., round_to=prunekit.allocate.resolve_round_to({round_to!r}))"
+                if isinstance(round_to, str) else "")
+        raise ConfigError(f"round_to={round_to!r} must be None or a positive int{hint}")
 
 
 def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio: float, scope: str,
@@ -228,7 +214,9 @@ def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int]
                 remove += rows[r].tolist()
     else:
         floor = max(1, math.ceil(min_channels / n_rows))
-        keep = _keep_count(per_row, ratio, multiple if g.row_kind == "heads" else None, floor)
+        # heads: each head's width is the multiple; other rows (grouped convs): the rows' total is
+        row_multiple = multiple if g.row_kind == "heads" or not multiple else multiple // math.gcd(multiple, n_rows)
+        keep = _keep_count(per_row, ratio, row_multiple, floor)
         for r in range(n_rows):
             order = torch.argsort(s[rows[r]], stable=True)
             remove += rows[r][order[: per_row - keep]].tolist()
@@ -250,79 +238,3 @@ def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float) -> List
         ps = [p.detach().float() for p in model.get_submodule(name).parameters()]
         score[name] = float(sum(p.square().sum() for p in ps) / max(1, sum(p.numel() for p in ps)))
     return sorted(sorted(cands, key=lambda c: score[c])[:n])
-
-
-def _meta_copy(model: nn.Module) -> nn.Module:
-    from .graph import meta_twin
-
-    return meta_twin(model)
-
-
-def _dry_run(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],
-             want: List[torch.Size]) -> Optional[str]:
-    """None if the plan applies and the forward keeps the output shapes, else the error text."""
-    from .apply.structured import apply_plan
-    from .graph.trace import flatten_outputs
-
-    twin = _meta_copy(model).eval()
-    meta_in = tuple(torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x for x in inputs)
-    try:
-        apply_plan(twin, plan, graph=graph)
-        with torch.no_grad():
-            got = [t.shape for t in flatten_outputs(twin(*meta_in))]
-    except PrunekitError:
-        raise
-    except Exception as e:  # any failure here means this plan cannot run
-        return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    return None if got == want else f"output shapes {got} != {want}"
-
-
-def _without_groups(plan: Plan) -> Plan:
-    bare = copy.copy(plan)
-    bare.groups, bare.blocks = [], []
-    return bare
-
-
-def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any]) -> None:
-    """Leave whole the groups whose removal breaks the forward (found by bisection on the meta device)."""
-    from .graph.trace import flatten_outputs
-
-    was = model.training
-    model.eval()
-    want = graph.output_shapes  # shapes of the traced (eval-mode) forward
-    if not want or graph.traced_in_training:
-        try:
-            twin = _meta_copy(model)
-            with torch.no_grad():
-                want = [t.shape for t in flatten_outputs(twin(*[torch.empty_like(x, device="meta")
-                                                                if isinstance(x, torch.Tensor) else x
-                                                                for x in inputs]))]
-        except Exception:  # model cannot run on meta: nothing to check against
-            model.train(was)
-            return
-    try:
-        for attempt in range(64):
-            err = _dry_run(model, plan, graph, inputs, want)
-            if err is None:
-                return
-            if attempt == 0 and _dry_run(model, _without_groups(plan), graph, inputs, want) is not None:
-                return  # the unpruned model cannot run on meta either (a .item(), data-dependent code): no check
-            lo, hi = 0, len(plan.groups)  # smallest prefix of groups that fails
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                trial = copy.copy(plan)
-                trial.groups = plan.groups[:mid]
-                if _dry_run(model, trial, graph, inputs, want) is None:
-                    lo = mid
-                else:
-                    hi = mid
-            if not plan.groups:
-                if plan.blocks:
-                    plan.skipped["blocks"] = err
-                    plan.blocks = []
-                    continue
-                raise PrunekitError(f"pruned model does not run: {err}")
-            bad = plan.groups.pop(hi - 1)
-            plan.skipped[bad.key] = err
-    finally:
-        model.train(was)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.apply.structured import (apply_plan, channel_masks, prune_structured, restore_structure,
-                                       structure_of, zero_channels)
+from prunekit.apply.oneshot import prune_structured
+from prunekit.apply.structured import apply_plan, channel_masks, restore_structure, structure_of, zero_channels
 from prunekit.graph import build_graph
 from prunekit.plan import Plan, make_plan
 from tests.test_graph import TinyNet, TinyViT

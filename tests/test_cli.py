@@ -46,7 +46,7 @@ def test_unknown_flag_is_usage_error(capsys):
 
 def test_recipe_values_and_flags_merge(tmp_path):
     from prunekit.cli.options import parse_options
-    from prunekit.cli.schemas import TrainOptions
+    from prunekit.config import TrainOptions
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("epochs: 7\nlr: 0.01\nmodel: resnet_tiny\nlabel-smoothing: 0.0\n")

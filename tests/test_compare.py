@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from prunekit.cli.schemas import CompareOptions
-from prunekit.compare import compare_job, key_of
+from prunekit.config import CompareOptions
+from prunekit.compare import key_of
+from prunekit.jobs.compare import compare_job
 from prunekit.errors import ConfigError
 
 
@@ -42,8 +43,8 @@ def test_compare_runs_every_cell_once_with_the_same_counts_and_resumes(tiny_fold
 
 
 def test_a_trained_checkpoint_is_the_base_of_every_cell(tiny_folder, tmp_path):
-    from prunekit.cli.schemas import TrainOptions
-    from prunekit.pipeline import train_job
+    from prunekit.config import TrainOptions
+    from prunekit.jobs.train import train_job
 
     trained = train_job(TrainOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=1, batch_size=8,
                                      val_frac=0.2, out=tmp_path / "base", progress=False))["checkpoint"]

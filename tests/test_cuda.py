@@ -12,10 +12,10 @@ import torch
 import prunekit
 import prunekit.importance.extra  # noqa: F401
 from prunekit.apply.structured import apply_plan
-from prunekit.cli.schemas import PruneOptions
+from prunekit.config import PruneOptions
 from prunekit.graph import build_graph
 from prunekit.importance import CRITERIA, score_groups
-from prunekit.pipeline import prune_job
+from prunekit.jobs.prune import prune_job
 from prunekit.plan import make_plan
 from prunekit.storage import checkpoint as ckpt
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from prunekit.errors import CheckpointError, ConfigError, ModelError
-from prunekit.sparse import MaskCallback, Masks, magnitude_prune, masked_sparsity, nm_prune, select_targets
+from prunekit.sparse import Masks, magnitude_prune, masked_sparsity, nm_prune, select_targets
+from prunekit.train import MaskCallback
 from prunekit.sparse.allocation import erk_ratios, exact_counts, lamp_scores
 from prunekit.train.callbacks import TrainState
 

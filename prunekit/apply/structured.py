@@ -2,7 +2,8 @@
 
     plan = make_plan(model, torch.randn(1, 3, 224, 224), ratio=0.5)
     apply_plan(model, plan)                     # in place; same module classes, smaller tensors
-    model, plan = prune_structured(model, x, ratio=0.5, criterion="l2")   # both steps
+
+(``prunekit.apply.oneshot.prune_structured`` plans, dry-runs and applies in one call.)
 
 ``zero_channels`` is the soft form: it zeroes the planned channels without removing them, so removing
 exactly-zero channels afterwards leaves the outputs unchanged (for BatchNorm-style networks).
@@ -16,11 +17,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph, single_thread
-from ..plan import Plan, make_plan
+from ..plan import Plan
 from .structured_fix import fix_attributes, snapshot
 from .structured_state import carry_optimizer_state, restore_structure, structure_of
 
-__all__ = ["apply_plan", "prune_structured", "structure_of", "restore_structure", "zero_channels",
+__all__ = ["apply_plan", "structure_of", "restore_structure", "zero_channels",
            "channel_masks", "slices_for", "prune_optimizer_state"]
 
 # (dim, keep indices) or ("grouped", dim, [keep indices per block])
@@ -201,11 +202,3 @@ def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph]
                 elif bool(drop.any()):
                     t.index_fill_(m.dim, drop.nonzero().squeeze(1).to(t.device), 0.0)
     return model
-
-
-def prune_structured(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
-                     **options: Any) -> Tuple[nn.Module, Plan]:
-    """Plan and apply in one call; returns (model, plan). Options are those of ``make_plan``."""
-    plan, graph = make_plan(model, example_inputs, ratio=ratio, criterion=criterion, return_graph=True, **options)
-    apply_plan(model, plan, graph=graph)
-    return model, plan

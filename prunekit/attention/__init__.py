@@ -15,6 +15,10 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..allocate.reduce import search_ratio
+from ..apply.oneshot import checked_plan
+from ..apply.structured import apply_plan
+from ..data import make_loader
 from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
@@ -48,7 +52,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     channel's attention-weighted distance to the layer's other filters (FPGM's geometry, weighted by attention).
 
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
-    (:func:`prunekit.targets.search_ratio`, with ``plan_options`` such as ``scope="global"``).
+    (:func:`prunekit.allocate.reduce.search_ratio`, with ``plan_options`` such as ``scope="global"``).
 
     ``budget``: the gate penalty (``sparsity``, which must then be > 0) falls on only as many channels per layer
     as the plan removes, the lowest-gated ones of each batch (:mod:`prunekit.attention.budget`); uniform scope
@@ -57,9 +61,6 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     The report holds the hosts, how each attention module was removed (fold/drop), the per-layer score
     distribution and how far folding moved the logits on one batch (``fold_logit_max_abs``).
     """
-    from ..apply.structured import apply_plan
-    from ..plan import make_plan
-
     if removal not in ("fold", "drop"):
         raise ConfigError(f"removal={removal!r} is unknown; use 'fold' or 'drop'")
     if score not in SCORE_FORMS:
@@ -97,8 +98,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     on_device = tuple(x.to(next(model.parameters()).device) for x in inputs)
     if reduce is not None:
         search, ratio, plan_options = _search(model, on_device, reduce, form.criterion, plan_options)
-    plan, graph = make_plan(model, on_device, ratio=ratio, criterion=form.criterion, return_graph=True,
-                            **plan_options)
+    plan, graph = checked_plan(model, on_device, ratio=ratio, criterion=form.criterion, **plan_options)
     apply_plan(model, plan, graph=graph)
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone
@@ -115,8 +115,6 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
 def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float], criterion: str,
             plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], float, Dict[str, Any]]:
     """The ratio (plus overrides) reaching ``reduce``: (what to report, the ratio, plan options with overrides)."""
-    from ..targets import search_ratio
-
     found = search_ratio(model, inputs, reduce, criterion=criterion, **plan_options)
     search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
     options = {**plan_options, **found.plan_kwargs()}
@@ -126,8 +124,6 @@ def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float],
 def _probe_batch(data: Any, inputs: Tuple[Any, ...]) -> torch.Tensor:
     """A batch of real images (training split) to measure what removal changed; example inputs otherwise."""
     if hasattr(data, "splits") and hasattr(data, "classes"):
-        from ..data import make_loader
-
         for x, _ in make_loader(data, "train", batch_size=64, train=False, augment=False):
             return x
     return inputs[0]

@@ -22,8 +22,8 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
+from ..apply.oneshot import checked_plan
 from ..errors import ConfigError
-from ..plan import make_plan
 
 
 class GroupBudget:
@@ -71,7 +71,7 @@ def budget_groups(model: nn.Module, inputs: Any, **plan_options: Any) -> Dict[st
     if plan_options.get("scope", "uniform") != "uniform":
         raise ConfigError("the attention budget needs uniform scope (per-layer counts known before training); "
                           "drop the budget or the global scope")
-    plan, graph = make_plan(model, inputs, criterion="l2", return_graph=True, **plan_options)
+    plan, graph = checked_plan(model, inputs, criterion="l2", **plan_options)
     out: Dict[str, GroupBudget] = {}
     for gp in plan.groups:
         index = {m.module: m.index.clone() for m in graph.group(gp.key).members

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, NamedTuple, Optional
 import torch
 from torch import nn
 
+from ..data import make_loader
 from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from .se import attention_modules
@@ -49,8 +50,6 @@ class AttentionStats:
 
 def _batches(data: Any, batch_size: int) -> Iterable:
     if hasattr(data, "splits") and hasattr(data, "classes"):
-        from ..data import make_loader
-
         return make_loader(data, "train", batch_size=batch_size, train=False, augment=False)
     return data
 

@@ -7,7 +7,8 @@ from typing import Any, Callable, Dict, Type
 
 from pydantic import BaseModel
 
-from . import render, schemas
+from .. import config
+from . import render
 
 
 @dataclass(frozen=True)
@@ -25,23 +26,23 @@ class Command:
 
 COMMANDS = [
     Command("train", "train a model from scratch (or local weights) on a class-per-folder dataset",
-            schemas.TrainOptions, "prunekit.pipeline:train_job", render.train),
+            config.TrainOptions, "prunekit.jobs.train:train_job", render.train),
     Command("eval", "evaluate a prunekit checkpoint: accuracy, per-class accuracy, confusion matrix",
-            schemas.EvalOptions, "prunekit.pipeline:eval_job", render.evaluation),
+            config.EvalOptions, "prunekit.jobs.eval:eval_job", render.evaluation),
     Command("prune", "prune a model (unstructured masks or structured channel removal), fine-tune, report",
-            schemas.PruneOptions, "prunekit.pipeline:prune_job", render.prune),
+            config.PruneOptions, "prunekit.jobs.prune:prune_job", render.prune),
     Command("sensitivity", "per-layer sensitivity of a trained checkpoint (accuracy drop with one layer pruned), "
             "and with --max-drop the per-layer ratios that remove the most MACs within that accuracy budget",
-            schemas.SensitivityOptions, "prunekit.balance.job:sensitivity_job", render.sensitivity),
+            config.SensitivityOptions, "prunekit.jobs.sensitivity:sensitivity_job", render.sensitivity),
     Command("compare", "compare channel criteria on a dataset: the same base model, targets and fine-tuning budget "
             "for each, several seeds; table and accuracy-vs-MACs plot (resumable: one file per cell)",
-            schemas.CompareOptions, "prunekit.compare:compare_job", render.compare),
+            config.CompareOptions, "prunekit.jobs.compare:compare_job", render.compare),
     Command("info", "print a checkpoint's description and its measured size, parameters and MACs",
-            schemas.InfoOptions, "prunekit.pipeline:info_job", render.checkpoint_info),
+            config.InfoOptions, "prunekit.jobs.info:info_job", render.checkpoint_info),
     Command("size", "dense size, compressed sparse size and the lossless entropy bound of a checkpoint",
-            schemas.SizeOptions, "prunekit.pipeline:size_job", render.size),
+            config.SizeOptions, "prunekit.jobs.size:size_job", render.size),
     Command("export", "export a checkpoint to ONNX, verified with onnxruntime",
-            schemas.ExportOptions, "prunekit.pipeline:export_job", render.export),
+            config.ExportOptions, "prunekit.jobs.export:export_job", render.export),
     Command("demo", "train, prune and fine-tune a compact CNN on the embedded UC Merced subset; before/after report",
-            schemas.DemoOptions, "prunekit.demo:run_demo", render.prune),
+            config.DemoOptions, "prunekit.jobs.demo:run_demo", render.prune),
 ]

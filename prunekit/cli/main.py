@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
+from .. import __version__
 from ..errors import PrunekitError
 from . import commands
 from .options import add_options, parse_options
@@ -17,8 +18,6 @@ PROG = "prunekit"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Make neural networks smaller and faster by pruning, "
                                      "and prove it with measurements.")
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands.COMMANDS:

@@ -11,16 +11,19 @@ plot are rebuilt from every matching file. Protocol: :mod:`prunekit.compare.cell
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
+from ..allocate.reduce import parse_reduce
 from ..errors import ConfigError
+from ..importance import CRITERIA
+from ..importance.pfam import variant_from_spec
+from ..runtime import atomic_path
 from .cells import ATTENTION_FORMS, FINETUNE_LR, key_of, run_cell
 from .table import write_report
 
-__all__ = ["run_compare", "write_report", "cells_of", "key_of", "ATTENTION_FORMS", "FINETUNE_LR", "compare_job"]
+__all__ = ["run_compare", "write_report", "cells_of", "check", "key_of", "ATTENTION_FORMS", "FINETUNE_LR"]
 
 
 def cells_of(opts: Any) -> List[Tuple[str, str, int]]:
@@ -31,10 +34,6 @@ def cells_of(opts: Any) -> List[Tuple[str, str, int]]:
 
 def check(opts: Any) -> None:
     """Refuse unknown criteria and malformed targets before any training is spent."""
-    from ..importance import CRITERIA
-    from ..importance.pfam import variant_from_spec
-    from ..targets import parse_reduce
-
     for t in opts.reduce:
         parse_reduce(t)
     for c in opts.criteria:
@@ -57,8 +56,6 @@ def check(opts: Any) -> None:
 
 def run_compare(opts: Any, data: Any, log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Run every missing cell of ``opts`` on ``data`` (a SceneDataset); returns the rows run now."""
-    from ..runtime import atomic_path
-
     check(opts)
     Path(opts.results).mkdir(parents=True, exist_ok=True)
     ratios: Dict[str, Any] = {}
@@ -76,33 +73,3 @@ def run_compare(opts: Any, data: Any, log: Callable[[str], None] = print) -> Lis
         log(f"{path.stem}: test {row['test_acc']:.4f} (before ft {row.get('test_acc_before_ft', '-')}), "
             f"MACs -{row['macs_reduction']:.1%}, {row['seconds']} s")
     return done
-
-
-def compare_job(opts: Any) -> Dict[str, Any]:
-    """``prunekit compare``: cells under ``<out>/cells``, base models under ``<out>/bases``, table and plot in
-    ``<out>``."""
-    from types import SimpleNamespace
-
-    from ..pipeline import data_for_checkpoint, load_data
-    from ..runtime import pick_device
-    from ..storage import checkpoint as ckpt
-    from .cells import is_checkpoint
-
-    check(opts)
-    out = Path(opts.out or Path("runs") / "compare")
-    settings = {**opts.model_dump(), "out": out, "results": out / "cells", "work": out / "bases", "docs": out,
-                "name": opts.name or "criteria", "device": str(pick_device(opts.device))}
-    if is_checkpoint(opts.model):  # a trained model: its split, input size and normalization; nothing to train
-        if not Path(opts.model).is_file():
-            raise ConfigError(f"--model {opts.model}: no such checkpoint; give a prunekit .safetensors file or a "
-                              "model name such as vgg_small")
-        data = data_for_checkpoint(opts, ckpt.load_checkpoint(opts.model, "cpu"), opts.model)
-        settings.update(image_size=int(data.images.shape[-1]), base_epochs=0, base_seed=None)
-    else:
-        data = load_data(opts, opts.seed)
-    opts = SimpleNamespace(**settings)
-    total = len(cells_of(opts))
-    ran = run_compare(opts, data, log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the result
-    report = write_report(opts)
-    return {"out": str(out), "cells": total, "ran": len(ran), "table": report["table"],
-            "markdown_path": report.get("markdown_path"), "plot": report.get("plot")}

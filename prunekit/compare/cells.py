@@ -9,7 +9,7 @@ criterion (attention forms train SE modules first and fold them away), re-estima
 ``finetune_epochs`` (cosine, peak ``finetune_lr``) and measures again. The ``unpruned`` cell is the base fine-tuned
 for the same epochs: the same total budget.
 
-``opts`` is any object with the attributes of :class:`prunekit.cli.schemas.CompareOptions` (the benchmark script
+``opts`` is any object with the attributes of :class:`prunekit.config.CompareOptions` (the benchmark script
 passes its argparse namespace).
 """
 from __future__ import annotations
@@ -22,13 +22,16 @@ from typing import Any, Dict
 
 import torch
 
-from ..apply.structured import apply_plan
-from ..data import calibration_batches
+from ..allocate.reduce import parse_reduce, search_ratio
+from ..apply.oneshot import prune_structured
+from ..attention import attention_prune
+from ..data import calibration_batches, data_section
 from ..importance.pfam import variant_from_spec
 from ..measure import count_macs, count_params
-from ..plan import make_plan
+from ..measure.latency import measure_latency
+from ..models import create_model
 from ..runtime import seed_everything
-from ..targets import parse_reduce, search_ratio
+from ..storage.checkpoint import load, save
 from ..train import TrainConfig, evaluate, fit
 from ..train.bn import recalibrate_bn
 
@@ -68,24 +71,21 @@ def key_of(opts: Any, criterion: str, target: str, seed: int) -> str:
 def base_model(opts: Any, data: Any, seed: int) -> torch.nn.Module:
     """The unpruned model of this seed, trained once and cached as a safetensors checkpoint (or the checkpoint
     ``--model`` names)."""
-    import prunekit
-    from ..pipeline import data_section
-
     if is_checkpoint(opts.model):
-        return prunekit.load(opts.model)
+        return load(opts.model)
     stem = f"base-{model_tag(opts)}-{data_name(opts)}{opts.image_size}-s{seed}-b{opts.base_epochs}"
     path = Path(opts.work) / f"{stem}.safetensors"
     if path.is_file():
-        return prunekit.load(path)
+        return load(path)
     if opts.progress:
         print(f"training the unpruned base ({opts.model}, {opts.base_epochs} epochs, seed {seed}) -> {path}",
               file=sys.stderr, flush=True)
     seed_everything(seed)
-    model = prunekit.create_model(opts.model, len(data.classes))
+    model = create_model(opts.model, len(data.classes))
     cfg = TrainConfig(epochs=opts.base_epochs, batch_size=opts.batch_size, seed=seed)
     model = fit(model, data, cfg, device=opts.device, out_dir=Path(opts.work) / f"train-{path.stem}",
                 progress=opts.progress).model.cpu()
-    prunekit.save(model, path, data=data_section(data))  # its split too: prunekit prune --model reuses it
+    save(model, path, data=data_section(data))  # its split too: prunekit prune --model reuses it
     return model
 
 
@@ -100,8 +100,6 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
     if opts.scope == "uniform" and target not in ratios:
         ratios[target] = search_ratio(model, x, reduce).plan_kwargs()
     if criterion in ATTENTION_FORMS:
-        from ..attention import attention_prune
-
         cfg = TrainConfig(batch_size=opts.batch_size, lr=opts.attention_lr, warmup_epochs=0, seed=seed)
         how = dict(ratios[target]) if opts.scope == "uniform" else {"reduce": reduce, "scope": "global"}
         _, plan, report = attention_prune(model, data, x, attention_epochs=opts.attention_epochs,
@@ -119,15 +117,12 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
     else:
         found = search_ratio(model, x, reduce, criterion=name, scope="global", data=calib, seed=seed)
         how = {**found.plan_kwargs(), "scope": "global"}
-    plan, graph = make_plan(model, x, criterion=name, data=calib, seed=seed, return_graph=True, **how)
-    apply_plan(model, plan, graph=graph)
+    _, plan = prune_structured(model, x, criterion=name, data=calib, seed=seed, **how)
     return {"plan": plan, "plan_kwargs": how, "extra": {}}
 
 
 def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratios: Dict[str, Any]) -> Dict[str, Any]:
     """Prune (unless ``criterion`` is "unpruned"), fine-tune and measure one cell; returns its JSON row."""
-    from ..measure.latency import measure_latency
-
     x = torch.zeros(1, 3, opts.image_size, opts.image_size)
     base = base_model(opts, data, seed if opts.base_seed is None else opts.base_seed)
     shape = (3, opts.image_size, opts.image_size)

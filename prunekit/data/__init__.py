@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .dataset import SceneDataset, channel_stats, default_data_dir, load_dataset
     from .folder import IMAGE_EXTENSIONS, FolderScan, scan_folder
     from .loader import SceneLoader, calibration_batches, make_loader
+    from .record import data_section
     from .splits import stratified_split
 
 _WHERE = {
@@ -25,7 +26,7 @@ _WHERE = {
     "make_loader": "loader", "SceneLoader": "loader", "calibration_batches": "loader",
     "Augment": "augment", "apply_augment": "augment", "draw_params": "augment",
     "scan_folder": "folder", "FolderScan": "folder", "IMAGE_EXTENSIONS": "folder",
-    "stratified_split": "splits",
+    "stratified_split": "splits", "data_section": "record",
 }
 __all__ = sorted(_WHERE)
 

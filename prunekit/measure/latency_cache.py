@@ -1,6 +1,6 @@
 """Latency measurements kept per device and architecture, so a latency-aware prune times a model only once.
 
-Timing every prunable group of a network (``prunekit.latency_alloc``) takes tens of seconds; its results depend only
+Timing every prunable group of a network (``prunekit.allocate.latency``) takes tens of seconds; its results depend only
 on the device, the runtime that executes the model and the layer shapes, not on the weights. So they are stored
 in one small JSON file per (device, runtime, architecture, input shape) and reused: re-pruning another checkpoint
 of the same architecture, another criterion or the same target again costs a lookup instead of a timing run
@@ -25,6 +25,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import nn
+
+from ..runtime import atomic_path, cache_root
 
 FORMAT = 1
 log = logging.getLogger(__name__)
@@ -71,8 +73,6 @@ class LatencyCache:
         if str(where).lower() in ("none", "off", ""):
             return None
         if str(where) == "auto":
-            from ..runtime import cache_root
-
             return cls(cache_root() / "latency")
         return cls(where)
 
@@ -104,8 +104,6 @@ class LatencyCache:
 
         A folder that cannot be written (read-only home, full disk) is not an error: the measurement was made and
         is used; it is only measured again next time. Returns the path, or None when nothing could be written."""
-        from ..runtime import atomic_path
-
         path = self.path(key)
         body = {**entry, "format": FORMAT, "key": json.loads(self.canonical(key))}
         try:

@@ -16,9 +16,12 @@ from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..allocate.reduce import parse_reduce, search_ratio
 from ..errors import CheckpointError, ConfigError
-from ..sparse import MaskCallback, Masks, magnitude_prune
+from ..importance import CRITERIA
+from ..sparse import Masks, magnitude_prune
 from ..train.callbacks import Callback, TrainState
+from ..train.masks import MaskCallback
 from .curves import ratio_at
 
 METHODS = ("unstructured", "structured")
@@ -33,8 +36,6 @@ def check_criterion(method: str, criterion: str) -> None:
         raise ConfigError(f"criterion {criterion!r} is not an unstructured criterion; use one of "
                           f"{', '.join(UNSTRUCTURED_CRITERIA)} (channel criteria need structured pruning)")
     if method == "structured":
-        from ..importance import CRITERIA
-
         CRITERIA.get(criterion)
         if criterion == "attention_gm":  # reads scores that only the attention flow (criterion 'attention') makes
             raise ConfigError("criterion 'attention_gm' is a score form of the attention flow; use --criterion "
@@ -62,7 +63,7 @@ class Schedule(Callback):
         overrides: structured: module-name prefix -> final ratio for the groups produced there.
         reduce: structured: a target users think in, ``"params=0.4"`` / ``{"macs": 0.5}``; at the first stage the
             original model is measured and ``target`` (+ ``overrides``) chosen to remove that share
-            (``prunekit.targets.search_ratio``); ``target`` is then ignored.
+            (``prunekit.allocate.reduce.search_ratio``); ``target`` is then ignored.
     """
 
     methods: ClassVar[Tuple[str, ...]] = ("unstructured",)
@@ -160,8 +161,6 @@ class Schedule(Callback):
         """Turn ``reduce`` into a channel ratio (+ overrides) measured on ``model`` (the original), once."""
         if self.reduce is None or self.resolved is not None:
             return
-        from ..targets import search_ratio
-
         found = search_ratio(model, (example,), self.reduce, criterion=self.criterion, ignore=self.skip,
                              overrides=self.overrides or None)
         self._adopt({"reduce": self.reduce, "ratio": float(found.ratio), "overrides": dict(found.overrides),
@@ -227,8 +226,6 @@ def tensor_dict(d: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]
 
 
 def _parse_reduce(reduce: Union[str, Dict[str, float]]) -> Dict[str, float]:
-    from ..targets import parse_reduce
-
     if isinstance(reduce, str):
         return parse_reduce(reduce)
     if isinstance(reduce, dict) and len(reduce) == 1:

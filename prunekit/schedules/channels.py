@@ -13,8 +13,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..data import make_loader
 from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph
+from ..importance import score_groups
 from ..plan import GroupPlan, Plan, select
 from ..train.callbacks import TrainState
 
@@ -47,8 +49,6 @@ class CalibrationBatches:
         self.loader, self.n = loader, n
 
     def __iter__(self) -> Iterator[Any]:
-        from ..data import make_loader
-
         ds = getattr(self.loader, "ds", None)
         if ds is None:  # not a prunekit loader: take its own first batches
             return itertools.islice(iter(self.loader), self.n)
@@ -77,8 +77,6 @@ def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criteri
     ``original`` maps group key -> width before any pruning (default: the current widths); ``overrides`` maps a
     module-name prefix to the ratio of the groups produced there (longest prefix wins, as in ``make_plan``).
     """
-    from ..importance import score_groups
-
     graph = build_graph(model, (example,), ignore=list(ignore))
     scores = score_groups(graph, model, criterion, ctx=ctx or {})
     original = dict(original or group_sizes(graph))

@@ -16,6 +16,7 @@ from ..train.callbacks import Callback
 from . import SCHEDULES
 from .base import Schedule
 
+
 def schedule_options(name: str) -> Set[str]:
     """Keyword options the schedule ``name`` accepts."""
     cls = SCHEDULES.get(name)

@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..errors import ConfigError
+from ..sparse import select_targets
 from ..train.callbacks import TrainState
 from . import SCHEDULES
 from .base import UNSTRUCTURED_CRITERIA, Schedule, check_update_every, step_window, tensor_dict
@@ -52,8 +53,6 @@ class DynamicSurgery(Schedule):
         model = state.unwrapped
         if boundary == self.start_epoch and self.masks is None:
             dense = {}
-            from ..sparse import select_targets
-
             for t in select_targets(model, skip=self.skip or None):
                 dense[t.param_name] = t.param.detach().clone()
             self.masks = self.prune_weights(model, self.target)  # zeroes the pruned weights in the model

@@ -5,7 +5,7 @@
     masks = magnitude_prune(model, ratio=0.9, allocation="lamp")         # layer-adaptive (LAMP scores)
     masks = magnitude_prune(model, ratio=0.9, overrides={"layer4.*": 0.95}, skip=["layer1.0.conv1"])
 
-``ratio`` is the fraction of the *targeted* weights removed (see :mod:`prunekit.sparse.targets`), exact to the
+``ratio`` is the fraction of the *targeted* weights removed (see :mod:`prunekit.sparse.selection`), exact to the
 count. Overridden layers get their own ratio; with ``scope="global"`` the other layers absorb the rest so that
 the targeted weights as a whole still lose ``ratio``.
 """
@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from . import allocation as alloc
 from .masks import Masks
-from .targets import DEFAULT_TYPES, resolve_overrides, select_targets
+from .selection import DEFAULT_TYPES, resolve_overrides, select_targets
 
 SCOPES = ("global", "layer")
 ALLOCATIONS = (None, "lamp", "erk")

@@ -1,10 +1,11 @@
-"""Unstructured masks: which weights are kept, and a callback that keeps pruned weights at exactly 0 while training.
+"""Unstructured masks: which weights are kept (``prunekit.train.masks.MaskCallback`` keeps the rest at exactly 0
+while training).
 
 A mask is a bool tensor per parameter (True = kept), keyed by the parameter's fully-qualified name, e.g.
 ``"layer1.0.conv1.weight"``. Masks are plain data: they can be printed, saved (``state_dict``) and re-applied.
 
     masks = magnitude_prune(model, ratio=0.9)      # zeroes 90% of the weights and returns the masks
-    fit(model, data, cfg, callbacks=[MaskCallback(masks)])
+    fit(model, data, cfg, callbacks=[MaskCallback(masks)])   # prunekit.train.MaskCallback
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, ModelError
-from ..train.callbacks import Callback, TrainState
 
 
 @dataclass(frozen=True)
@@ -122,49 +122,3 @@ def masked_sparsity(model: nn.Module, masks: Masks) -> Sparsity:
         per_layer[name] = zeros / max(1, param.numel())
         pruned, total = pruned + zeros, total + param.numel()
     return Sparsity(pruned / total if total else 0.0, pruned, total, per_layer)
-
-
-class MaskCallback(Callback):
-    """Keeps pruned weights at exactly 0 through fine-tuning, whatever the optimizer does.
-
-    * after backward: pruned gradients are zeroed (under DDP this runs after the all-reduce, and the masks are the
-      same on every rank, so every rank applies the same update);
-    * after each step: pruned weights are re-zeroed, and the optimizer's per-weight state (momentum buffers,
-      Adam moments, ...) at pruned positions is zeroed, so momentum or weight decay cannot resurrect them later
-      and a mask that is later relaxed starts from a clean state.
-    """
-
-    def __init__(self, masks: Masks) -> None:
-        self.masks = masks
-
-    def on_train_start(self, state: TrainState) -> None:
-        self.masks.apply(state.unwrapped)
-        self._clear_optimizer_state(state)
-
-    @torch.no_grad()
-    def on_after_backward(self, state: TrainState) -> None:
-        for name, param in self.masks.check(state.unwrapped).items():
-            if param.grad is not None:
-                param.grad.masked_fill_(~self.masks._on(name, param.grad.device), 0.0)
-
-    def on_step_end(self, state: TrainState) -> None:
-        self.masks.apply(state.unwrapped)
-        self._clear_optimizer_state(state)
-
-    @torch.no_grad()
-    def _clear_optimizer_state(self, state: TrainState) -> None:
-        opt_state = state.optimizer.state
-        for name, param in self.masks.check(state.unwrapped).items():
-            for value in opt_state.get(param, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.masked_fill_(~self.masks._on(name, value.device), 0)
-
-    def state_dict(self) -> Dict[str, object]:
-        return {"masks": self.masks.state_dict()}
-
-    def load_state_dict(self, state: Dict[str, object]) -> None:
-        saved = state.get("masks") if isinstance(state, dict) else None
-        if not isinstance(saved, dict):
-            raise CheckpointError("MaskCallback state has no 'masks' entry; resume from a checkpoint written by a "
-                                  "run that used masks, or start a fresh run")
-        self.masks = Masks.from_state_dict(saved)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .masks import Masks
-from .targets import DEFAULT_TYPES, select_targets
+from .selection import DEFAULT_TYPES, select_targets
 
 
 def as_rows(w: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ The description names the architecture (so the model is rebuilt from code, never
 (classes, normalization, input size), what pruning changed (``structure`` for physically removed channels, mask
 names for unstructured pruning) and, for resumable training, the loop's state. Tensors that are not model weights
 live under ``@``-prefixed keys (``@mask/…``, ``@train/…``). Files are written to a temporary name and renamed, so an
-interrupted write never leaves a broken checkpoint behind. Compressed sparse files (``prunekit.sparse.codec``) are
+interrupted write never leaves a broken checkpoint behind. Compressed sparse files (``prunekit.storage.codec``) are
 recognised by their magic bytes and load through the same :func:`load`.
 
     prunekit.save(model, "model.safetensors", data={"classes": [...]})
@@ -82,7 +82,7 @@ def save(model: nn.Module, path: str | Path, extras: Optional[Dict[str, torch.Te
     """Write ``model`` (and ``@``-keyed ``extras``) to ``path`` atomically.
 
     ``sections`` are JSON-able parts of the description (``data=``, ``metrics=``, ``recipe=``, ``train=`` ...).
-    ``codec={"values": "fp16"}`` (or any options of ``prunekit.sparse.codec.write_compressed``) writes the
+    ``codec={"values": "fp16"}`` (or any options of ``prunekit.storage.codec.write_compressed``) writes the
     compressed sparse format instead of plain safetensors.
     """
     from safetensors.torch import save_file
@@ -96,7 +96,7 @@ def save(model: nn.Module, path: str | Path, extras: Optional[Dict[str, torch.Te
     path = Path(path)
     with atomic_path(path) as tmp:
         if codec is not None:
-            from ..sparse.codec import write_compressed
+            from .codec import write_compressed
 
             write_compressed(tmp, tensors, desc, **codec)
         else:
@@ -122,7 +122,7 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass the path of a .safetensors file "
                               "written by prunekit")
-    from ..sparse import codec as sparse_codec  # the compressed sparse format has its own magic bytes
+    from . import codec as sparse_codec  # the compressed sparse format has its own magic bytes
 
     if sparse_codec.is_compressed(p):
         return sparse_codec.read_compressed(p)

@@ -2,5 +2,7 @@
 from .callbacks import Callback, TrainState
 from .config import TrainConfig
 from .loop import TrainResult, evaluate, fit
+from .masks import MaskCallback
+from .scorer import data_scorer
 
-__all__ = ["Callback", "TrainState", "TrainConfig", "TrainResult", "evaluate", "fit"]
+__all__ = ["Callback", "MaskCallback", "TrainState", "TrainConfig", "TrainResult", "data_scorer", "evaluate", "fit"]

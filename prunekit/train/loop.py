@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data import make_loader
 from ..runtime import pick_device
 from ..storage import checkpoint as ckpt
 from ..storage.nested import flatten, unflatten
@@ -78,8 +79,6 @@ def _amp(cfg: TrainConfig, device: torch.device):
 def evaluate(model: nn.Module, data: Any, split: str = "test", batch_size: int = 256,
              device: str | torch.device | None = None, info: DistInfo = DistInfo()) -> Dict[str, Any]:
     """Overall and per-class accuracy, confusion matrix and mean loss of ``model`` on ``data.splits[split]``."""
-    from ..data import make_loader
-
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -282,8 +281,6 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
 
 
 def _train_loader(data: Any, cfg: TrainConfig, info: DistInfo, epoch: int, device: torch.device | str = "cpu"):
-    from ..data import make_loader
-
     return make_loader(data, "train", batch_size=cfg.batch_size, train=True, seed=cfg.seed, epoch=epoch,
                        augment=cfg.augment, rank=info.rank, world_size=info.world_size, device=device)
 

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import functools
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Dict, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..export import export_onnx
+from ..measure.latency_cache import LatencyCache, device_fingerprint
 
 AUTO = {"auto": "eager", "auto-ort": "ort"}  # round_to value -> runtime measured
 EAGER_WIDTHS = range(225, 257)  # a matmul's output width: eager PyTorch's cost per channel near 256
@@ -44,8 +49,6 @@ def resolve_round_to(round_to: Union[None, int, str]) -> Union[None, int]:
 @functools.lru_cache(maxsize=8)
 def auto_multiple(runtime: str = "eager", device: str = "cpu") -> int:
     """The multiple of ``runtime`` on this device, from the cache or measured now (a few seconds) and stored."""
-    from .latency_cache import LatencyCache, device_fingerprint
-
     if runtime not in AUTO.values():
         raise ConfigError(f"runtime={runtime!r}: the channel multiple is measured for {sorted(AUTO.values())}")
     store = LatencyCache.resolve("auto")
@@ -107,13 +110,7 @@ def _ort_costs() -> Dict[int, float]:
     """Seconds per channel of three pointwise + depthwise blocks (c channels, 56 x 56) in ONNX Runtime, 1 thread,
     c over ``ORT_WIDTHS``: narrow, high-resolution layers are where a width off the kernel's channel block costs
     most (measured here, AVX-512: 16 channels ran 2.2x cheaper per channel than 8 or 12)."""
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-    import onnxruntime as ort
-
-    from ..export import export_onnx
+    import onnxruntime as ort  # imported when measured: it is slow to load and rarely needed
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1

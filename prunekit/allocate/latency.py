@@ -31,10 +31,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .measure.channel_multiple import resolve_round_to
-from .measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
-from .targets import _check_reduce, _size
+from ..apply.oneshot import pruned_copy
+from ..errors import ConfigError
+from ..export import OrtModule
+from ..graph import build_graph
+from ..measure.latency import measure_latency
+from ..measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
+from .reduce import check_reduce, model_size, search_ratio
+from .round_to import resolve_round_to
 
 LatencyFn = Callable[[nn.Module], float]
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # uniform share tried in turn when the measured split cannot reach a target
@@ -70,8 +74,6 @@ class LatencyAllocation:
 def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: int = 2) -> LatencyFn:
     """Median latency (ms) at the first input's batch size, shape and device, by ``prunekit.measure``'s
     ``measure_latency`` (warm-up until runs settle, CUDA synchronized)."""
-    from .measure.latency import measure_latency
-
     x = inputs[0]
     batch = int(x.shape[0])
 
@@ -102,8 +104,6 @@ def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> T
     if runtime == "eager":
         return timed, runtime_label(runtime)
     if runtime == "ort":
-        from .export import OrtModule
-
         shape = tuple(inputs[0].shape[1:])
         return (lambda m: timed(OrtModule(m, shape))), runtime_label(runtime)
     raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
@@ -126,11 +126,8 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     ``"ort-1.20.1-1thread"`` for the timer of ``runtime_timer(x, "ort")``) and is part of the cache key, so timings
     of different runtimes never mix.
     """
-    from .graph import build_graph
-    from .plan import pruned_copy
-    from .targets import search_ratio
-
-    metric, target = _check_reduce(reduce)
+    metric, target = check_reduce(reduce)
+    round_to = resolve_round_to(round_to)  # "auto" / "auto-ort" measured once, then an int from here on
     if not 0.0 < probe < 1.0 or not 0.0 < max_ratio < 1.0 or alpha < 0:
         raise ConfigError(f"probe={probe}, max_ratio={max_ratio} must be fractions in (0, 1) and alpha={alpha} >= 0")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -140,7 +137,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     key = {"what": "latency_alloc probes", "runtime": runtime or runtime_label("eager"),
            "device": device_fingerprint(inputs[0].device),
            "arch": arch_fingerprint(model, shape), "batch": int(inputs[0].shape[0]), "probe": probe,
-           "round_to": resolve_round_to(round_to), "ignore": sorted(ignore)}
+           "round_to": round_to, "ignore": sorted(ignore)}
     entry = store.load(key) if store else {}
     settings = f"{metric}={target}|alpha={alpha}|max_ratio={max_ratio}|tol={tol}|check_uniform={check_uniform}"
     if settings in entry.get("results", {}):
@@ -153,7 +150,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     def pruned(**plan_kwargs: Any) -> nn.Module:
         return pruned_copy(model, inputs, graph, ignore=ignore, round_to=round_to, **plan_kwargs)
 
-    dense_macs = _size(model, "macs", shape)
+    dense_macs = model_size(model, "macs", shape)
     reused = "probes" in entry and set(entry["probes"]["saved_ms"]) == set(modules)
     if reused:
         saved_ms, saved_macs = entry["probes"]["saved_ms"], entry["probes"]["saved_macs"]
@@ -167,14 +164,14 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     mean = statistics.mean(v for v in eff.values()) if any(eff.values()) else 0.0
     weight = {n: (eff[n] / mean) ** alpha if mean > 0 else 1.0 for n in modules}
 
-    base = dense_macs if metric == "macs" else _size(model, metric, shape)
+    base = dense_macs if metric == "macs" else model_size(model, metric, shape)
     trials: List[Tuple[float, float]] = []
 
     def ratios(r0: float) -> Dict[str, float]:
         return {n: round(min(max_ratio, r0 * w), 4) for n, w in weight.items() if r0 * w > 0}
 
     def reduction(r0: float) -> float:
-        red = 1.0 - _size(pruned(ratio=0.0, overrides=ratios(r0)), metric, shape) / base if r0 > 0 else 0.0
+        red = 1.0 - model_size(pruned(ratio=0.0, overrides=ratios(r0)), metric, shape) / base if r0 > 0 else 0.0
         trials.append((round(r0, 6), red))
         return red
 
@@ -233,7 +230,7 @@ def _probe(model: nn.Module, modules: List[str], pruned: Callable[..., nn.Module
     dense_times = []
     for name in modules:
         twin = pruned(ratio=0.0, overrides={name: probe})
-        saved_macs[name] = dense_macs - _size(twin, "macs", shape)
+        saved_macs[name] = dense_macs - model_size(twin, "macs", shape)
         dense_times.append(latency_fn(model))
         saved_ms[name] = dense_times[-1] - latency_fn(twin)
     return saved_ms, saved_macs, statistics.median(dense_times)

@@ -11,7 +11,7 @@ from prunekit.apply.structured import apply_plan
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params
 from prunekit.plan import make_plan
-from prunekit.targets import parse_reduce, ratio_for_target, search_ratio
+from prunekit.allocate.reduce import parse_reduce, ratio_for_target, search_ratio
 
 X = torch.randn(1, 3, 32, 32)
 
@@ -66,17 +66,18 @@ def test_unreachable_target_is_a_config_error():
 def test_the_ratio_search_traces_the_model_once_and_its_ratio_reproduces_the_reduction(monkeypatch):
     from prunekit import graph as graph_module
     from prunekit import plan as plan_module
+    from prunekit.allocate import reduce as reduce_module
 
     torch.manual_seed(0)
     model = prunekit.create_model("vgg_tiny", 4).eval()
     x = torch.randn(1, 3, 32, 32)
     traces = []
     real = plan_module.build_graph
-    for module in (graph_module, plan_module):
+    for module in (graph_module, plan_module, reduce_module):
         monkeypatch.setattr(module, "build_graph", lambda *a, **k: traces.append(1) or real(*a, **k))
     found = search_ratio(model, x, {"macs": 0.5}, round_to=4)
     assert len(found.trials) > 2 and len(traces) == 1  # every trial reuses the one traced graph
-    for module in (graph_module, plan_module):
+    for module in (graph_module, plan_module, reduce_module):
         monkeypatch.setattr(module, "build_graph", real)
     twin = apply_plan(copy.deepcopy(model), make_plan(model, x, round_to=4, **found.plan_kwargs()))
     red = 1 - count_macs(twin, (3, 32, 32))[0] / count_macs(model, (3, 32, 32))[0]
@@ -102,7 +103,7 @@ class _DataDependent(torch.nn.Module):
 def test_trials_are_counted_on_the_meta_device_without_copying_weights(monkeypatch):
     import types
 
-    from prunekit import targets
+    from prunekit.allocate import reduce as targets
 
     model = prunekit.create_model("vgg_tiny", 4).eval()
 

@@ -21,7 +21,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..apply.oneshot import checked_plan
+from ..apply.structured import apply_plan
+from ..errors import ConfigError
+from ..graph import build_graph, meta_twin
+from ..importance import score_groups
+from ..measure import count_macs, count_params
+from ..plan import make_plan
 
 METRICS = ("params", "macs")
 
@@ -65,7 +71,7 @@ class TargetSearch:
         return {"ratio": self.ratio, "overrides": dict(self.overrides)} if self.overrides else {"ratio": self.ratio}
 
 
-def _check_reduce(reduce: Dict[str, float]) -> Tuple[str, float]:
+def check_reduce(reduce: Dict[str, float]) -> Tuple[str, float]:
     if not isinstance(reduce, dict) or len(reduce) != 1:
         raise ConfigError(f"reduce={reduce!r} must name exactly one metric, e.g. {{'params': 0.4}}")
     (metric, value), = reduce.items()
@@ -76,9 +82,8 @@ def _check_reduce(reduce: Dict[str, float]) -> Tuple[str, float]:
     return metric, float(value)
 
 
-def _size(model: nn.Module, metric: str, input_shape: Tuple[int, ...]) -> int:
-    from .measure import count_macs, count_params
-
+def model_size(model: nn.Module, metric: str, input_shape: Tuple[int, ...]) -> int:
+    """Parameters or MACs of ``model`` at ``input_shape`` (C, H, W), whichever ``metric`` names."""
     return count_params(model) if metric == "params" else count_macs(model, input_shape)[0]
 
 
@@ -115,14 +120,12 @@ def _bracketed(f: Callable[[float], float], target: float, lo: float, hi: float,
 def _trial_size(model: nn.Module, plan: Any, graph: Any, metric: str, shape: Tuple[int, ...]) -> Optional[int]:
     """Size of what ``plan`` makes of ``model``, counted on a meta-device twin: shapes only, no weights copied and no
     arithmetic (vgg16's trial 0.65 s -> 0.02 s); None when the twin cannot be pruned or run there."""
-    from .apply.structured import apply_plan
-    from .graph import meta_twin
 
     try:
         twin = meta_twin(model)
         with torch.no_grad():
             apply_plan(twin, plan, graph=graph)
-        return _size(twin, metric, shape)
+        return model_size(twin, metric, shape)
     except Exception:  # data-dependent code (a .item(), a nonzero) needs real tensors: the caller counts a copy
         return None
 
@@ -137,17 +140,13 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     is the ratio that would hit the target if every layer shrank alike (MACs ~ (1 - r)^2), the next ones
     interpolate inside the bracket, so four to eight trials usually land within ``tol / 4``.
     """
-    from .apply.structured import apply_plan
-    from .graph import build_graph
-    from .importance import score_groups
-    from .plan import make_plan
 
-    metric, target = _check_reduce(reduce)
+    metric, target = check_reduce(reduce)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = tuple(inputs[0].shape[1:])
     scope = make_plan_kwargs.get("scope", "uniform")
     trial_criterion = criterion if scope == "global" else "l2"
-    base = _size(model, metric, shape)
+    base = model_size(model, metric, shape)
     trials: List[Tuple[float, float]] = []
     graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))  # traced and scored once
     scores = score_groups(graph, model, trial_criterion,
@@ -156,15 +155,15 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     def reduction_with(r: float, overrides: Dict[str, float]) -> float:
         kwargs = dict(make_plan_kwargs)
         kwargs["overrides"] = {**overrides, **(kwargs.get("overrides") or {})}  # the user's own win
-        plan = make_plan(model, inputs, ratio=r, criterion=trial_criterion, verify=False, graph=graph,
-                         scores=scores, **kwargs)
+        plan = make_plan(model, inputs, ratio=r, criterion=trial_criterion, graph=graph, scores=scores, **kwargs)
         size = _trial_size(model, plan, graph, metric, shape)
         if size is None:
-            plan = make_plan(model, inputs, ratio=r, criterion=trial_criterion, graph=graph, scores=scores, **kwargs)
+            plan, _ = checked_plan(model, inputs, ratio=r, criterion=trial_criterion, graph=graph, scores=scores,
+                                   **kwargs)
             twin = copy.deepcopy(model)
             with torch.no_grad():
                 apply_plan(twin, plan, graph=graph)
-            size = _size(twin, metric, shape)
+            size = model_size(twin, metric, shape)
         red = 1.0 - size / base
         trials.append((round(r, 6), red))
         return red

@@ -1,13 +1,19 @@
-"""Options of each command: one pydantic model per command, shared by flags and YAML recipes."""
+"""The one options model: a pydantic model per command that CLI flags and YAML recipes both parse into.
+
+Its validators hold the flag rules (ranges, formats), so a bad value is refused with one line wherever it came
+from; ``cli/`` only turns flags into these models.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, List, Literal, Optional
+from typing import ClassVar, List, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..schedules.config import ScheduleConfig
-from ..train.config import TrainConfig
+from .allocate.round_to import AUTO, resolve_round_to
+from .schedules.config import ScheduleConfig
+from .sparse.nm import parse_nm
+from .train.config import TrainConfig
 
 
 class RunOptions(BaseModel):
@@ -79,15 +85,14 @@ class RoundToOption(BaseModel):
     @field_validator("round_to")
     @classmethod
     def _round_to_format(cls, v: Optional[str]) -> Optional[str]:
-        from ..measure.channel_multiple import AUTO
-
         if v is not None and v not in AUTO and not (str(v).isdigit() and int(v) >= 1):
             raise ValueError(f"--round-to {v}: use a positive int, {', '.join(AUTO)} or none")
         return v
 
-    def round_to_value(self) -> Any:
-        """``round_to`` as ``make_plan`` takes it: None, an int, 'auto' or 'auto-ort'."""
-        return int(self.round_to) if self.round_to is not None and self.round_to.isdigit() else self.round_to
+    def round_to_value(self) -> Optional[int]:
+        """``round_to`` as ``make_plan`` takes it: None or an int ('auto' / 'auto-ort' measured once, cached)."""
+        return resolve_round_to(int(self.round_to) if self.round_to is not None and self.round_to.isdigit()
+                                else self.round_to)
 
 
 class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption):
@@ -162,8 +167,6 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
     @classmethod
     def _nm_format(cls, v: Optional[str]) -> Optional[str]:
         if v is not None:
-            from ..sparse.nm import parse_nm
-
             parse_nm(v)  # ConfigError (a ValueError) names the bad value
         return v
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from ..errors import ConfigError
+from ..measure import count_macs, count_params
 from .sensitivity import ScoreFn, Sensitivity, overrides_pruner
 
 
@@ -70,8 +71,6 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     every candidate before it is scored, and on a copy of the unpruned model for the baseline. Returns an empty
     choice (no overrides) when no layer fits the budget.
     """
-    from ..measure import count_macs, count_params
-
     if not max_drop >= 0:
         raise ConfigError(f"max_drop={max_drop} must be >= 0 (in the score's units, e.g. 0.01 = one accuracy point)")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
@@ -112,3 +111,13 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     best = max(fits, key=lambda c: c.macs_reduction)
     best.trials = trials
     return best
+
+
+def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int) -> Dict[str, Any]:
+    """What a checkpoint and a report keep of the budget search (points, not fractions)."""
+    return {"max_drop_points": max_drop, "split": split, "drop_points": round(100 * choice.drop, 3),
+            "score": choice.score, "baseline": choice.baseline, "threshold_points": round(100 * choice.threshold, 3),
+            "macs_reduction": choice.macs_reduction, "params_reduction": choice.params_reduction,
+            "overrides": choice.overrides, "trials": len(choice.trials),
+            "candidates": [{k: round(v, 4) for k, v in t.items()} for t in choice.trials],
+            "recovery_epochs": epochs}

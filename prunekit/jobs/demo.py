@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict
 
-from .cli.schemas import DemoOptions, PruneOptions
+from ..config import DemoOptions, PruneOptions
+from .prune import prune_job
 
 
 def run_demo(opts: DemoOptions) -> Dict[str, Any]:
-    from .pipeline import prune_job
-
+    """The prune job with the demo's fixed recipe (vgg_small, embedded data, L1, uniform ratio)."""
     prune_opts = PruneOptions(model="vgg_small", data=None, image_size=64, method="structured", ratio=opts.ratio,
                               criterion="l1", scope="layer", epochs=opts.epochs, finetune_epochs=opts.finetune_epochs,
                               seed=opts.seed, device=opts.device, out=opts.out or Path("runs/demo"),

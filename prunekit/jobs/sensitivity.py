@@ -1,52 +1,70 @@
-"""The CLI's side of the balancing act: ``prunekit sensitivity`` and ``prunekit prune --max-drop``."""
+"""``prunekit sensitivity`` and the scan behind ``prunekit prune --max-drop``: how much each layer can lose.
+
+The scan is resumable (every finished cell is kept in ``<out>/sensitivity.partial.json``), and a finished scan can
+be reused (``--sensitivity-file``) after a check that it was made on this model with the same criterion and split.
+"""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
+from ..allocate import AllocationRequest, Sensitivity, budget_search, layer_sensitivity
+from ..allocate.budget import budget_record
+from ..config import PruneOptions, SensitivityOptions
 from ..errors import ConfigError
-from .budget import BudgetChoice, budget_search
-from .sensitivity import Sensitivity, layer_sensitivity
+from ..graph import build_graph
+from ..report import plot_sensitivity
+from ..runtime import atomic_path, pick_device, seed_everything
+from ..train import TrainConfig, data_scorer, fit
+from .common import checkpoint_with_data, write_json
 
 
-def scan_and_budget(opts: Any, model: nn.Module, ds: Any, example: Any, criterion: str,
-                    plan_kwargs: Dict[str, Any], train_cfg: Any = None) -> Tuple[Sensitivity, BudgetChoice | None]:
-    """Sensitivity scan on ``opts.sensitivity_split`` (finished cells kept in ``opts.out``), then, when
-    ``opts.max_drop`` is set, the budget search (each candidate given ``opts.budget_epochs`` of recovery from
-    ``train_cfg``'s recipe when > 0)."""
-    from ..train import TrainConfig, fit
-    from . import data_scorer
-
+def scan(opts: Any, model: nn.Module, ds: Any, example: Any, criterion: str,
+         plan_kwargs: Dict[str, Any]) -> tuple[Sensitivity, Callable, Optional[Callable]]:
+    """``(sensitivity, score, recalibrate)``: the scan on ``opts.sensitivity_split`` (or the one in
+    ``opts.sensitivity_file``), finished cells kept in ``opts.out`` so a killed scan resumes."""
     if criterion == "attention":
         raise ConfigError("the sensitivity scan prunes one layer at a time with a plain criterion; use e.g. "
                           "--criterion l2 (attention trains modules for the whole network)")
     device = next(model.parameters()).device
     score, recal = data_scorer(ds, opts.sensitivity_split, opts.recal_batches, device=device)
     if opts.sensitivity_file:
-        sens = load_scan(opts.sensitivity_file, model, example, criterion, opts.sensitivity_split)
-    else:
-        partial = Path(opts.out) / "sensitivity.partial.json"
-        sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
-                                 recalibrate=recal, progress=opts.progress,
-                                 resume=_partial(partial), on_cell=lambda part: _save_partial(partial, part),
-                                 **plan_kwargs)
-        partial.unlink(missing_ok=True)
-    choice = None
-    if opts.max_drop is not None:
-        finetune = None
-        if opts.budget_epochs:
-            cfg = (train_cfg or TrainConfig(seed=opts.seed)).recovery(opts.budget_epochs)
+        return load_scan(opts.sensitivity_file, model, example, criterion, opts.sensitivity_split), score, recal
+    partial = Path(opts.out) / "sensitivity.partial.json"
+    sens = layer_sensitivity(model, example, score, ratios=opts.sensitivity_ratios, criterion=criterion,
+                             recalibrate=recal, progress=opts.progress,
+                             resume=_partial(partial), on_cell=lambda part: _save_partial(partial, part),
+                             **plan_kwargs)
+    partial.unlink(missing_ok=True)
+    return sens, score, recal
 
-            def finetune(m: nn.Module) -> nn.Module:
-                return fit(m, ds, cfg, device=device, progress=False).model.eval()
 
-        choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0,
-                               recalibrate=recal, criterion=criterion,
-                               finetune=finetune, **plan_kwargs)
-    return sens, choice
+def budget_request(opts: PruneOptions, model: nn.Module, ds: Any, example: Any, plan_kwargs: Dict[str, Any],
+                   train_cfg: TrainConfig) -> AllocationRequest:
+    """The ``budget`` allocator's request for ``prune --max-drop``: the scan and its score."""
+    sens, score, recal = scan(opts, model, ds, example, opts.criterion, plan_kwargs)
+    return AllocationRequest(model, example, criterion=opts.criterion, plan_kwargs=plan_kwargs,
+                             options=_budget_options(opts, model, ds, sens, score, recal, train_cfg))
+
+
+def _budget_options(opts: Any, model: nn.Module, ds: Any, sens: Sensitivity, score: Callable,
+                    recal: Optional[Callable], train_cfg: TrainConfig) -> Dict[str, Any]:
+    """The budget search's inputs; with ``--budget-epochs`` each candidate first recovers for that many epochs of
+    ``train_cfg``'s recipe."""
+    finetune = None
+    if opts.budget_epochs:
+        cfg = train_cfg.recovery(opts.budget_epochs)
+        device = next(model.parameters()).device
+
+        def finetune(m: nn.Module) -> nn.Module:
+            return fit(m, ds, cfg, device=device, progress=False).model.eval()
+
+    return dict(sensitivity=sens, score=score, recalibrate=recal, finetune=finetune, max_drop=opts.max_drop,
+                split=opts.sensitivity_split, epochs=opts.budget_epochs)
 
 
 def _partial(path: Path) -> Sensitivity | None:
@@ -58,8 +76,6 @@ def _partial(path: Path) -> Sensitivity | None:
 
 
 def _save_partial(path: Path, sens: Sensitivity) -> None:
-    from ..runtime import atomic_path
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(sens.to_json())
@@ -67,10 +83,6 @@ def _save_partial(path: Path, sens: Sensitivity) -> None:
 
 def load_scan(path: str, model: nn.Module, example: Any, criterion: str, split: str) -> Sensitivity:
     """A scan saved by ``prunekit sensitivity`` (its sensitivity.json), checked against this model and settings."""
-    import json
-
-    from ..graph import build_graph
-
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"--sensitivity-file {path} does not exist; give the sensitivity.json that prunekit "
@@ -94,22 +106,8 @@ def load_scan(path: str, model: nn.Module, example: Any, criterion: str, split: 
     return sens
 
 
-def budget_record(choice: BudgetChoice, max_drop: float, split: str, epochs: int) -> Dict[str, Any]:
-    """What a checkpoint and a report keep of the budget search (points, not fractions)."""
-    return {"max_drop_points": max_drop, "split": split, "drop_points": round(100 * choice.drop, 3),
-            "score": choice.score, "baseline": choice.baseline, "threshold_points": round(100 * choice.threshold, 3),
-            "macs_reduction": choice.macs_reduction, "params_reduction": choice.params_reduction,
-            "overrides": choice.overrides, "trials": len(choice.trials),
-            "candidates": [{k: round(v, 4) for k, v in t.items()} for t in choice.trials],
-            "recovery_epochs": epochs}
-
-
-def sensitivity_job(opts: Any) -> Dict[str, Any]:
+def sensitivity_job(opts: SensitivityOptions) -> Dict[str, Any]:
     """Load a checkpoint, scan every prunable layer, write JSON + heat map, and optionally the budget choice."""
-    from ..pipeline import checkpoint_with_data, write_json
-    from ..report import plot_sensitivity
-    from ..runtime import pick_device, seed_everything
-
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / "sensitivity"})
@@ -117,8 +115,8 @@ def sensitivity_job(opts: Any) -> Dict[str, Any]:
     loaded, ds = checkpoint_with_data(opts, device)
     model = loaded.model.eval()
     example = ds.images[:2].float().to(device)
-    sens, choice = scan_and_budget(opts, model, ds, example, opts.criterion,
-                                   {"round_to": opts.round_to_value()})
+    plan_kwargs = {"round_to": opts.round_to_value()}
+    sens, score, recal = scan(opts, model, ds, example, opts.criterion, plan_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     drops = [[100 * sens.drop(n, r) for r in sens.ratios] for n in sens.layers]
     plot = plot_sensitivity(sens.layers, sens.ratios, drops, out / "sensitivity.png",
@@ -127,7 +125,10 @@ def sensitivity_job(opts: Any) -> Dict[str, Any]:
     result: Dict[str, Any] = {"checkpoint": opts.checkpoint, "out": str(out), "plot": str(plot),
                               "split": opts.sensitivity_split, "sensitivity": dataclasses.asdict(sens),
                               "table": sens.table(scale=100.0)}
-    if choice is not None:
+    if opts.max_drop is not None:  # here an empty choice is a finding to report, not an error
+        o = _budget_options(opts, model, ds, sens, score, recal, TrainConfig(seed=opts.seed))
+        choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0, recalibrate=recal,
+                               criterion=opts.criterion, finetune=o["finetune"], **plan_kwargs)
         result["budget"] = budget_record(choice, opts.max_drop, opts.sensitivity_split, opts.budget_epochs)
     write_json(out / "sensitivity.json", result)
     return result

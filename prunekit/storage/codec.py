@@ -35,9 +35,9 @@ import zstandard as zstd
 
 from ..errors import CheckpointError, ConfigError
 from ..runtime import atomic_path
-from . import quantize as q
-from .positions import KINDS as POSITION_KINDS
-from .positions import decode_positions, encode_positions
+from ..sparse import quantize as q
+from ..sparse.positions import KINDS as POSITION_KINDS
+from ..sparse.positions import decode_positions, encode_positions
 
 MAGIC = b"\x89PKSPZ\r\n"
 VERSION = 1
@@ -341,7 +341,7 @@ def size_report(source: Any, values: str = "fp32", level: int = 19) -> SizeRepor
             tensors, desc = read_compressed(source)
             compressed, values = Path(source).stat().st_size, _values_of(source, values)
         else:
-            from ..storage.checkpoint import read
+            from .checkpoint import read  # checkpoint.py imports this module: read on use
 
             tensors, _ = read(source)
     elif isinstance(source, torch.nn.Module):

@@ -6,8 +6,8 @@ import torch
 
 import prunekit
 from prunekit.cli.main import main
-from prunekit.cli.schemas import PruneOptions
-from prunekit.pipeline import prune_job
+from prunekit.config import PruneOptions
+from prunekit.jobs.prune import prune_job
 from prunekit.errors import ConfigError
 from prunekit.storage import checkpoint as ckpt
 
@@ -125,7 +125,7 @@ def test_attention_budget_from_the_cli_options(tiny_folder, tmp_path, monkeypatc
     removed = {g["module"]: len(g["remove"]) for g in res["pruning"]["plan"]["groups"]}
     assert report["budget"] and sum(report["budget"].values()) == sum(removed.values())
     assert report["ratio_search"]["achieved"] == pytest.approx(0.5, abs=0.02)
-    import prunekit.pipeline as pipeline
+    import prunekit.jobs.prune as pipeline
 
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the options"))
     for bad in ({"attention_sparsity": 0.0}, {"scope": "global", "attention_sparsity": 3e-2}):
@@ -190,7 +190,7 @@ def test_distill_refused_when_training_from_scratch(tiny_folder, tmp_path):
 
 # ---------------------------------------------------------------- a checkpoint keeps its split
 def _eval_opts(folder, checkpoint, **kw):
-    from prunekit.cli.schemas import EvalOptions
+    from prunekit.config import EvalOptions
 
     return EvalOptions(checkpoint=str(checkpoint), data=str(folder), progress=False, **kw)
 
@@ -199,7 +199,7 @@ def _untrained_checkpoint(folder, path, **split):
     """A random vgg_tiny saved with the data section of ``folder`` split by ``split`` (fast: no training)."""
     from prunekit.data import load_dataset
     from prunekit.models import create_model
-    from prunekit.pipeline import data_section
+    from prunekit.data import data_section
 
     ds = load_dataset(folder, image_size=16, **split)
     ckpt.save(create_model("vgg_tiny", len(ds.classes)), path, data=data_section(ds))
@@ -208,9 +208,11 @@ def _untrained_checkpoint(folder, path, **split):
 
 def test_seed_1_on_a_seed_0_checkpoint_tests_on_the_same_images(tiny_folder, tmp_path):
     """The seed-1 repeat of docs/balance.md: --seed 1 must not re-split, or test overlaps the base's training."""
-    from prunekit.cli.schemas import TrainOptions
+    from prunekit.config import TrainOptions
     from prunekit.data.splits import SPLITS
-    from prunekit.pipeline import checkpoint_with_data, eval_job, load_data, train_job
+    from prunekit.jobs.common import checkpoint_with_data, load_data
+    from prunekit.jobs.eval import eval_job
+    from prunekit.jobs.train import train_job
 
     base = train_job(TrainOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=1, batch_size=8,
                                   val_frac=0.2, seed=0, out=tmp_path / "t", progress=False))
@@ -229,7 +231,7 @@ def test_seed_1_on_a_seed_0_checkpoint_tests_on_the_same_images(tiny_folder, tmp
 
 
 def test_the_split_round_trips_through_a_checkpoint(tiny_folder, tmp_path):
-    from prunekit.pipeline import checkpoint_split
+    from prunekit.jobs.common import checkpoint_split
 
     path = tmp_path / "m.safetensors"
     ds = _untrained_checkpoint(tiny_folder, path, seed=3, test_frac=0.3, val_frac=0.25)
@@ -242,7 +244,7 @@ def test_the_split_round_trips_through_a_checkpoint(tiny_folder, tmp_path):
 
 
 def test_an_explicit_other_fraction_is_refused_in_one_line(tiny_folder, tmp_path, capsys):
-    from prunekit.pipeline import eval_job
+    from prunekit.jobs.eval import eval_job
 
     path = tmp_path / "m.safetensors"
     _untrained_checkpoint(tiny_folder, path, seed=0, test_frac=0.3, val_frac=0.2)
@@ -258,7 +260,8 @@ def test_an_explicit_other_fraction_is_refused_in_one_line(tiny_folder, tmp_path
 
 
 def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_path):
-    from prunekit.pipeline import checkpoint_with_data, eval_job
+    from prunekit.jobs.common import checkpoint_with_data
+    from prunekit.jobs.eval import eval_job
 
     path = tmp_path / "old.safetensors"
     _untrained_checkpoint(tiny_folder, path, seed=0, val_frac=0.2)
@@ -276,7 +279,7 @@ def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_
 
 def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):
     """Like eval: a 16 px checkpoint pruned without --image-size is tested on 16 px images, not the default 64."""
-    from prunekit.pipeline import eval_job
+    from prunekit.jobs.eval import eval_job
 
     path = tmp_path / "m.safetensors"
     _untrained_checkpoint(tiny_folder, path, seed=0, val_frac=0.2)
@@ -294,7 +297,7 @@ def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):
 ])
 def test_a_wrong_criterion_is_refused_before_training(tiny_folder, tmp_path, monkeypatch, method, criterion, match):
     """Not after --epochs of training from scratch: the criterion is checked first."""
-    import prunekit.pipeline as pipeline
+    import prunekit.jobs.prune as pipeline
 
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the criterion"))
     with pytest.raises(ConfigError, match=match):

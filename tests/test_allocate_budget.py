@@ -1,4 +1,4 @@
-"""The balancing act: per-layer sensitivity scan and the accuracy-budget search (prunekit.balance)."""
+"""The balancing act: per-layer sensitivity scan and the accuracy-budget search (prunekit.allocate)."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import prunekit
-from prunekit.apply.structured import prune_structured
-from prunekit.balance import budget_search, ladder, layer_sensitivity
-from prunekit.balance.sensitivity import Sensitivity
+from prunekit.apply.oneshot import prune_structured
+from prunekit.allocate import budget_search, ladder, layer_sensitivity
+from prunekit.allocate.sensitivity import Sensitivity
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
 

@@ -7,7 +7,7 @@ import torch
 import prunekit
 from prunekit.apply.structured import apply_plan
 from prunekit.errors import ConfigError
-from prunekit.latency_alloc import latency_allocation
+from prunekit.allocate.latency import latency_allocation
 from prunekit.measure import count_macs
 from prunekit.plan import make_plan
 
@@ -101,8 +101,8 @@ def test_groups_timed_as_free_still_lose_channels_when_the_target_needs_them():
 
 
 def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_path):
-    from prunekit.cli.schemas import PruneOptions
-    from prunekit.pipeline import prune_job
+    from prunekit.config import PruneOptions
+    from prunekit.jobs.prune import prune_job
 
     opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=1, finetune_epochs=0,
                         batch_size=8, out=tmp_path / "lat", progress=False, latency=False, val_frac=0.2,
@@ -121,8 +121,8 @@ def test_prune_job_with_latency_allocation_meets_the_target(tiny_folder, tmp_pat
 
 
 def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
-    from prunekit.cli.schemas import PruneOptions
-    from prunekit.pipeline import prune_job
+    from prunekit.config import PruneOptions
+    from prunekit.jobs.prune import prune_job
 
     opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), method="structured", allocation="latency",
                         out=tmp_path / "x", progress=False)
@@ -131,7 +131,7 @@ def test_latency_allocation_without_a_target_is_refused(tiny_folder, tmp_path):
 
 
 def test_the_uniform_plan_is_kept_when_it_measured_faster():
-    from prunekit.latency_alloc import LatencyAllocation
+    from prunekit.allocate.latency import LatencyAllocation
 
     alloc = LatencyAllocation(overrides={"features.0": 0.9}, base_ratio=0.5, metric="macs", target=0.3, achieved=0.3,
                               dense_ms=1.0, chosen="uniform", uniform_kwargs={"ratio": 0.2})
@@ -141,7 +141,7 @@ def test_the_uniform_plan_is_kept_when_it_measured_faster():
 
 
 def test_auto_multiple_is_measured_once_per_device_and_runtime_and_kept(monkeypatch, tmp_path):
-    from prunekit.measure import channel_multiple as cm
+    from prunekit.allocate import round_to as cm
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
     calls = []
@@ -161,7 +161,7 @@ def test_auto_multiple_is_measured_once_per_device_and_runtime_and_kept(monkeypa
 
 
 def test_multiple_choice_ignores_the_trend_and_finds_the_block():
-    from prunekit.measure.channel_multiple import best_multiple
+    from prunekit.allocate.round_to import best_multiple
 
     trend = {c: 100.0 / c + 1.0 for c in range(4, 49)}  # cheaper per channel as width grows, no blocking
     assert best_multiple(trend) == 8  # nothing stands out: the default

@@ -5,7 +5,7 @@
 
 Every (layer, ratio) cell prunes a copy of the model in that layer only (the groups the layer produces, with the
 plan's usual safety rules), optionally re-estimates BatchNorm statistics (``recalibrate``), and scores it. Layers whose drop stays small at high ratios are where a
-budget search (``prunekit.balance.budget_search``) takes channels first; the classic tool for choosing per-layer
+budget search (``prunekit.allocate.budget_search``) takes channels first; the classic tool for choosing per-layer
 ratios by hand (Li et al. 2017, "Pruning Filters for Efficient ConvNets", section 4.2; Distiller's sensitivity
 analysis).
 """
@@ -18,7 +18,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from torch import nn
 
+from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
+from ..graph import build_graph
+from ..importance import score_groups
+from ..measure import count_macs
 
 ScoreFn = Callable[[nn.Module], float]
 
@@ -73,10 +77,6 @@ def overrides_pruner(model: nn.Module, inputs: Tuple[Any, ...], criterion: str,
                      make_plan_kwargs: Dict[str, Any]) -> Tuple[Any, Callable[[Dict[str, float]], nn.Module]]:
     """Trace and score ``model`` once; return its dependency graph and ``prune(overrides)``, which gives a pruned
     copy with ratio 0 everywhere except the named layers (``make_plan_kwargs`` as ``make_plan`` takes them)."""
-    from ..graph import build_graph
-    from ..importance import score_groups
-    from ..plan import pruned_copy
-
     graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))
     scores = score_groups(graph, model, criterion, ctx={"data": make_plan_kwargs.get("data"),
                                                         "seed": make_plan_kwargs.get("seed", 0)})
@@ -103,8 +103,6 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
     cell (save it to survive a stop); ``resume`` = such a partial scan of the same layers, ratios and settings:
     its cells and baseline are kept and only the missing cells run.
     """
-    from ..measure import count_macs
-
     ratios = _check_ratios(ratios)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = tuple(inputs[0].shape[1:])

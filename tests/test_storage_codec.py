@@ -14,7 +14,7 @@ from prunekit.errors import CheckpointError, ConfigError
 from prunekit.sparse import magnitude_prune
 from prunekit.sparse import positions
 from prunekit.sparse import quantize as q
-from prunekit.sparse.codec import (decode_positions, encode_positions, entropy_bound_bytes, is_compressed,
+from prunekit.storage.codec import (decode_positions, encode_positions, entropy_bound_bytes, is_compressed,
                                    read_compressed, size_report, write_compressed)
 
 
@@ -235,7 +235,7 @@ def test_crafted_header_with_valid_checksums_is_still_rejected(tmp_path):
 
     import zstandard as zstd
 
-    from prunekit.sparse import codec
+    from prunekit.storage import codec
 
     def craft(header: dict, body: bytes = b"") -> bytes:
         hb = json.dumps(header).encode()

@@ -1,0 +1,60 @@
+"""The registered allocators: ``ratio`` (one fraction for every layer), ``reduce`` (the ratio that reaches a MACs
+or params target), ``latency`` (per-layer ratios from timed probes) and ``budget`` (the most MACs a sensitivity
+scan allows within an accuracy budget)."""
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import ALLOCATORS, Allocation, AllocationRequest
+from .budget import budget_record, budget_search
+from .latency import latency_allocation, runtime_timer
+from .reduce import search_ratio
+
+
+@ALLOCATORS.register("ratio")
+def uniform_ratio(req: AllocationRequest) -> Allocation:
+    """``req.ratio`` of the channels of every group (uniform scope) or of all channels (global scope)."""
+    return Allocation({"ratio": req.ratio})
+
+
+@ALLOCATORS.register("reduce")
+def reduce_target(req: AllocationRequest) -> Allocation:
+    """The ratio (plus overrides where one ratio cannot land within tolerance) that reaches ``req.reduce``."""
+    found = search_ratio(req.model, req.example, _target(req), criterion=req.criterion, **req.plan_kwargs)
+    return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved})
+
+
+@ALLOCATORS.register("latency")
+def latency_measured(req: AllocationRequest) -> Allocation:
+    """Per-layer ratios from each group's timed latency saving per MAC, in ``options["runtime"]`` (eager or ort),
+    probes cached in ``options["cache"]``; batch-1 timing."""
+    x1 = req.example[:1]
+    latency_fn, runtime = runtime_timer((x1,), req.options.get("runtime", "eager"))
+    alloc = latency_allocation(req.model, x1, _target(req), cache=req.options.get("cache"),
+                               round_to=req.plan_kwargs.get("round_to"), latency_fn=latency_fn, runtime=runtime)
+    return Allocation(alloc.plan_kwargs(), {
+        "reduce_achieved": alloc.achieved, "allocation": "latency", "allocation_ratios": alloc.overrides,
+        "allocation_chosen": alloc.chosen, "allocation_cached": alloc.cached, "allocation_blend": alloc.blend,
+        "allocation_runtime": runtime, "dense_latency_ms_b1": round(alloc.dense_ms, 3)})
+
+
+@ALLOCATORS.register("budget")
+def accuracy_budget(req: AllocationRequest) -> Allocation:
+    """The most MACs removed while the score drops at most ``options["max_drop"]`` points, from the scan
+    ``options["sensitivity"]`` scored by ``options["score"]`` (plus ``recalibrate`` / ``finetune`` when given);
+    ``options["split"]`` and ``options["epochs"]`` are recorded (and named when nothing fits)."""
+    o = req.options
+    choice = budget_search(req.model, req.example, o["sensitivity"], o["score"], max_drop=o["max_drop"] / 100.0,
+                           recalibrate=o.get("recalibrate"), criterion=req.criterion, finetune=o.get("finetune"),
+                           **req.plan_kwargs)
+    if not choice.overrides:
+        raise ConfigError(f"no layer can lose channels within --max-drop {o['max_drop']} (accuracy points on the "
+                          f"{o.get('split', 'val')} split after {o.get('epochs', 0)} recovery epochs); allow a "
+                          "larger drop or more --budget-epochs")
+    return Allocation(choice.plan_kwargs(),
+                      {"budget": budget_record(choice, o["max_drop"], o.get("split", "val"), o.get("epochs", 0))})
+
+
+def _target(req: AllocationRequest):
+    if not req.reduce:
+        raise ConfigError("this allocation reaches a target: give one, e.g. --reduce macs=0.5 (or reduce={'macs': 0.5})")
+    return req.reduce

@@ -1,0 +1,118 @@
+"""The front door: three sentences that cover what most users want.
+
+    small = prunekit.prune(model, x, criterion="fpgm", reduce="macs=2x")    # a smaller dense model
+    masks = prunekit.sparsify(model, ratio=0.9, scope="global")              # weights zeroed, masks returned
+    table = prunekit.compare("data/ucmerced", criteria=["fpgm", "l1"], reduce=["macs=2x"], seeds=[0, 1, 2])
+
+Each is a thin composition of the pipeline (allocate -> plan -> check -> apply, or sparse masks, or the compare
+job); the pieces stay importable for anything finer.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
+
+from torch import nn
+
+from .allocate import AllocationRequest, allocate, parse_reduce, resolve_round_to
+from .apply.oneshot import prune_structured
+from .config import CompareOptions
+from .errors import ConfigError
+from .jobs.compare import compare_job
+from .sparse import Masks, magnitude_prune, nm_prune, parse_nm
+
+PLAN_ATTR = "prunekit_plan"
+
+
+def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio: Optional[float] = None,
+          reduce: Union[None, str, Dict[str, float]] = None, allocation: str = "uniform", scope: str = "uniform",
+          round_to: Union[None, int, str] = None, data: Any = None, ignore: Iterable[str] = (),
+          inplace: bool = False, **plan_options: Any) -> nn.Module:
+    """Remove whole channels (filters, neurons, heads) and return a smaller dense model of the same classes.
+
+    Args:
+        model: any PyTorch model (built-ins, torchvision, timm); left untouched unless ``inplace``.
+        example_inputs: a tensor (or tuple of tensors) the model takes, e.g. ``torch.randn(1, 3, 224, 224)``.
+        criterion: which channels go: ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``; ``taylor``,
+            ``mean_activation``, ``apoz`` and the ``pfam`` forms also need ``data`` (batches of ``(x, y)``).
+        ratio: fraction of channels removed per layer (uniform scope) or overall (global); default 0.5.
+        reduce: a target instead of a ratio: ``"macs=2x"``, ``"params=0.4"``, or ``{"macs": 0.5}``.
+        allocation: ``"uniform"`` (one ratio reaching ``reduce``) or ``"latency"`` (per-layer ratios from timed
+            probes on this machine).
+        round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
+        ignore: module names kept whole (e.g. the classifier of a model whose head you need unchanged).
+        plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``, ...).
+
+    Returns:
+        The pruned model; ``model.prunekit_plan`` holds the Plan (plain data: what was removed).
+        ``prunekit.save`` records the pruned shapes, so ``prunekit.load`` rebuilds the model without pickle.
+
+    Example:
+        >>> small = prunekit.prune(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224), reduce="macs=2x")
+    """
+    if ratio is not None and reduce is not None:
+        raise ConfigError("give ratio or reduce, not both (reduce finds the ratio that reaches the target)")
+    if allocation not in ("uniform", "latency"):
+        raise ConfigError(f"allocation={allocation!r}: use 'uniform' or 'latency'")
+    if allocation == "latency" and reduce is None:
+        raise ConfigError("allocation='latency' splits a target between layers: give reduce, e.g. 'macs=2x'")
+    if criterion.startswith("attention"):
+        raise ConfigError(f"criterion={criterion!r} trains attention modules first: use "
+                          "prunekit.attention.attention_prune(model, dataset, x, ...) or the CLI's --criterion attention")
+    target = parse_reduce(reduce) if isinstance(reduce, str) else reduce
+    work = model if inplace else copy.deepcopy(model)
+    plan_kwargs = {"scope": scope, "data": data, "round_to": resolve_round_to(round_to), "ignore": list(ignore),
+                   **plan_options}
+    kind = "ratio" if target is None else ("latency" if allocation == "latency" else "reduce")
+    request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
+                                reduce=target, plan_kwargs=plan_kwargs)
+    alloc = allocate(kind, request)
+    work, plan = prune_structured(work, example_inputs, criterion=criterion, **{**plan_kwargs, **alloc.plan_kwargs})
+    setattr(work, PLAN_ATTR, plan)
+    return work
+
+
+def sparsify(model: nn.Module, ratio: float = 0.9, *, scope: str = "global", allocation: Optional[str] = None,
+             nm: Optional[str] = None, skip: Optional[Sequence[str]] = None) -> Masks:
+    """Zero the smallest weights of ``model`` in place and return the masks (plain data, one bool per weight).
+
+    Args:
+        ratio: fraction of the targeted weights (conv and linear; first and last layer kept) removed.
+        scope: ``"global"`` (one threshold over all layers) or ``"layer"`` (the same fraction in each).
+        allocation: ``"lamp"`` or ``"erk"`` to share a global budget so that no layer is emptied.
+        nm: ``"2:4"`` for N:M semi-structured sparsity instead (``ratio`` and ``scope`` are then unused).
+        skip: module names never masked.
+
+    Returns:
+        The Masks; keep them through fine-tuning with ``fit(..., callbacks=[prunekit.train.MaskCallback(masks)])``
+        and save a compressed checkpoint with ``prunekit.save(model, path, codec={"values": "fp16"}, extras=...)``.
+
+    Example:
+        >>> masks = prunekit.sparsify(model, ratio=0.9, scope="global", allocation="lamp")
+        >>> print(masks.sparsity())
+    """
+    if nm is not None:
+        n, m = parse_nm(nm)
+        return nm_prune(model, n=n, m=m, skip=skip)
+    return magnitude_prune(model, ratio=ratio, scope=scope, allocation=allocation, skip=skip)
+
+
+def compare(data: Union[None, str, Path] = None, *, model: str = "vgg_small", criteria: Sequence[str] = ("fpgm", "l1"),
+            reduce: Sequence[str] = ("macs=0.5",), seeds: Sequence[int] = (0, 1, 2), out: Union[str, Path] = "runs/compare",
+            **options: Any) -> Dict[str, Any]:
+    """Compare criteria on ``data`` (a class-per-folder dataset; None: the embedded UC Merced subset) on equal
+    terms: the same base model, channel counts and fine-tuning budget for each, several seeds.
+
+    Every cell is one JSON file under ``<out>/cells`` (a rerun skips finished cells); ``options`` are those of
+    ``prunekit compare`` (``base_epochs``, ``finetune_epochs``, ``image_size``, ``scope``, ``device``, ...).
+
+    Returns:
+        ``{"table": ..., "markdown_path": ..., "plot": ..., "cells": N, "ran": n}``.
+
+    Example:
+        >>> prunekit.compare("data/ucmerced", criteria=["fpgm", "l1", "random"], reduce=["macs=2x"], seeds=[0, 1])
+    """
+    opts = CompareOptions(data=data, model=model, criteria=list(criteria), reduce=list(reduce), seeds=list(seeds),
+                          out=Path(out), **options)
+    return compare_job(opts)

@@ -1,0 +1,17 @@
+"""``prunekit eval``: a checkpoint's accuracy (overall, per class, confusion matrix) on one split of its data."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from ..config import EvalOptions
+from ..runtime import pick_device
+from ..train import evaluate
+from .common import checkpoint_with_data
+
+
+def eval_job(opts: EvalOptions) -> Dict[str, Any]:
+    """Evaluate ``opts.checkpoint`` on ``opts.split`` of the data it was trained on (its split, size, classes)."""
+    device = pick_device(opts.device)
+    loaded, ds = checkpoint_with_data(opts, device)
+    metrics = evaluate(loaded.model, ds, opts.split, batch_size=opts.batch_size, device=device)
+    return {"checkpoint": opts.checkpoint, "split": opts.split, **metrics}
