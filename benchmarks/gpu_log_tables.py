@@ -3,7 +3,7 @@ were lost: that batch wrote them to untracked folders, which the device machine'
 fetched. Every finished cell had printed one line with its key and test accuracy, and those logs came back
 (results/gpu_logs/). This script turns the lines into the mean ± sample std tables; nothing is re-run.
 
-    .venv/bin/python benchmarks/gpu_log_tables.py          # prints markdown, writes results/gpu_logs/gpu_batch1_tables.md
+    .venv/bin/python benchmarks/gpu_log_tables.py          # prints markdown, writes docs/schedules/gpu_batch1_tables.md
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def main() -> None:
            f"Dense, same 30 epochs: {fmt(dense) if dense else '-'}.", ""]
     md += pivot(sched, ["oneshot", "iterative", "gradual", "dns", "rigl"], ["0.9", "0.95", "0.98"], "schedule")
     text = "\n".join(md) + "\n"
-    (LOGS / "gpu_batch1_tables.md").write_text(text)
+    (REPO / "docs" / "schedules" / "gpu_batch1_tables.md").write_text(text)
     sys.stdout.write(text)
 
 
