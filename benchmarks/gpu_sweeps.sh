@@ -59,6 +59,7 @@ on cc_r18 && lane cc_r18_s0 "$R18 --seeds 0"
 for seed in 1 2; do
   on cc_r18 && lane "cc_r18_s$seed" "$WAIT_BASE; $R18 --seeds $seed"
 done
+# the base checkpoint is not in git: regenerate it first (results/README.md)
 cp results/baseline/ucmerced-vgg_small-64px-e30-s0.safetensors runs/cc_vgg/base-vgg_small-ucmerced64-s0-b30.safetensors
 for seed in 0 1 2; do
   on cc_vgg && lane "cc_vgg_f10_s$seed" "$CC --model vgg_small --finetune-epochs 10 --work runs/cc_vgg --seeds $seed \
