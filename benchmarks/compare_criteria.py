@@ -10,12 +10,13 @@
 
 The protocol and the table live in ``prunekit.compare`` (also the ``prunekit compare`` command; the protocol is in
 ``prunekit/compare/cells.py``). This script keeps the sweeps' defaults (bases cached under ``runs/compare_criteria``,
-results under results/criteria/cpu, tables in docs/criteria/) and their cell names, so earlier cells are found and skipped.
+results under results/criteria/cpu, tables in docs/criteria/) and their cell names, so earlier cells are found and
+skipped.
 
 Every cell writes ``results/criteria/cpu/<key>.json`` (key = model, data, image size, criterion, reduction, seed,
 epochs); a rerun skips finished cells. The table (``docs/criteria/criteria_results.md``) and plot
-(``docs/criteria/criteria_tradeoff.png``) are rebuilt from every JSON found. Settings are chosen on the validation split;
-the table reports the test split.
+(``docs/criteria/criteria_tradeoff.png``) are rebuilt from every JSON found. Settings are chosen on the validation
+split; the table reports the test split.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Latency of the criteria comparison's pruned models, per target (the column the GPU grids left empty).
 
-    .venv/bin/python benchmarks/criteria_latency.py            # -> results/criteria/latency/criteria_latency.json + a printed table
+    .venv/bin/python benchmarks/criteria_latency.py    # -> results/criteria/latency/criteria_latency.json, a table
 
 Under uniform scope every criterion removes the same number of channels per layer at a target, so every criterion's
 model has the same shapes and the same latency: one model per target is timed. It is built as the comparison builds
