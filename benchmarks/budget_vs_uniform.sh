@@ -6,7 +6,7 @@
 # SEED sets recovery and fine-tuning; the split is BASE's own when BASE records it (bases written before
 # checkpoints recorded their split: benchmarks/resave_with_split.py first, else SEED would re-split the data).
 #   BASE=runs/cc_vgg_cpu/base-vgg_small-ucmerced64-s0-b30.safetensors DATA=../shared/data/ucmerced \
-#   SCAN=docs/balance/vgg_small_ucmerced/sensitivity.json OUT=runs/budget bash benchmarks/budget_vs_uniform.sh
+#   SCAN=results/balance/vgg_small_ucmerced/sensitivity.json OUT=runs/budget bash benchmarks/budget_vs_uniform.sh
 set -euo pipefail
 PK=${PK:-.venv/bin/prunekit}
 MAX_DROP=${MAX_DROP:-1}

@@ -10,12 +10,13 @@
 
 The protocol and the table live in ``prunekit.compare`` (also the ``prunekit compare`` command; the protocol is in
 ``prunekit/compare/cells.py``). This script keeps the sweeps' defaults (bases cached under ``runs/compare_criteria``,
-results under docs/results/criteria, tables in docs/) and their cell names, so earlier cells are found and skipped.
+results under results/criteria/cpu, tables in docs/criteria/) and their cell names, so earlier cells are found and
+skipped.
 
-Every cell writes ``docs/results/criteria/<key>.json`` (key = model, data, image size, criterion, reduction, seed,
-epochs); a rerun skips finished cells. The table (``docs/criteria_results.md``) and plot
-(``docs/criteria_tradeoff.png``) are rebuilt from every JSON found. Settings are chosen on the validation split;
-the table reports the test split.
+Every cell writes ``results/criteria/cpu/<key>.json`` (key = model, data, image size, criterion, reduction, seed,
+epochs); a rerun skips finished cells. The table (``docs/criteria/criteria_results.md``) and plot
+(``docs/criteria/criteria_tradeoff.png``) are rebuilt from every JSON found. Settings are chosen on the validation
+split; the table reports the test split.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from prunekit.data import load_dataset  # noqa: E402
 
 CRITERIA = ["l1", "l2", "fpgm", "bn_scale", "taylor", "mean_activation", "apoz", "pfam", "pfam_fmap", "attention",
             "random"]
-RESULTS = REPO / "docs" / "results" / "criteria"
+RESULTS = REPO / "results" / "criteria" / "cpu"
 WORK = REPO / "runs" / "compare_criteria"
 
 
@@ -75,9 +76,9 @@ def parse_args(argv: List[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-latency", dest="latency", action="store_false",
                    help="skip the batch-1 CPU latency (meaningless on a machine shared by parallel jobs)")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
-    p.add_argument("--docs", type=Path, default=REPO / "docs", help="table and plot go here")
+    p.add_argument("--docs", type=Path, default=REPO / "docs" / "criteria", help="table and plot go here")
     p.add_argument("--work", type=Path, default=WORK, help="cached base models")
-    p.add_argument("--name", default=None, help="docs/<name>_results.md and docs/<name>_tradeoff.png "
+    p.add_argument("--name", default=None, help="<docs>/<name>_results.md and <docs>/<name>_tradeoff.png "
                    "(default: criteria, or criteria_global with --scope global)")
     p.add_argument("--skip-unpruned", action="store_true",
                    help="do not run the unpruned reference cells (another process of the same sweep runs them)")

@@ -1,6 +1,6 @@
 """Latency of the criteria comparison's pruned models, per target (the column the GPU grids left empty).
 
-    .venv/bin/python benchmarks/criteria_latency.py            # -> docs/criteria_latency.json + a printed table
+    .venv/bin/python benchmarks/criteria_latency.py    # -> results/criteria/latency/criteria_latency.json, a table
 
 Under uniform scope every criterion removes the same number of channels per layer at a target, so every criterion's
 model has the same shapes and the same latency: one model per target is timed. It is built as the comparison builds
@@ -28,14 +28,14 @@ from prunekit.runtime import atomic_path  # noqa: E402
 from prunekit.allocate.reduce import parse_reduce, search_ratio  # noqa: E402
 
 TARGETS = ["macs=0.3", "macs=0.5", "macs=3x", "macs=0.7"]
-CELLS = REPO / "docs" / "results" / "criteria_f20_gpu"
+CELLS = REPO / "results" / "criteria" / "f20_gpu"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["vgg_small", "torchvision/resnet18"])
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--out", type=Path, default=REPO / "docs" / "criteria_latency.json")
+    p.add_argument("--out", type=Path, default=REPO / "results" / "criteria" / "latency" / "criteria_latency.json")
     args = p.parse_args()
     torch.set_num_threads(1)
     x = torch.zeros(1, 3, 64, 64)

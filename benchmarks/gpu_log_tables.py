@@ -1,9 +1,9 @@
 """Tables from the lane logs of the first GPU batch (benchmarks/gpu_sweeps.sh, 2026-11-26), whose per-cell JSON files
 were lost: that batch wrote them to untracked folders, which the device machine's sync removed before they were
 fetched. Every finished cell had printed one line with its key and test accuracy, and those logs came back
-(docs/results/gpu_logs/). This script turns the lines into the mean ± sample std tables; nothing is re-run.
+(results/gpu_logs/). This script turns the lines into the mean ± sample std tables; nothing is re-run.
 
-    .venv/bin/python benchmarks/gpu_log_tables.py          # prints markdown, writes docs/gpu_batch1_tables.md
+    .venv/bin/python benchmarks/gpu_log_tables.py          # prints markdown, writes docs/schedules/gpu_batch1_tables.md
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-LOGS = REPO / "docs" / "results" / "gpu_logs"
+LOGS = REPO / "results" / "gpu_logs"
 CRITERIA_LINE = re.compile(r"^(?P<model>\w+)-ucmerced64-(?P<crit>\w+)-(?P<target>macs0\.\d|none)-s(?P<seed>\d)-b30-f10"
                            r"-bs0: test (?P<acc>[\d.]+) ")
 SCHEDULE_LINE = re.compile(r"^\[\d+/\d+\] vgg_small-ucmerced-64px-e30-(?P<method>dense|unstructured|structured)-"
@@ -52,7 +52,7 @@ def main() -> None:
     sched = cells(SCHEDULE_LINE, sorted(LOGS.glob("sched_s*_run1.log")), ("schedule", "target"))
     dense = sched.get(("none", "0"), {})
     md = ["# GPU batch 1 (H200): tables rebuilt from the lane logs", "",
-          "Written by `benchmarks/gpu_log_tables.py` from `docs/results/gpu_logs/*_run1.log`. Test accuracy %, "
+          "Written by `benchmarks/gpu_log_tables.py` from `results/gpu_logs/*_run1.log`. Test accuracy %, "
           "mean ± sample std (number of seeds). The per-cell JSON files of this batch were lost (see the script's "
           "docstring); a cell missing here had not finished when the batch's deadline stopped its lane.", "",
           "## Criteria, vgg_small, 10 fine-tuning epochs (UC Merced 64 px, base: the committed 89.29% model)", "",
@@ -62,7 +62,7 @@ def main() -> None:
            f"Dense, same 30 epochs: {fmt(dense) if dense else '-'}.", ""]
     md += pivot(sched, ["oneshot", "iterative", "gradual", "dns", "rigl"], ["0.9", "0.95", "0.98"], "schedule")
     text = "\n".join(md) + "\n"
-    (REPO / "docs" / "gpu_batch1_tables.md").write_text(text)
+    (REPO / "docs" / "schedules" / "gpu_batch1_tables.md").write_text(text)
     sys.stdout.write(text)
 
 

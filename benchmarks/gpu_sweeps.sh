@@ -7,7 +7,7 @@
 # stopped at DEADLINE seconds loses only its cell in flight. Results go to $RES/*_gpu/ (default runs/gpu_results, an
 # ignored folder: a device machine's sync removes untracked files that are not ignored) and stay apart from the CPU
 # runs (other numerics, other torch); OUT receives one small tarball of the JSON results and the lane logs.
-# Copy them into docs/results/ here.
+# Copy them into results/ here (results/README.md).
 # First lane: the CUDA test file (tests/test_cuda.py), whose result says whether the rest can be trusted.
 set -u
 cd "$(dirname "$0")/.."
@@ -59,7 +59,8 @@ on cc_r18 && lane cc_r18_s0 "$R18 --seeds 0"
 for seed in 1 2; do
   on cc_r18 && lane "cc_r18_s$seed" "$WAIT_BASE; $R18 --seeds $seed"
 done
-cp docs/results/baseline/ucmerced-vgg_small-64px-e30-s0.safetensors runs/cc_vgg/base-vgg_small-ucmerced64-s0-b30.safetensors
+# the base checkpoint is not in git: regenerate it first (results/README.md)
+cp results/baseline/ucmerced-vgg_small-64px-e30-s0.safetensors runs/cc_vgg/base-vgg_small-ucmerced64-s0-b30.safetensors
 for seed in 0 1 2; do
   on cc_vgg && lane "cc_vgg_f10_s$seed" "$CC --model vgg_small --finetune-epochs 10 --work runs/cc_vgg --seeds $seed \
 --name criteria_gpu_vgg_small_f10"
@@ -145,7 +146,7 @@ done
 # Cells the third batch already made on the GPU are copied in first and skipped; seeds 3 and 4 get their unpruned
 # reference in their -30% lane.
 LR05="$F20 --model vgg_small --work runs/cc_vgg --finetune-lr 0.05 --name criteria_f20_gpu_lr05_vgg_small"
-on lr05 && mkdir -p $RES/criteria_f20_gpu && cp docs/results/criteria_f20_gpu/*lr0.05* $RES/criteria_f20_gpu/
+on lr05 && mkdir -p $RES/criteria_f20_gpu && cp results/criteria/f20_gpu/*lr0.05* $RES/criteria_f20_gpu/
 for seed in 0 1 2 3 4; do
   for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
     skip=$([ "$t" = macs=0.3 ] && [ "$seed" -ge 3 ] && echo "" || echo --skip-unpruned)
@@ -249,9 +250,9 @@ for seed in 0 1 2 3 4; do
 done
 
 # The short comparison completed: every criterion of the lr-0.05 grid and the -30% target (finished cells, copied
-# in from docs/results first, are skipped).
-on short_all && mkdir -p $RES/criteria_f2_gpu $RES/att_budget_f2_gpu && cp docs/results/criteria_f2_gpu/*.json \
-  $RES/criteria_f2_gpu/ && cp docs/results/att_budget_f2_gpu/*.json $RES/att_budget_f2_gpu/
+# in from results/ first, are skipped).
+on short_all && mkdir -p $RES/criteria_f2_gpu $RES/att_budget_f2_gpu && cp results/criteria/f2_gpu/*.json \
+  $RES/criteria_f2_gpu/ && cp results/criteria/att_budget_f2_gpu/*.json $RES/att_budget_f2_gpu/
 for seed in 0 1 2 3 4; do
   for t in macs=0.3 macs=0.5 macs=3x macs=0.7; do
     on short_all && lane "short_all_vgg_s${seed}_${t#macs=}" "$SHORT --seeds $seed --reduce $t --skip-unpruned \

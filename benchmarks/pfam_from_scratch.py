@@ -13,7 +13,7 @@ Methods, every one with ``--epochs`` epochs of training in total:
   trained ``--attention-epochs`` epochs), fine-tune ``--finetune`` epochs.
 
 Each cell runs ``prunekit.jobs.prune.prune_job`` (which itself resumes after a kill) and writes one JSON under
-``docs/results/pfam/``; a rerun skips finished cells. The table ``docs/pfam_results.md`` is rebuilt from all JSON.
+``results/pfam/cpu/``; a rerun skips finished cells. The table ``docs/pfam/pfam_results.md`` is rebuilt from all JSON.
 Nothing is chosen on the test split: settings are the defaults, fixed before any run.
 """
 from __future__ import annotations
@@ -33,7 +33,8 @@ from prunekit.jobs.prune import prune_job  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
 from prunekit.runtime import pick_device  # noqa: E402
 
-RESULTS = REPO / "docs" / "results" / "pfam"
+RESULTS = REPO / "results" / "pfam" / "cpu"
+DOCS = REPO / "docs" / "pfam"
 SOFT = {"pfam": "pfam", "pfam_energy": "pfam_energy", "sfp_l2": "l2", "fpgm_soft": "fpgm", "random_soft": "random"}
 ONESHOT = {"l1_oneshot": "l1", "attention": "attention"}
 
@@ -100,7 +101,7 @@ def main(argv: List[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda; results record it")
     p.add_argument("--results", type=Path, default=RESULTS, help="one JSON per cell here")
-    p.add_argument("--name", default="pfam_results", help="the table goes to docs/<name>.md")
+    p.add_argument("--name", default="pfam_results", help="the table goes to docs/pfam/<name>.md")
     p.add_argument("--also", type=Path, nargs="*", default=[], help="more result folders the table reads")
     p.add_argument("--report-only", action="store_true", help="rebuild the table from the JSON files, run nothing")
     a = p.parse_args(argv)
@@ -111,13 +112,13 @@ def main(argv: List[str] | None = None) -> None:
     rows = [json.loads(f.read_text()) for d in [a.results, *a.also] for f in sorted(d.glob("*.json"))]
     rows = [r for r in rows if r["epochs"] == a.epochs]
     text = "# PFAM against its peers, from scratch, same training budget\n\n" + table(rows) + "\n"
-    (REPO / "docs" / f"{a.name}.md").write_text(text)
+    (DOCS / f"{a.name}.md").write_text(text)
     plot(rows, a.name)
     print(text)
 
 
 def plot(rows: List[Dict[str, Any]], name: str) -> None:
-    """docs/<name>_<model>.png: test accuracy (mean, sd error bars) against MACs reduction, one line per method
+    """docs/pfam/<name>_<model>.png: test accuracy (mean, sd error bars) against MACs reduction, one line per method
     and device; the unpruned network is the flat reference line."""
     from prunekit.report import plot_tradeoff
 
@@ -135,7 +136,7 @@ def plot(rows: List[Dict[str, Any]], name: str) -> None:
         right = max((p[0] for pts in series.values() for p in pts), default=50.0)
         for label in [k for k in series if k.startswith("unpruned")]:
             series[label] = series[label] + [(right, series[label][0][1], None)]
-        plot_tradeoff(series, REPO / "docs" / f"{name}_{model.replace('/', '_')}.png", xlabel="MACs reduction (%)",
+        plot_tradeoff(series, DOCS / f"{name}_{model.replace('/', '_')}.png", xlabel="MACs reduction (%)",
                       ylabel="test accuracy (%)", title=f"{model}, from scratch, soft vs one-shot pruning")
 
 

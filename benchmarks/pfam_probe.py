@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["pfam", "pfam@normalize=false", "l2"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "pfam_probe")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "pfam" / "probe")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ds = load_dataset(a.data, image_size=64)

@@ -8,10 +8,10 @@
 Every cell (model, data, epochs, method, target, schedule, seed) trains from scratch for the same ``--epochs``;
 each schedule prunes inside that budget (one-shot: train half, prune, fine-tune half; iterative: rounds over the
 middle half; gradual, DNS: from 1/8 to 3/4 of the run; RigL: sparse from the start; soft: every epoch, removal at
-the end). A cell writes one JSON file ``docs/results/schedules/<key>.json`` named by its settings; a rerun skips
+the end). A cell writes one JSON file ``results/schedules/cpu/<key>.json`` named by its settings; a rerun skips
 finished cells, and an interrupted cell resumes from its last epoch (``runs/schedules_sweep/<key>``). The
-markdown table and plots are rebuilt from all JSON files found: ``docs/schedules_sweep.md`` and
-``docs/schedules_sweep_{unstructured,structured}.png``. Choices are made on the validation split; the table
+markdown table and plots are rebuilt from all JSON files found: ``docs/schedules/schedules_sweep.md`` and
+``docs/schedules/schedules_sweep_{unstructured,structured}.png``. Choices are made on the validation split; the table
 reports the test split.
 """
 from __future__ import annotations
@@ -183,9 +183,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--no-dense", action="store_true", help="skip the unpruned baseline cells")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="where cells train (cpu, cuda); results record it")
-    ap.add_argument("--name", default="schedules_sweep", help="docs/<name>.md and docs/<name>_*.png")
-    ap.add_argument("--results", type=Path, default=REPO / "docs" / "results" / "schedules")
-    ap.add_argument("--docs", type=Path, default=REPO / "docs")
+    ap.add_argument("--name", default="schedules_sweep", help="<docs>/<name>.md and <docs>/<name>_*.png")
+    ap.add_argument("--results", type=Path, default=REPO / "results" / "schedules" / "cpu")
+    ap.add_argument("--docs", type=Path, default=REPO / "docs" / "schedules")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "schedules_sweep")
     args = ap.parse_args(argv)
     if args.threads:

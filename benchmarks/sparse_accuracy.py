@@ -7,7 +7,8 @@ and the accuracy cost and file size of each value format of the compressed check
 One dense model is trained once (or given with ``--base``) (resumable: ``--work`` keeps its checkpoint), then each (method, sparsity) starts
 from a copy of it: prune, evaluate, fine-tune ``--ft-epochs`` with :class:`MaskCallback`, evaluate, and check every
 pruned weight is still exactly 0. Each fine-tuned model is then saved in every value format and reloaded through
-``prunekit.load`` to measure the accuracy each format costs. Writes a JSON table and a plot under docs/.
+``prunekit.load`` to measure the accuracy each format costs. Writes a JSON table (``--out``, under results/sparse/)
+and its plot (``--plot``, default docs/sparse/<name of --out>.png).
 """
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", default=None, help="start from this trained checkpoint instead of training")
     parser.add_argument("--work", default="runs/sparse_accuracy")
-    parser.add_argument("--out", default="docs/sparse_accuracy.json")
+    parser.add_argument("--out", default="results/sparse/sparse_accuracy.json")
+    parser.add_argument("--plot", default=None, help="the plot (default: docs/sparse/<name of --out>.png)")
     args = parser.parse_args()
     if not Path(args.data).is_dir():
         sys.exit(f"no data at {args.data}; pass --data DIR (ImageFolder layout)")
@@ -119,7 +121,7 @@ def main() -> None:
            "ft_epochs": args.ft_epochs, "seed": args.seed, "classes": len(ds.classes), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
-    plot(out, Path(args.out).with_suffix(".png"))
+    plot(out, Path(args.plot or Path("docs/sparse") / Path(args.out).with_suffix(".png").name))
     print(f"wrote {args.out}")
 
 
@@ -129,6 +131,7 @@ def plot(out: Dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     control = [r for r in out["rows"] if r["method"] != "dense" and r["sparsity"] == 0.0]
     dense = (control or out["rows"][:1])[0]["accuracy_finetuned"]

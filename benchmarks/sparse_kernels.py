@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op threads; 1 by default: on a shared, oversubscribed machine a multi-threaded "
                              "kernel waits for its slowest thread and timings become meaningless")
-    parser.add_argument("--out", default="docs/sparse_kernels.json")
+    parser.add_argument("--out", default="results/sparse/sparse_kernels.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="Sparse (CSR|BSR) tensor support is in beta")

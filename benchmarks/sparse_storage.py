@@ -1,7 +1,7 @@
 """How much disk a magnitude-pruned network really takes, every way of storing it, measured in one run.
 
     .venv/bin/python benchmarks/sparse_storage.py                        # resnet50, 50/70/90/95/98%
-    .venv/bin/python benchmarks/sparse_storage.py --sparsities 0.9 --init laplace --out docs/x.json
+    .venv/bin/python benchmarks/sparse_storage.py --sparsities 0.9 --init laplace --out results/sparse/x.json
 
 Every conv and linear weight is a target (no skips, as in the issue's ResNet-50 numbers: 25.5M weights), one
 global magnitude threshold. Weights are random (no downloads): ``--init default`` is torchvision's init
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0.5,0.7,0.9,0.95,0.98")
     parser.add_argument("--init", choices=["default", "laplace"], default="default")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/sparse_storage.json")
+    parser.add_argument("--out", default="results/sparse/sparse_storage.json")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="combine the results of earlier runs (e.g. one per sparsity, run in parallel) into --out")
     args = parser.parse_args()

@@ -4,7 +4,7 @@ For each model (random init): params and MACs ratio, pruning time, CPU latency s
 batch 32 (64 px, to keep the run short), and "latency speedup / MACs reduction" (1.0 = the pruned model is as
 much faster as its MAC count promises). Torch-Pruning uses its public API: MagnitudePruner (L2),
 pruning_ratio=0.5, classifier ignored. Latencies: 1 intra-op thread, models timed interleaved, median of
-repeats. Writes docs/structured_speed.json.
+repeats. Writes results/structured_speed/structured_speed.json.
 
 ``--deploy`` times every model (dense, ours, Torch-Pruning's) after the same inference transformation:
 ``eager`` (as built), ``fold_bn`` (BatchNorm folded into the preceding convolution by torch.fx's
@@ -224,7 +224,7 @@ def main(argv: List[str] | None = None) -> None:
                     help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--latency-cache", default=str(ROOT / "runs" / "latency_cache"),
                     help="latency allocation: folder of per-device, per-architecture timings ('none': time anew)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "structured_speed.json"))
+    ap.add_argument("--out", default=str(ROOT / "results" / "structured_speed" / "structured_speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     round_to = None if args.round_to == "none" else (args.round_to if args.round_to.startswith("auto")

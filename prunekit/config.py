@@ -51,7 +51,7 @@ class EvalOptions(RunOptions, DataOptions):
 
 
 class BalanceOptions(BaseModel):
-    """The sensitivity scan and the accuracy-budget search (``prunekit.balance``)."""
+    """The sensitivity scan and the accuracy-budget search (``prunekit.allocate``)."""
     cli_group: ClassVar[str] = "sensitivity scan and accuracy budget (--max-drop)"
 
     sensitivity_ratios: list[float] = Field([0.25, 0.5, 0.75], description="fractions of one layer's channels "

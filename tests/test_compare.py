@@ -70,7 +70,7 @@ def test_bad_input_is_refused_before_training(tiny_folder, tmp_path, kw, match):
 
 
 def test_cell_names_stay_those_of_the_committed_sweeps():
-    """The benchmark script resumes the sweeps under docs/results: a renamed cell would be run again."""
+    """The benchmark script resumes the sweeps under results/: a renamed cell would be run again."""
     args = SimpleNamespace(model="torchvision/resnet18", data="/x/ucmerced", image_size=64, scope="uniform",
                            base_epochs=30, finetune_epochs=20, distill=False, finetune_lr=0.05, base_seed=0)
     assert key_of(args, "fpgm", "macs=0.7", 0) == "torchvision_resnet18-ucmerced64-fpgm-macs0.7-s0-b30-f20-lr0.05-bs0"

@@ -3,7 +3,8 @@
     budgets = budget_groups(model, inputs, ratio=0.67)   # {host: GroupBudget}, on the plain model
     train_attention(model, data, sparsity=3e-2, budget=budgets)
 
-A uniform L1 penalty on every gate pushes whole layers down (docs/criteria.md: penalty 1e-2 silences layers); the
+A uniform L1 penalty on every gate pushes whole layers down (penalty 1e-2 silences layers:
+docs/journal/2026-11-26-criteria-ucmerced.md); the
 plan, though, removes a known number of channels per group. With a budget, each training batch penalizes only
 that many channels of each group, the ones whose batch-mean gate is lowest, so the attention learns which set of
 channels the frozen network can lose *together* (a channel whose loss hurts resists the push and another takes

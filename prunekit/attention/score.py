@@ -34,7 +34,7 @@ class AttentionStats:
 
     def silenced(self, below: float = 0.1) -> Dict[str, float]:
         """Hosts whose median channel gate is under ``below``: the attention turned most of the layer off, so the
-        attended network has lost that layer's signal (seen with strong gate penalties, docs/criteria.md)."""
+        attended network has lost that layer's signal (seen with strong gate penalties, docs/journal/)."""
         return {k: float(m.median()) for k, m in self.mean.items() if float(m.median()) < below}
 
     def summary(self) -> Dict[str, Dict[str, float]]:

@@ -7,7 +7,7 @@ Hinton et al. 2015: the student matches the teacher's softened class distributio
 T^2 keeps the gradient scale of the soft term independent of T. A pruned network starts close to its teacher, so
 its soft targets say more per image than the labels; pruning tools (Torch-Pruning's examples, NVIDIA ModelOpt)
 use it to recover accuracy. It is not a free gain: on UC Merced vgg_small (alpha 0.7, T 4) it lowered accuracy
-by 0.1-1.3 points against plain fine-tuning (docs/criteria.md), so it is opt-in.
+by 0.1-1.3 points against plain fine-tuning (docs/journal/2026-11-26-criteria-ucmerced.md), so it is opt-in.
 """
 from __future__ import annotations
 
