@@ -8,9 +8,16 @@ import pytest
 import torch
 
 import prunekit
-import prunekit.importance.extra  # noqa: F401
-from prunekit.attention import (ChannelAttention, attention_modules, attention_prune, attention_scores,
-                                insert_attention, remove_attention, scale_by_host, train_attention)
+from prunekit.attention import (
+    ChannelAttention,
+    attention_modules,
+    attention_prune,
+    attention_scores,
+    insert_attention,
+    remove_attention,
+    scale_by_host,
+    train_attention,
+)
 from prunekit.errors import ConfigError, ModelError
 from prunekit.graph import build_graph
 from prunekit.importance import score_groups

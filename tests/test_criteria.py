@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import prunekit
-import prunekit.importance.extra  # noqa: F401  (registers the criteria until importance/__init__ imports it)
 from prunekit.errors import ConfigError
 from prunekit.graph import build_graph
 from prunekit.importance import CRITERIA, score_groups

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import prunekit
-import prunekit.importance.extra  # noqa: F401
 from prunekit.apply.structured import apply_plan
 from prunekit.config import PruneOptions
 from prunekit.graph import build_graph

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import prunekit
-import prunekit.importance.extra  # noqa: F401
 from prunekit.errors import ConfigError
 from prunekit.graph import build_graph
 from prunekit.importance import score_groups

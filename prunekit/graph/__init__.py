@@ -17,7 +17,7 @@ from torch import nn
 
 from ..errors import PrunekitError
 from .groups import DependencyGraph, Group, Member, build_groups
-from .trace import run_trace
+from .run import run_trace
 
 __all__ = ["build_graph", "DependencyGraph", "Group", "Member", "single_thread"]
 

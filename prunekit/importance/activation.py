@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
+from .base import CRITERIA
 from .observe import activation_stats, channel_mean
 
 

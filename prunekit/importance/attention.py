@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graph import Group
-from . import CRITERIA
+from .base import CRITERIA
 
 SCORES_ATTR = "prunekit_attention_scores"
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
 from .attention import group_attention
+from .base import CRITERIA
 from .observe import filter_rows
 
 

@@ -1,12 +1,13 @@
 """Shared helpers for criteria: walk a group's parameter slices and sum a per-slice statistic per channel."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Protocol
+from typing import Any, Callable, Dict, Optional, Protocol
 
 import torch
 from torch import nn
 
 from ..graph import Group
+from ..registry import Registry
 
 
 class Criterion(Protocol):
@@ -53,3 +54,25 @@ def reduce_except(t: torch.Tensor, dim: int, fn: Callable[[torch.Tensor], torch.
     """Apply an elementwise ``fn`` then sum over every dim but ``dim`` (kept for criteria that need ``fn``)."""
     v = fn(t.float()).movedim(dim, 0)
     return v.reshape(v.shape[0], -1).sum(1)
+
+
+CRITERIA: Registry[Criterion] = Registry("criterion")
+
+
+def score_groups(graph: Any, model: nn.Module, criterion: str = "l2", ctx: Optional[Dict[str, Any]] = None,
+                 normalize: str = "mean") -> Dict[str, torch.Tensor]:
+    """Scores per group key. ``normalize="mean"`` divides each group by its mean so groups compare globally."""
+    fn = CRITERIA.get(criterion)
+    ctx = dict(ctx or {})
+    out: Dict[str, torch.Tensor] = {}
+    for g in graph.groups:
+        if not g.prunable:
+            continue
+        s = fn(g, model, ctx).detach().float().cpu()
+        if s.shape != (g.size,):
+            raise ValueError(f"criterion {criterion!r} returned shape {tuple(s.shape)} for group {g.key!r}; "
+                             f"expected ({g.size},)")
+        if normalize == "mean":
+            s = s / s.mean().clamp(min=1e-12)
+        out[g.key] = s
+    return out

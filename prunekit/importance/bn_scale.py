@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
-from .base import norm_except, per_channel
+from .base import CRITERIA, norm_except, per_channel
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm)
 

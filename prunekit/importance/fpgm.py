@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
+from .base import CRITERIA
 from .observe import filter_rows
 
 

@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
-from .base import norm_except, per_channel
+from .base import CRITERIA, norm_except, per_channel
 
 
 @CRITERIA.register("l2")

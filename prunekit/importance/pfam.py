@@ -37,9 +37,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graph import Group
-from . import CRITERIA
-from .observe import (CONV, batches, cached, device_of, filter_rows, is_filter_slice, is_input_slice,
-                      position_index)
+from .base import CRITERIA
+from .observe import CONV, batches, cached, device_of, filter_rows, is_filter_slice, is_input_slice, position_index
 
 DEFAULTS: Dict[str, Any] = {"embed": "weights", "temperature": 0.1, "include_self": False, "center": False,
                             "normalize": True,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..graph import Group
-from . import CRITERIA
+from .base import CRITERIA
 
 
 @CRITERIA.register("random")

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graph import Group
-from . import CRITERIA
+from .base import CRITERIA
 from .observe import CONV, batches, cached, device_of
 
 Key = Tuple[str, object]  # (parameter name, dim or "grouped")

@@ -10,20 +10,16 @@ resumes and ends exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
-from ..registry import Registry
-
-SCHEDULES: Registry = Registry("schedule")
-
-from . import dns, gradual, iterative, oneshot, rigl, soft  # noqa: E402,F401  (register the schedules)
-from .base import Schedule  # noqa: E402
-from .config import ScheduleConfig, build_schedule, schedule_options  # noqa: E402
-from .curves import CURVES, ratio_at  # noqa: E402
-from .dns import DynamicSurgery  # noqa: E402
-from .gradual import Gradual  # noqa: E402
-from .iterative import Iterative  # noqa: E402
-from .oneshot import OneShot  # noqa: E402
-from .rigl import RigL  # noqa: E402
-from .soft import SoftFilter  # noqa: E402
+from . import dns, gradual, iterative, oneshot, rigl, soft  # noqa: F401  (register the schedules)
+from .base import SCHEDULES, Schedule
+from .config import ScheduleConfig, build_schedule, schedule_options
+from .curves import CURVES, ratio_at
+from .dns import DynamicSurgery
+from .gradual import Gradual
+from .iterative import Iterative
+from .oneshot import OneShot
+from .rigl import RigL
+from .soft import SoftFilter
 
 __all__ = ["SCHEDULES", "Schedule", "ScheduleConfig", "build_schedule", "schedule_options", "CURVES", "ratio_at",
            "OneShot", "Iterative", "Gradual", "DynamicSurgery", "RigL", "SoftFilter"]

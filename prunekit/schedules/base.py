@@ -19,10 +19,13 @@ from torch import nn
 from ..allocate.reduce import parse_reduce, search_ratio
 from ..errors import CheckpointError, ConfigError
 from ..importance import CRITERIA
+from ..registry import Registry
 from ..sparse import Masks, magnitude_prune
 from ..train.callbacks import Callback, TrainState
 from ..train.masks import MaskCallback
 from .curves import ratio_at
+
+SCHEDULES: Registry = Registry("schedule")  # name -> schedule class; each schedule's file registers itself
 
 METHODS = ("unstructured", "structured")
 SCOPES = ("global", "layer")

@@ -13,8 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 from ..train.callbacks import Callback
-from . import SCHEDULES
-from .base import Schedule
+from .base import SCHEDULES, Schedule
 
 
 def schedule_options(name: str) -> Set[str]:

@@ -22,8 +22,7 @@ import torch
 from ..errors import ConfigError
 from ..sparse import select_targets
 from ..train.callbacks import TrainState
-from . import SCHEDULES
-from .base import UNSTRUCTURED_CRITERIA, Schedule, check_update_every, step_window, tensor_dict
+from .base import SCHEDULES, UNSTRUCTURED_CRITERIA, Schedule, check_update_every, step_window, tensor_dict
 
 
 @SCHEDULES.register("dns")

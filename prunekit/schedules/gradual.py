@@ -16,8 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from ..errors import ConfigError
 from ..train.callbacks import TrainState
-from . import SCHEDULES
-from .base import Schedule, check_update_every, step_window
+from .base import SCHEDULES, Schedule, check_update_every, step_window
 from .curves import ratio_at
 
 

@@ -17,8 +17,7 @@ import torch
 from ..apply.structured import apply_plan
 from ..errors import ConfigError
 from ..train.callbacks import TrainState
-from . import SCHEDULES
-from .base import Schedule
+from .base import SCHEDULES, Schedule
 from .channels import calibration, channel_count, group_sizes, input_shape, plan_to_ratio
 from .curves import check_curve, ratio_at
 

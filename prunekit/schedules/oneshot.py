@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, List, Optional
 
 from ..train.callbacks import TrainState
-from . import SCHEDULES
+from .base import SCHEDULES
 from .iterative import Iterative
 
 

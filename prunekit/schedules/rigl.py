@@ -20,8 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from ..train.callbacks import TrainState
-from . import SCHEDULES
-from .base import Schedule, check_update_every, step_window
+from .base import SCHEDULES, Schedule, check_update_every, step_window
 
 
 @SCHEDULES.register("rigl")

@@ -33,8 +33,7 @@ from ..graph import build_graph
 from ..importance.observe import is_filter_slice
 from ..plan import Plan
 from ..train.callbacks import TrainState
-from . import SCHEDULES
-from .base import Schedule, tensor_dict
+from .base import SCHEDULES, Schedule, tensor_dict
 from .channels import calibration, input_shape, plan_to_ratio
 from .curves import check_curve
 
