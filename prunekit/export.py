@@ -218,6 +218,7 @@ class OrtModule(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run ``x`` through the ONNX Runtime session on the CPU; raises ConfigError for another input shape."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ConfigError(f"OrtModule was exported for inputs of shape {self.input_shape}, got "
                               f"{tuple(x.shape[1:])}; build another OrtModule for that shape")

@@ -22,6 +22,9 @@ class Registry(Generic[T]):
         self._items: Dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that registers the decorated object under ``name``; registering a name twice raises
+        ValueError.
+        """
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
@@ -31,6 +34,11 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        """The component registered as ``name``.
+
+        Raises:
+            ConfigError: ``name`` is unknown; the message lists every registered name.
+        """
         try:
             return self._items[name]
         except KeyError:
@@ -44,4 +52,5 @@ class Registry(Generic[T]):
         return iter(sorted(self._items))
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._items)

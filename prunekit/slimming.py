@@ -40,6 +40,7 @@ class BNSparsity(Callback):
         self.penalty = float(penalty)
 
     def on_after_backward(self, state: TrainState) -> None:
+        """Add the L1 subgradient ``penalty * sign(gamma)`` to every BatchNorm gamma's gradient."""
         if self.penalty == 0:
             return
         with torch.no_grad():

@@ -72,6 +72,10 @@ class TargetSearch:
 
 
 def check_reduce(reduce: Dict[str, float]) -> Tuple[str, float]:
+    """Validate a one-metric reduction target such as ``{"params": 0.4}``; returns (metric, fraction).
+
+    Raises ConfigError for several metrics, an unknown metric or a value outside (0, 1).
+    """
     if not isinstance(reduce, dict) or len(reduce) != 1:
         raise ConfigError(f"reduce={reduce!r} must name exactly one metric, e.g. {{'params': 0.4}}")
     (metric, value), = reduce.items()

@@ -46,10 +46,12 @@ class Sensitivity:
         return self.baseline - self.scores[layer][self.ratios.index(ratio)]
 
     def to_json(self) -> str:
+        """The scan as indented JSON (read back with ``from_json``)."""
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "Sensitivity":
+        """A Sensitivity from ``to_json``'s text."""
         return cls(**json.loads(text))
 
     def table(self, scale: float = 1.0) -> str:

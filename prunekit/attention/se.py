@@ -66,6 +66,9 @@ class ChannelAttention(nn.Module):
         return 2.0 * torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale each channel of ``x`` by its gate. While training with ``sparsity`` > 0, the gates also get an
+        L1 push in backward (on the channels ``budget`` selects, or all).
+        """
         g = self.gate(x)
         if self.observer is not None:
             self.observer(g.detach())

@@ -43,6 +43,7 @@ FINETUNE_LR = 0.01  # cells at another fine-tuning lr carry it in their key and 
 
 
 def data_name(opts: Any) -> str:
+    """Short name of the data in cell keys and rows: the data folder's name, or "embedded" without one."""
     return "embedded" if opts.data is None else Path(opts.data).resolve().name
 
 

@@ -53,6 +53,7 @@ class SceneDataset:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (the length of ``classes``)."""
         return len(self.classes)
 
     def describe(self) -> Dict[str, Any]:

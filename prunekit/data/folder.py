@@ -31,6 +31,7 @@ class FolderScan:
     fingerprint: str  # sha256 of (relative path, size, mtime) of every image
 
     def path_of(self, index: int) -> Path:
+        """Absolute path of image ``index`` (``root`` joined with its relative path)."""
         return self.root / self.files[index]
 
 

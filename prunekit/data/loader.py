@@ -52,6 +52,7 @@ class SceneLoader:
         self._std = torch.tensor(ds.std, dtype=torch.float32).view(1, 3, 1, 1).to(device)
 
     def set_epoch(self, epoch: int) -> None:
+        """Re-seed the shuffle and augmentation for epoch ``epoch`` (the next iteration yields that epoch's batches)."""
         self.epoch = int(epoch)
 
     @property

@@ -30,6 +30,7 @@ class Member:
 
     @property
     def name(self) -> str:
+        """The sliced tensor's dotted name, ``module.attr`` (just ``attr`` on the root module)."""
         return f"{self.module}.{self.attr}" if self.module else self.attr
 
 
@@ -56,9 +57,11 @@ class Group:
 
     @property
     def prunable(self) -> bool:
+        """True when the group has more than one channel and not every channel is pinned."""
         return self.size > 1 and (self.pinned is None or not bool(self.pinned.all()))
 
     def modules(self) -> List[str]:
+        """Sorted names of every module with a slice in this group."""
         return sorted({m.module for m in self.members})
 
 
@@ -73,6 +76,7 @@ class DependencyGraph:
     traced_in_training: bool = False
 
     def group(self, key: str) -> Group:
+        """The group with key ``key``; raises KeyError when there is none."""
         for g in self.groups:
             if g.key == key:
                 return g
@@ -96,6 +100,10 @@ class DependencyGraph:
 
 
 def build_groups(rec: Recording) -> DependencyGraph:
+    """Turn a trace recording into a DependencyGraph: connected atoms that hold a layer output become
+    channels, channels of one channel space form a group, and every member (including raw parameters sliced along
+    the one dim their channels run along) is attached to its group; unsliceable channels are pinned.
+    """
     same, space = rec.atoms.components()
     is_channel = torch.zeros(rec.atoms.count, dtype=torch.bool)
     is_channel[same[rec.producer]] = True

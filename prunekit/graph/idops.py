@@ -35,6 +35,7 @@ def varies(t: torch.Tensor, d: int) -> bool:
 
 
 def varying_dims(t: torch.Tensor) -> List[int]:
+    """The dims along which ``t``'s ids differ (broadcast views count as constant)."""
     return [d for d in range(t.dim()) if varies(t, d)]
 
 

@@ -28,6 +28,10 @@ def _carry(ids: Optional[torch.Tensor], contract: int) -> Optional[torch.Tensor]
 
 @register("matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "baddbmm", "addmm", "addbmm")
 def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Matrix products. ``x @ W`` with a 2-D parameter W acts as a linear layer (W's rows join x's last dim,
+    its columns are new channels); between activations, the contracted dims of ``a`` and ``b`` are joined and the
+    channel ids constant along it (e.g. v's in ``attn @ v``) carry to the output.
+    """
     if name in ("baddbmm", "addmm", "addbmm"):
         bias, a, b = args[0], args[1], args[2]
     else:
@@ -67,6 +71,9 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 
 @register("scaled_dot_product_attention")
 def sdpa(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """scaled_dot_product_attention: joins q's and k's channels (the contracted head dim); the output takes
+    v's channel ids.
+    """
     q, k, v = args[0], args[1], args[2]
     iq, ik, iv = rec.ids(q), rec.ids(k), rec.ids(v)
     if iq is not None and ik is not None:
@@ -78,6 +85,10 @@ def sdpa(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @register("multi_head_attention_forward")
 def mha(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """nn.MultiheadAttention's functional forward: joins query, key and value widths with the in/out projection
+    rows and columns (all tied to embed_dim) and blocks the channels by head so heads keep equal widths; the output
+    takes the query's channel ids.
+    """
     names = ["query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias",
              "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias"]
     a = {n: _arg(args, kwargs, i, n) for i, n in enumerate(names)}
@@ -115,6 +126,7 @@ def mha(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @register("_native_multi_head_attention")
 def native_mha(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """The fused MultiheadAttention fast path hides the projections, so it is refused (UnsupportedOpError)."""
     rec.unsupported(name, "the fused fast path; call the model in training mode or with grad enabled")
 
 

@@ -53,6 +53,10 @@ def _channel_out(ids: torch.Tensor, ch_dim: int, shape: torch.Size) -> torch.Ten
 
 @register("conv1d", "conv2d", "conv3d")
 def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Convolution: input channels map to the weight's dim 1 and a fresh atom per output channel to dim 0 (and
+    the bias). Depthwise convs pass the input ids on (output o follows input o // mult); grouped convs block
+    inputs and outputs into ``groups`` rows of equal size.
+    """
     x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
     groups = int(_arg(args, kwargs, 6, "groups", 1))
     w = _param(rec, weight, name)
@@ -84,6 +88,9 @@ def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
 
 @register("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def conv_transpose(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Transposed convolution: input channels map to the weight's dim 0, fresh output channels to dim 1 and
+    the bias. Grouped transposed convs are refused.
+    """
     x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
     groups = int(_arg(args, kwargs, 6, "groups", 1))
     w = _param(rec, weight, name)
@@ -102,6 +109,10 @@ def conv_transpose(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any
 
 @register("linear")
 def linear(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Linear layer: the input's last dim maps to the weight's columns, fresh output channels to its rows and the
+    bias. For the q/k/v projections of width-tied attention (``WIDTH_TIED_QKV``) each third of the outputs is
+    joined with the input channels.
+    """
     x, weight, bias = args[0], _arg(args, kwargs, 1, "weight"), _arg(args, kwargs, 2, "bias")
     w = _param(rec, weight, name)
     col = columns(rec.atoms, rec.ids(x), -1)
@@ -139,6 +150,10 @@ def _norm_members(rec: Recorder, col: torch.Tensor, tensors: list, name: str) ->
 
 @register("batch_norm", "instance_norm")
 def batch_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Batch/instance norm: keeps the input channels (dim 1) and maps them to weight, bias and running stats.
+    A norm over a reshaped conv weight (weight standardisation) instead joins each row's elements to its output
+    channel.
+    """
     x = args[0]
     ids = rec.ids(x)
     if ids is None:
@@ -163,6 +178,9 @@ def batch_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
 
 @register("group_norm")
 def group_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """GroupNorm: keeps the input channels, maps them to weight and bias, and blocks them into ``num_groups``
+    rows that must keep equal sizes.
+    """
     x = args[0]
     ids = rec.ids(x)
     if ids is None:
@@ -177,6 +195,9 @@ def group_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
 
 @register("layer_norm", "rms_norm")
 def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """LayerNorm/RMSNorm over the last dim: keeps those channels and maps them to weight (and bias), or to the
+    module's ``normalized_shape`` when it has no weight. A norm over several dims freezes its channels.
+    """
     x = args[0]
     ids = rec.ids(x)
     if ids is None:
@@ -197,6 +218,7 @@ def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
 
 @register("prelu")
 def prelu(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """PReLU: keeps the input channels; a per-channel weight maps to them (a single shared weight maps to none)."""
     x, weight = args[0], _arg(args, kwargs, 1, "weight")
     ids = rec.ids(x)
     if ids is None:
@@ -209,6 +231,7 @@ def prelu(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None
 
 @register("embedding")
 def embedding(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """Embedding: the weight's columns (dim 1) become fresh channels on the output's last dim."""
     weight = _arg(args, kwargs, 1, "weight")
     w = _param(rec, weight, name)
     out_atoms = rec.new_channels(weight.shape[1])

@@ -171,6 +171,9 @@ def concat(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 
 @register("__setitem__")
 def setitem(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+    """In-place ``x[key] = value``: the written positions take ``value``'s ids (-1 when untracked), the rest
+    keep ``x``'s.
+    """
     x, key, value = args[0], args[1], args[2]
     ids = rec.ids(x)
     vids = rec.ids(value) if isinstance(value, torch.Tensor) else None
@@ -226,6 +229,9 @@ def spatial(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> No
 
 
 def reduce_like(rec: Recorder, x: torch.Tensor, out: torch.Tensor, dims: list) -> None:
+    """Give ``out`` the ids of ``x`` reduced over ``dims``: kept where constant along them, -1 where
+    channels mix.
+    """
     ids = rec.ids(x)
     if ids is not None:
         rec.set_ids(out, reduce_ids(ids, dims, keepdim=True).expand(out.shape))

@@ -114,9 +114,11 @@ class Recorder:
     # ---- scope -------------------------------------------------------------------------------------------
     @property
     def scope(self) -> str:
+        """Name of the module whose forward is running now ("" for the root)."""
         return self.stack[-1]
 
     def ignored(self, name: str) -> bool:
+        """True when module ``name`` is in the ignore list or inside an ignored module."""
         return any(name == ig or name.startswith(ig + ".") for ig in self.ignore)
 
     # ---- ids ---------------------------------------------------------------------------------------------
@@ -139,6 +141,9 @@ class Recorder:
         return self.param_atoms[key]
 
     def set_ids(self, t: Any, ids: Optional[torch.Tensor]) -> None:
+        """Attach id tensor ``ids`` to activation ``t`` (expanded or reshaped to its shape). Parameters, None and
+        ids without any channel (all -1) are skipped.
+        """
         if not isinstance(t, torch.Tensor) or ids is None or id(t) in self.owner or ids.device.type == "meta":
             return
         if tuple(ids.shape) != tuple(t.shape):
@@ -149,6 +154,7 @@ class Recorder:
         self.tagged.append(weakref.ref(t))
 
     def tracked(self, t: Any) -> bool:
+        """True when ``t`` carries ids or is a parameter/buffer of the model."""
         return isinstance(t, torch.Tensor) and ("_pk_ids" in getattr(t, "__dict__", {}) or id(t) in self.owner)
 
     def param_of(self, t: Any) -> Optional[Tuple[str, str, str]]:
@@ -180,6 +186,7 @@ class Recorder:
 
     # ---- records -----------------------------------------------------------------------------------------
     def new_channels(self, n: int) -> torch.Tensor:
+        """``n`` fresh atoms for a layer's output channels (real channels); frozen inside an ignored module."""
         atoms = self.atoms.new(n)
         if n:
             self.producer_ranges.append((int(atoms[0]), int(atoms[-1]) + 1))
@@ -188,6 +195,9 @@ class Recorder:
         return atoms
 
     def member(self, module: str, attr: str, dim: int, atoms: torch.Tensor, kind: str = "param") -> None:
+        """Record that slice ``dim`` of ``module.attr`` belongs to ``atoms``. A module used twice joins both uses'
+        atoms so they prune alike (frozen if the shapes differ); slices of ignored modules freeze their atoms.
+        """
         key = (module, attr, dim)
         if self.ignored(module):
             self.atoms.freeze(atoms)
@@ -201,6 +211,7 @@ class Recorder:
             self.atoms.freeze(old.atoms)
 
     def block(self, grid: torch.Tensor, kind: str) -> None:
+        """Record channels laid out as ``grid`` rows (heads, conv groups) that must all keep the same count."""
         self.atoms.link_space(grid)
         self.blockings.append(BlockingRecord(self.scope, grid.clone(), kind))
         self._rows.update(frozenset(r.tolist()) for r in grid.reshape(-1, grid.shape[-1]))
@@ -210,6 +221,7 @@ class Recorder:
         return self._rows
 
     def unsupported(self, op: str, why: str = "") -> None:
+        """Raise UnsupportedOpError for ``op`` in the current module, naming the ``ignore`` entry that skips it."""
         where = self.scope or "<model>"
         extra = f" ({why})" if why else ""
         raise UnsupportedOpError(
@@ -218,6 +230,7 @@ class Recorder:
         )
 
     def finish(self) -> Recording:
+        """End the trace: strip the ids from every tagged tensor and return the Recording."""
         producer = torch.zeros(self.atoms.count, dtype=torch.bool)
         for a, b in self.producer_ranges:
             producer[a:b] = True

@@ -23,9 +23,17 @@ from .observe import activation_stats, channel_mean
 
 @CRITERIA.register("mean_activation")
 def mean_activation(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """Mean |activation| of each channel as the next layer reads it (higher = kept).
+
+    Needs ``data`` (calibration batches); one forward pass serves every group.
+    """
     return channel_mean(group, model, activation_stats(model, ctx, "mean_activation"), "in_mean")
 
 
 @CRITERIA.register("apoz")
 def apoz(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """1 - APoZ: the fraction of non-zero activations of each channel after ReLU (higher = kept).
+
+    Needs ``data``; meaningful only after ReLU-like activations (elsewhere every channel scores ~1).
+    """
     return channel_mean(group, model, activation_stats(model, ctx, "apoz"), "in_nonzero")

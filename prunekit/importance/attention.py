@@ -49,4 +49,8 @@ def group_attention(group: Group, model: nn.Module, who: str = "attention") -> t
 
 @CRITERIA.register("attention")
 def attention(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """Mean SE-attention gate of each channel, stored on the model by :mod:`prunekit.attention` (higher = kept).
+
+    Needs no data here, but the scores must have been computed first (``attention_prune`` or ``attention_scores``).
+    """
     return group_attention(group, model)

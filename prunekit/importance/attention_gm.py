@@ -25,6 +25,11 @@ from .observe import filter_rows
 
 @CRITERIA.register("attention_gm")
 def attention_gm(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """Attention weight times attention-weighted distance to the other filters (higher = kept).
+
+    Low when the attention turns a channel down or when attended channels lie close to it (replaceable).
+    Needs no data, but the attention scores stored by :mod:`prunekit.attention`.
+    """
     w = group_attention(group, model, who="attention_gm")
     rows = filter_rows(group, model, per_slice_unit=False)
     return w * (torch.cdist(rows, rows) @ w)

@@ -21,6 +21,10 @@ NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm.
 
 @CRITERIA.register("bn_scale")
 def bn_scale(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """Mean |gamma| of the channel over the group's affine norm layers (higher = kept); needs no data.
+
+    Groups without a norm layer fall back to the L1 norm of their weights, so a global ranking covers them.
+    """
     modules = dict(model.named_modules())
     total = torch.zeros(group.size, dtype=torch.float64)
     count = torch.zeros(group.size, dtype=torch.float64)

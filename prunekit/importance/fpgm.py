@@ -20,5 +20,9 @@ from .observe import filter_rows
 
 @CRITERIA.register("fpgm")
 def fpgm(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """Sum of distances from each channel's filters to all others (higher = kept); needs no data.
+
+    Filters near the geometric median score lowest: the other filters can stand in for them.
+    """
     rows = filter_rows(group, model, per_slice_unit=False)
     return torch.cdist(rows, rows).sum(1)

@@ -12,4 +12,5 @@ from .base import CRITERIA, norm_except, per_channel
 
 @CRITERIA.register("l2")
 def l2(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """L2 norm over every coupled parameter slice of each channel (higher = kept); needs no data."""
     return per_channel(group, model, lambda t, d: norm_except(t, d, 2.0).square()).sqrt()

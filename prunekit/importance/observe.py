@@ -60,6 +60,7 @@ def batches(ctx: Dict[str, Any], who: str) -> Iterator[Tuple[torch.Tensor, Any]]
 
 
 def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 

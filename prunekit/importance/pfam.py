@@ -70,6 +70,10 @@ def pfam_scores(emb: torch.Tensor, temperature: float = 0.1, include_self: bool 
 
 
 def options(ctx: Dict[str, Any], **override: Any) -> Dict[str, Any]:
+    """PFAM options: ``DEFAULTS`` updated by ``ctx["pfam"]`` then by ``override``.
+
+    Raises ConfigError on an unknown option name or ``embed`` value.
+    """
     opts = dict(DEFAULTS)
     opts.update(ctx.get("pfam") or {})
     opts.update(override)
@@ -92,6 +96,9 @@ def _score(group: Group, model: nn.Module, ctx: Dict, opts: Dict[str, Any]) -> t
 
 @CRITERIA.register("pfam")
 def pfam(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """PFAM on filter weights: attention-weighted correlation of a filter with the rest of its layer
+    (higher = kept; uncorrelated filters go first). Needs no data; options from ``ctx["pfam"]``.
+    """
     return _score(group, model, ctx, options(ctx))
 
 
@@ -104,6 +111,9 @@ def pfam_energy(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
 
 @CRITERIA.register("pfam_fmap")
 def pfam_fmap(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """PFAM on feature maps (``embed="fmap"``): correlation of the channels' activations on one calibration
+    batch (higher = kept). Needs ``data``.
+    """
     return _score(group, model, ctx, options(ctx, embed="fmap"))
 
 

@@ -76,6 +76,9 @@ def taylor_terms(model: nn.Module, ctx: Dict) -> List[Dict[Key, torch.Tensor]]:
 
 @CRITERIA.register("taylor")
 def taylor(group: Group, model: nn.Module, ctx: Dict) -> torch.Tensor:
+    """First-order Taylor importance: mean over batches of (sum of g*w over the channel's coupled slices)^2,
+    the squared loss change from removing the channel (higher = kept). Needs labelled ``data`` (x, y).
+    """
     per_batch = []
     for red in taylor_terms(model, ctx):
         total = torch.zeros(group.size, dtype=torch.float64)

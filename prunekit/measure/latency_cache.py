@@ -83,9 +83,11 @@ class LatencyCache:
 
     @classmethod
     def digest(cls, key: Dict[str, Any]) -> str:
+        """Short sha256 of the canonical key: the entry's file name stem."""
         return hashlib.sha256(cls.canonical(key).encode()).hexdigest()[:24]
 
     def path(self, key: Dict[str, Any]) -> Path:
+        """The JSON file that holds (or will hold) the entry for ``key``."""
         return self.folder / f"{self.digest(key)}.json"
 
     def load(self, key: Dict[str, Any]) -> Dict[str, Any]:

@@ -130,10 +130,12 @@ class Schedule(Callback):
                               f"lower start_epoch or train for more epochs")
 
     def on_train_start(self, state: TrainState) -> None:
+        """Refuse a window that starts after the run ends, then run boundary 0 (nothing trained yet)."""
         self.check_window(state)
         self.on_boundary(state, 0)
 
     def on_epoch_end(self, state: TrainState) -> None:
+        """Epoch ``state.epoch`` is done: run boundary ``epoch + 1`` (after validation, before the checkpoint)."""
         self.on_boundary(state, state.epoch + 1)
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
@@ -152,10 +154,12 @@ class Schedule(Callback):
         self._masker.on_train_start(state)
 
     def on_after_backward(self, state: TrainState) -> None:
+        """Zero the gradients of masked weights, once unstructured masks are set."""
         if self._masker is not None:
             self._masker.on_after_backward(state)
 
     def on_step_end(self, state: TrainState) -> None:
+        """Re-zero masked weights (and their optimizer state) after the optimizer step, once masks are set."""
         if self._masker is not None:
             self._masker.on_step_end(state)
 
@@ -181,11 +185,15 @@ class Schedule(Callback):
 
     # -- state -----------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
+        """Checkpoint state: the schedule's class name, history, masks, the resolved ``reduce`` and
+        ``extra_state()``.
+        """
         return {"schedule": type(self).__name__, "history": self.history,
                 "masks": self.masks.state_dict() if self.masks is not None else None, "resolved": self.resolved,
                 **self.extra_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore ``state_dict()``'s output; raises CheckpointError when it was saved by another schedule."""
         if not isinstance(state, dict) or state.get("schedule") != type(self).__name__:
             got = state.get("schedule") if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(f"the checkpoint holds {got!r} schedule state, not {type(self).__name__!r}; "
@@ -202,7 +210,8 @@ class Schedule(Callback):
         """Subclass state (tensors and JSON-able values) saved beside history and masks."""
         return {}
 
-    def load_extra_state(self, state: Dict[str, Any]) -> None: ...
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved (the base saves nothing)."""
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(method={self.method!r}, target={self.target}, criterion={self.criterion!r}, "
@@ -218,6 +227,7 @@ def step_window(state: TrainState, start_epoch: int, end_epoch: int,
 
 
 def check_update_every(update_every: Optional[int]) -> Optional[int]:
+    """Return ``update_every`` (None or a positive int of optimizer steps); raise ConfigError otherwise."""
     if update_every is not None and (isinstance(update_every, bool) or not isinstance(update_every, int)
                                      or update_every < 1):
         raise ConfigError(f"update_every={update_every!r} must be a positive number of optimizer steps")
@@ -225,6 +235,7 @@ def check_update_every(update_every: Optional[int]) -> Optional[int]:
 
 
 def tensor_dict(d: Optional[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """Detached CPU copies of a dict of tensors (None gives {}), safe to put in a checkpoint."""
     return {k: v.detach().cpu().clone() for k, v in (d or {}).items()}
 
 

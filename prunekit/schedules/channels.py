@@ -64,6 +64,7 @@ def calibration(state: TrainState, n: int) -> Optional[CalibrationBatches]:
 
 
 def group_sizes(graph: DependencyGraph) -> Dict[str, int]:
+    """Channel count of every group, by group key (the widths before a schedule prunes)."""
     return {g.key: g.size for g in graph.groups}
 
 
@@ -133,4 +134,5 @@ def _global_counts(groups: Sequence[Any], scores: Dict[str, torch.Tensor], origi
 
 
 def channel_count(graph: DependencyGraph) -> int:
+    """Total number of channels over all groups of ``graph``."""
     return sum(g.size for g in graph.groups)

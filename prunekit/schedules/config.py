@@ -109,6 +109,7 @@ class ScheduleConfig(BaseModel):
         return opts
 
     def build(self) -> Callback:
+        """Build the configured schedule callback, passing only the options this schedule accepts."""
         return build_schedule(self.schedule, method=self.method, target=self.ratio, criterion=self.criterion,
                               start_epoch=self.start_epoch, end_epoch=self.end_epoch, every=self.every,
                               **self.options())

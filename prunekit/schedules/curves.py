@@ -33,6 +33,7 @@ CURVES: Dict[str, Callable[[float, float, float], float]] = {
 
 
 def check_curve(name: str) -> str:
+    """Return ``name`` if it is a known ramp curve (``CURVES``); raise ConfigError listing them otherwise."""
     if name not in CURVES:
         raise ConfigError(f"curve={name!r} is unknown; use one of {', '.join(CURVES)}")
     return name

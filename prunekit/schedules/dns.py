@@ -49,6 +49,9 @@ class DynamicSurgery(Schedule):
 
     # -- phases ----------------------------------------------------------------------------------------------------
     def on_boundary(self, state: TrainState, boundary: int) -> None:
+        """At ``start_epoch`` prune to the target and keep a dense copy of the weights (splicing starts); at the
+        window's end freeze exact-count masks on the dense weights.
+        """
         model = state.unwrapped
         if boundary == self.start_epoch and self.masks is None:
             dense = {}
@@ -83,6 +86,9 @@ class DynamicSurgery(Schedule):
 
     @torch.no_grad()
     def on_step_end(self, state: TrainState) -> None:
+        """While splicing: store the updated dense weights, re-threshold the masks on update steps, then apply
+        the masks to the forward weights. After the freeze, plain masking.
+        """
         if not self.dense:
             return super().on_step_end(state)
         params = self.masks.check(state.unwrapped)
@@ -131,6 +137,9 @@ class DynamicSurgery(Schedule):
         return {"dense": tensor_dict(self.dense), "layer_ratio": dict(self.layer_ratio)}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """Restore the dense weights and layer ratios; while splicing, drop the masker so pruned weights keep
+        training.
+        """
         self.dense = dict(state.get("dense") or {})
         self.layer_ratio = {k: float(v) for k, v in (state.get("layer_ratio") or {}).items()}
         if self.dense:

@@ -69,10 +69,12 @@ class Gradual(Schedule):
         return True
 
     def on_train_start(self, state: TrainState) -> None:
+        """Refuse a window after the run's end, then prune if step 0 is an update step."""
         self.check_window(state)
         self._maybe_update(state)
 
     def on_step_end(self, state: TrainState) -> None:
+        """Raise the sparsity on update steps; otherwise keep masked weights at zero."""
         if not self._maybe_update(state):
             super().on_step_end(state)
 

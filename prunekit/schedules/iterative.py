@@ -63,6 +63,9 @@ class Iterative(Schedule):
         return list(range(start, end + 1, every))
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
+        """Run the next round if ``boundary`` is its epoch: unstructured masks, or a structured shrink, at the
+        ratio ``curve`` gives for the rounds done so far.
+        """
         marks = self.boundaries(state)
         done = len(self.history)
         if done >= len(marks) or marks[done] != boundary:

@@ -25,4 +25,5 @@ class OneShot(Iterative):
                          **common)
 
     def boundaries(self, state: TrainState) -> List[int]:
+        """One round, at ``start_epoch``."""
         return [self.start_epoch]

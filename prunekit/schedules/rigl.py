@@ -45,6 +45,7 @@ class RigL(Schedule):
         self._grads: Optional[Dict[str, torch.Tensor]] = None  # dense |grad| captured on an update step
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
+        """At ``start_epoch``, prune to the target with magnitude masks (sparsity then stays constant)."""
         if boundary == self.start_epoch and self.masks is None:
             self.set_masks(state, self.prune_weights(state.unwrapped, self.target))
             self.history.append({"step": state.step, "event": "start", "sparsity": self.masks.sparsity().overall})
@@ -58,6 +59,7 @@ class RigL(Schedule):
 
     @torch.no_grad()
     def on_after_backward(self, state: TrainState) -> None:
+        """Before an update step, keep the dense |gradient| (the grow criterion), then mask the gradients."""
         if self.fraction_at(state, state.step + 1) is not None:  # the step about to be taken is an update step
             self._grads = {name: (p.grad.detach().abs().float() if p.grad is not None else torch.zeros_like(p))
                            for name, p in self.masks.check(state.unwrapped).items()}
@@ -65,6 +67,9 @@ class RigL(Schedule):
 
     @torch.no_grad()
     def on_step_end(self, state: TrainState) -> None:
+        """On update steps, drop the smallest active weights and grow the inactive ones with the largest
+        gradient in every layer, then re-apply the masks.
+        """
         fraction = self.fraction_at(state, state.step)
         if fraction is None or self._grads is None:
             return super().on_step_end(state)

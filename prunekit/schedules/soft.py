@@ -94,15 +94,22 @@ class SoftFilter(Schedule):
         return state.epochs - self.hard_epochs
 
     def is_stage(self, state: TrainState, boundary: int) -> bool:
+        """True when ``boundary`` is a soft stage: every ``every`` epochs from ``start_epoch`` (never boundary 0)
+        up to the window's end or the hard boundary.
+        """
         hard = self.hard_boundary(state)
         last = self.end(state) if hard is None else min(self.end(state), hard)
         return (boundary >= max(1, self.start_epoch) and boundary <= last
                 and (boundary - self.start_epoch) % self.every == 0)
 
     def on_step_end(self, state: TrainState) -> None:
+        """Note that the weights trained since the last stage (zeroed channels may have regrown); nothing is
+        masked.
+        """
         self.trained_since_stage = True
 
     def on_boundary(self, state: TrainState, boundary: int) -> None:
+        """Remove the zero channels at the hard boundary, or rescore and zero channels at a stage."""
         if self.removed:
             return
         if boundary == self.hard_boundary(state):

@@ -18,6 +18,7 @@ from ..errors import ConfigError, ModelError
 
 
 def magnitude_scores(w: torch.Tensor) -> torch.Tensor:
+    """|w| flattened, as float: the plain magnitude score of every weight."""
     return w.detach().abs().flatten().float()
 
 
@@ -99,6 +100,7 @@ def erk_ratios(shapes: Sequence[Sequence[int]], ratio: float) -> List[float]:
 
 
 def check_ratio(ratio: float, what: str = "ratio") -> float:
+    """Return ``ratio`` as a float if it is in [0, 1); raise ConfigError naming ``what`` otherwise."""
     if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) < 1.0:
         raise ConfigError(f"{what}={ratio!r} must be a fraction in [0, 1), e.g. 0.9 to remove 90% of the weights")
     return float(ratio)

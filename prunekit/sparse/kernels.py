@@ -102,6 +102,7 @@ class SparseLinear(_SparseWeight):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ W.T + b`` with the sparse weight, over any leading dims of ``x``."""
         y = self._matmul(x.reshape(-1, self.in_features).t())
         return y.t().reshape(*x.shape[:-1], self.out_features)
 
@@ -119,6 +120,7 @@ class SparseConv2d(_SparseWeight):
         self.padding, self.dilation = conv.padding, conv.dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution as a sparse weight times the unfolded input (im2col; a plain reshape for 1x1)."""
         b, c, h, w = x.shape
         kh, kw = self.kernel_size
         oh = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
@@ -134,6 +136,7 @@ class SparseConv2d(_SparseWeight):
 
 
 def sparse_module(module: nn.Module, kind: str, blocksize: int = 4) -> nn.Module:
+    """A sparse-kernel copy (``kind`` "csr" or "bsr") of a Linear or Conv2d; raises ConfigError for other layers."""
     if isinstance(module, nn.Linear):
         return SparseLinear(module, kind, blocksize)
     if isinstance(module, nn.Conv2d):

@@ -84,6 +84,7 @@ class Masks(MutableMapping):
         return model
 
     def sparsity(self) -> Sparsity:
+        """Fraction, count and total of pruned weights over all masks, and the fraction per layer."""
         per_layer = {n: 1.0 - m.sum().item() / max(1, m.numel()) for n, m in self._masks.items()}
         total = sum(m.numel() for m in self._masks.values())
         pruned = total - sum(int(m.sum()) for m in self._masks.values())
@@ -95,6 +96,7 @@ class Masks(MutableMapping):
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "Masks":
+        """Masks from ``state_dict()``'s output; raises CheckpointError if an entry is not a bool tensor."""
         for name, t in state.items():
             if not isinstance(t, torch.Tensor) or t.dtype != torch.bool:
                 kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__

@@ -52,6 +52,7 @@ def resolve(name: str) -> Tuple[ValueFormat, Dict]:
 
 # -- byte helpers ------------------------------------------------------------------------------------------------
 def to_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of ``t``'s elements, in its own dtype (inverse of ``from_bytes``)."""
     return t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
@@ -64,6 +65,7 @@ def _checked_size(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> in
 
 
 def from_bytes(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
+    """Tensor of ``count`` ``dtype`` elements from raw bytes; raises ValueError if the size does not match."""
     _checked_size(buf, dtype, count)
     if count == 0:
         return torch.empty(0, dtype=dtype)
@@ -78,6 +80,7 @@ def shuffle(t: torch.Tensor) -> bytes:
 
 
 def unshuffle(buf: memoryview | bytes, dtype: torch.dtype, count: int) -> torch.Tensor:
+    """Inverse of ``shuffle``: ``count`` ``dtype`` elements from their byte planes."""
     size = _checked_size(buf, dtype, count)
     if count == 0:
         return torch.empty(0, dtype=dtype)
@@ -94,6 +97,7 @@ def pack_bits(idx: np.ndarray, bits: int) -> bytes:
 
 
 def unpack_bits(buf: memoryview | bytes, bits: int, count: int) -> np.ndarray:
+    """Inverse of ``pack_bits``: ``count`` unsigned ints of ``bits`` bits each, as uint8."""
     if len(buf) != (count * bits + 7) // 8:
         raise ValueError(f"index section holds {len(buf)} bytes, expected {(count * bits + 7) // 8}")
     if bits == 8:

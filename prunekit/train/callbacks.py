@@ -37,9 +37,11 @@ class TrainState:
 class Callback:
     """No-op base; override what you need."""
 
-    def on_train_start(self, state: TrainState) -> None: ...
+    def on_train_start(self, state: TrainState) -> None:
+        """Before the first epoch of a fresh run (not called when fit resumes from a checkpoint)."""
 
-    def on_epoch_start(self, state: TrainState) -> None: ...
+    def on_epoch_start(self, state: TrainState) -> None:
+        """Before the epoch ``state.epoch`` trains."""
 
     def on_after_backward(self, state: TrainState) -> None:
         """Gradients exist, optimizer has not stepped: mask gradients here."""
@@ -50,9 +52,12 @@ class Callback:
     def on_epoch_end(self, state: TrainState) -> None:
         """After validation of the epoch (``state.metrics`` is fresh); soft pruning stages run here."""
 
-    def on_train_end(self, state: TrainState) -> None: ...
+    def on_train_end(self, state: TrainState) -> None:
+        """After the last epoch (or early stop, with the best epoch restored); may replace ``state.model``."""
 
     def state_dict(self) -> Dict[str, Any]:
+        """State saved in every training checkpoint (tensors and JSON-able values) so a run can resume."""
         return {}
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned, when fit resumes from a checkpoint."""

@@ -31,6 +31,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
     def peak_lr(self) -> float:
+        """The learning rate after warm-up: ``lr`` if set, else 0.05 for SGD and 0.002 for AdamW."""
         if self.lr is not None:
             return self.lr
         return 0.05 if self.optimizer == "sgd" else 0.002

@@ -16,10 +16,12 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
+        """True when training runs in more than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes files and logs."""
         return self.rank == 0
 
 
@@ -37,12 +39,14 @@ def init_from_env(device: torch.device) -> DistInfo:
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``t`` in place over all processes (unchanged for one process); returns ``t``."""
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait until every process gets here (no-op for one process)."""
     if info.enabled:
         dist.barrier()
 

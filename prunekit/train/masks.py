@@ -28,16 +28,19 @@ class MaskCallback(Callback):
         self.masks = masks
 
     def on_train_start(self, state: TrainState) -> None:
+        """Zero the pruned weights and their optimizer state before the first step."""
         self.masks.apply(state.unwrapped)
         self._clear_optimizer_state(state)
 
     @torch.no_grad()
     def on_after_backward(self, state: TrainState) -> None:
+        """Zero the gradients of pruned weights."""
         for name, param in self.masks.check(state.unwrapped).items():
             if param.grad is not None:
                 param.grad.masked_fill_(~self.masks._on(name, param.grad.device), 0.0)
 
     def on_step_end(self, state: TrainState) -> None:
+        """Re-zero pruned weights and their optimizer state after the optimizer step."""
         self.masks.apply(state.unwrapped)
         self._clear_optimizer_state(state)
 
@@ -53,6 +56,7 @@ class MaskCallback(Callback):
         return {"masks": self.masks.state_dict()}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
+        """Restore the masks saved by ``state_dict``; raises CheckpointError when the state holds none."""
         saved = state.get("masks") if isinstance(state, dict) else None
         if not isinstance(saved, dict):
             raise CheckpointError("MaskCallback state has no 'masks' entry; resume from a checkpoint written by a "
