@@ -48,12 +48,14 @@ class Plan:
         return tuple(torch.zeros(s) for s in self.input_shapes)
 
     def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-able data, tagged with the plan format so a reader can refuse anything else."""
         d = asdict(self)
         d["format"] = PLAN_FORMAT
         return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        """The plan ``to_dict`` wrote; a dict of another format is refused (ConfigError)."""
         if d.get("format") != PLAN_FORMAT:
             raise ConfigError(f"not a prunekit plan (format={d.get('format')!r}); expected {PLAN_FORMAT!r}")
         return cls(groups=[GroupPlan(**g) for g in d["groups"]], input_shapes=d["input_shapes"],
@@ -61,10 +63,12 @@ class Plan:
                    settings=dict(d.get("settings", {})), skipped=dict(d.get("skipped", {})))
 
     def to_json(self, indent: Optional[int] = None) -> str:
+        """The plan as JSON: save it, edit it by hand, replay it with ``apply_plan`` on a fresh copy."""
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_json(cls, s: str) -> "Plan":
+        """The plan ``to_json`` wrote; malformed JSON is a ConfigError naming the problem."""
         try:
             return cls.from_dict(json.loads(s))
         except json.JSONDecodeError as e:

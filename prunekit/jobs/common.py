@@ -83,4 +83,5 @@ def _use_checkpoint_normalization(ds, desc: Dict[str, Any]) -> None:
 
 
 def brief(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline of an evaluation (accuracy, loss, count) for a checkpoint's description."""
     return {k: metrics[k] for k in ("accuracy", "loss", "samples") if k in metrics}
