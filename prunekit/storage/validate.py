@@ -52,10 +52,6 @@ def check_against_tensors(desc: Any, tensors: Dict[str, torch.Tensor], where: st
     check_description(desc, where)
     model, original = meta_model(desc, where)
     name = desc["arch"]["name"]
-    held = sum(t.numel() for t in tensors.values())
-    if original > max(MAX_ORIGINAL_ELEMENTS, 2 * held):
-        raise CheckpointError(f"{where}: the description's {name} has {original:,} elements "
-                              f"before pruning, far more than the {held:,} the file holds; the file was edited")
     own = model.state_dict()
     weights = {k: v for k, v in tensors.items() if not k.startswith("@")}
     missing = sorted(set(own) - set(weights))
@@ -65,6 +61,10 @@ def check_against_tensors(desc: Any, tensors: Dict[str, torch.Tensor], where: st
                               f"unexpected {unexpected[:3]}")
     for key, value in weights.items():
         _same_kind(key, value, own[key], where)
+    held = sum(t.numel() for t in tensors.values())
+    if original > max(MAX_ORIGINAL_ELEMENTS, 2 * held):
+        raise CheckpointError(f"{where}: the description's {name} has {original:,} elements "
+                              f"before pruning, far more than the {held:,} the file holds; the file was edited")
     for key, mask in tensors.items():
         if key.startswith("@mask/"):
             target = own.get(key[len("@mask/"):])
