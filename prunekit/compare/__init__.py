@@ -83,6 +83,7 @@ def compare_job(opts: Any) -> Dict[str, Any]:
     ``<out>``."""
     from types import SimpleNamespace
 
+    from ..models import check_model_name
     from ..pipeline import data_for_checkpoint, load_data
     from ..runtime import pick_device
     from ..storage import checkpoint as ckpt
@@ -99,6 +100,7 @@ def compare_job(opts: Any) -> Dict[str, Any]:
         data = data_for_checkpoint(opts, ckpt.load_checkpoint(opts.model, "cpu"), opts.model)
         settings.update(image_size=int(data.images.shape[-1]), base_epochs=0, base_seed=None)
     else:
+        check_model_name(opts.model)  # before the data and any base training
         data = load_data(opts, opts.seed)
     opts = SimpleNamespace(**settings)
     total = len(cells_of(opts))
