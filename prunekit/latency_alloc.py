@@ -34,7 +34,7 @@ from torch import nn
 from .errors import ConfigError
 from .measure.channel_multiple import resolve_round_to
 from .measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
-from .targets import _check_reduce, _size
+from .targets import _check_reduce, _size, reach, warn_if_short
 
 LatencyFn = Callable[[nn.Module], float]
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # uniform share tried in turn when the measured split cannot reach a target
@@ -205,7 +205,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
                                dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials,
                                blend=blend)
     if check_uniform:
-        found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to)
+        found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to, warn=False)
         result.uniform_kwargs = found.plan_kwargs()
         candidates = {"latency": pruned(**result.plan_kwargs()), "uniform": pruned(**result.uniform_kwargs)}
         times: Dict[str, List[float]] = {k: [] for k in candidates}
@@ -216,6 +216,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         result.chosen = min(result.pruned_ms, key=result.pruned_ms.get)
         if result.chosen == "uniform":
             result.achieved = found.achieved
+    warn_if_short(reach(metric, target, result.achieved, tol))
     result.cached = "probes" if reused else "no"
     if store:
         entry.setdefault("results", {})[settings] = {k: v for k, v in dataclasses.asdict(result).items()

@@ -213,22 +213,24 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         done.update(budget=budget_record(choice, opts.max_drop, opts.sensitivity_split, opts.budget_epochs))
     elif opts.reduce and opts.allocation == "latency":
         from .latency_alloc import latency_allocation, runtime_timer
-        from .targets import parse_reduce
+        from .targets import parse_reduce, reach
 
         latency_fn, runtime = runtime_timer((example[:1],), opts.latency_runtime)
         alloc = latency_allocation(model, example[:1], parse_reduce(opts.reduce), cache=opts.latency_cache,
                                    round_to=opts.round_to_value(), latency_fn=latency_fn, runtime=runtime)
         kwargs.update(alloc.plan_kwargs())
         done.update(reduce=opts.reduce, reduce_achieved=alloc.achieved, allocation="latency",
+                    reduce_target=reach(alloc.metric, alloc.target, alloc.achieved),
                     allocation_ratios=alloc.overrides, allocation_chosen=alloc.chosen,
                     allocation_cached=alloc.cached, allocation_blend=alloc.blend, allocation_runtime=runtime,
                     dense_latency_ms_b1=round(alloc.dense_ms, 3))
     elif opts.reduce:
-        from .targets import parse_reduce, search_ratio
+        from .targets import parse_reduce, reach, search_ratio
 
         found = search_ratio(model, example, parse_reduce(opts.reduce), criterion=opts.criterion, **kwargs)
         kwargs.update(found.plan_kwargs())
-        done.update(reduce=opts.reduce, reduce_achieved=found.achieved)
+        done.update(reduce=opts.reduce, reduce_achieved=found.achieved,
+                    reduce_target=reach(found.metric, found.target, found.achieved))
     else:
         kwargs["ratio"] = opts.ratio
     model, plan = prune_structured(model, example, criterion=opts.criterion, **kwargs)

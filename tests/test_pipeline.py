@@ -61,6 +61,20 @@ def test_round_to_from_the_cli_keeps_every_pruned_width_a_multiple(tiny_folder, 
     assert any(w % 8 for w in exact_widths)  # without rounding the same ratio gives widths off the multiple
 
 
+def test_an_unreached_reduce_target_is_said_on_stderr_and_in_the_json(tiny_folder, tmp_path, capsys, caplog):
+    with caplog.at_level("WARNING", logger="prunekit.targets"):
+        code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs",
+                     "0", "--finetune-epochs", "0", "--structured", "--reduce", "macs=1000x", "--out",
+                     str(tmp_path / "r"), "--json", "--no-progress", "--no-latency"])
+    result = json.loads(capsys.readouterr().out)
+    target = result["pruning"]["reduce_target"]
+    assert code == 0 and target["requested_factor"] == 1000 and target["target_reached"] is False
+    made = result["before"]["macs"] / result["after"]["macs"]
+    assert made < 1000 and target["reached_factor"] == pytest.approx(made, rel=1e-3)
+    warned = [r.getMessage() for r in caplog.records if r.name == "prunekit.targets"]
+    assert len(warned) == 1 and "not reached" in warned[0]
+
+
 def test_a_bad_round_to_is_one_clear_error(tiny_folder, tmp_path):
     with pytest.raises(ValueError, match="--round-to 3.5"):
         _opts(tiny_folder, tmp_path / "bad", method="structured", round_to="3.5")

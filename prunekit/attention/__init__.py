@@ -115,10 +115,11 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
 def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float], criterion: str,
             plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], float, Dict[str, Any]]:
     """The ratio (plus overrides) reaching ``reduce``: (what to report, the ratio, plan options with overrides)."""
-    from ..targets import search_ratio
+    from ..targets import reach, search_ratio
 
     found = search_ratio(model, inputs, reduce, criterion=criterion, **plan_options)
-    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
+    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved,
+              "target": reach(found.metric, found.target, found.achieved)}
     options = {**plan_options, **found.plan_kwargs()}
     return search, options.pop("ratio"), options
 

@@ -160,12 +160,12 @@ class Schedule(Callback):
         """Turn ``reduce`` into a channel ratio (+ overrides) measured on ``model`` (the original), once."""
         if self.reduce is None or self.resolved is not None:
             return
-        from ..targets import search_ratio
+        from ..targets import reach, search_ratio
 
         found = search_ratio(model, (example,), self.reduce, criterion=self.criterion, ignore=self.skip,
                              overrides=self.overrides or None)
         self._adopt({"reduce": self.reduce, "ratio": float(found.ratio), "overrides": dict(found.overrides),
-                     "achieved": float(found.achieved)})
+                     "achieved": float(found.achieved), "target": reach(found.metric, found.target, found.achieved)})
 
     def _adopt(self, resolved: Dict[str, Any]) -> None:
         self.resolved = resolved
