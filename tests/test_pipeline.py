@@ -10,6 +10,7 @@ from prunekit.cli.schemas import PruneOptions
 from prunekit.pipeline import prune_job
 from prunekit.errors import ConfigError
 from prunekit.storage import checkpoint as ckpt
+from prunekit.train import evaluate
 
 
 def _opts(folder, out, **kw):
@@ -285,7 +286,8 @@ def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_
     _, ds = checkpoint_with_data(_eval_opts(tiny_folder, old, seed=1, test_frac=0.3), "cpu")
     assert (ds.split_seed, ds.test_frac) == (1, 0.3)  # split from the options, as before
     ev = eval_job(_eval_opts(tiny_folder, old, seed=1))
-    assert ev["samples"] == 6 and 0 <= ev["accuracy"] <= 1
+    loaded, seed1 = checkpoint_with_data(_eval_opts(tiny_folder, old, seed=1), "cpu")
+    assert ev["samples"] == 6 and ev["accuracy"] == evaluate(loaded.model, seed1, "test")["accuracy"]
 
 
 def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):

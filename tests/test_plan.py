@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import prunekit
 from prunekit.errors import ConfigError
 from prunekit.graph import Group, Member
 from prunekit.plan import Plan, make_plan, select
@@ -68,11 +69,27 @@ def test_bad_settings_raise_config_error():
         Plan.from_json('{"groups": []}')
 
 
-def test_auto_rounding_gives_multiples():
-    model, x = TinyNet().eval(), torch.randn(1, 3, 16, 16)
-    plan = make_plan(model, x, ratio=0.5, round_to="auto")
-    m = plan.settings["round_to"]
-    assert isinstance(m, int) and m >= 1
+@pytest.fixture
+def measured_multiple_8(monkeypatch, tmp_path):
+    """'auto' as if this machine had measured 8 (a fresh cache, the measurement replaced), forgotten afterwards."""
+    from prunekit.measure import channel_multiple
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(channel_multiple, "_measure", lambda runtime: 8)
+    channel_multiple.auto_multiple.cache_clear()
+    yield 8
+    channel_multiple.auto_multiple.cache_clear()
+
+
+def test_auto_rounding_gives_multiples(measured_multiple_8):
+    model, x = prunekit.create_model("vgg_tiny", 4).eval(), torch.randn(1, 3, 16, 16)
+    plan = make_plan(model, x, ratio=0.3, round_to="auto")
+    exact = make_plan(model, x, ratio=0.3)
+    rounded = {g.key: g.size - len(g.remove) for g in plan.groups}
+    kept = {g.key: rounded.get(g.key, g.size) for g in exact.groups}  # a group rounded back to whole is not listed
+    assert plan.settings["round_to"] == 8 and len(kept) == 8  # every conv of vgg_tiny
+    assert all(k % 8 == 0 for k in kept.values()), kept
+    assert any(g.size - len(g.remove) != kept[g.key] for g in exact.groups)  # rounding changed some width
 
 
 def test_verify_leaves_unrunnable_groups_whole():
