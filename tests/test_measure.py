@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import timm
 import torch
+import torchvision
 from torch import nn
 
 from prunekit.errors import ConfigError
@@ -171,7 +173,6 @@ def test_cuda_measurement_restores_device():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,gmacs", [("resnet18", 1.814), ("mobilenet_v2", 0.301), ("vit_b_16", 17.564)])
 def test_torchvision_macs_match_published_numbers(name, gmacs):
-    torchvision = pytest.importorskip("torchvision")
     model = getattr(torchvision.models, name)()  # random init: weights do not change MACs
     macs, _ = count_macs(model, input_shape=(3, 224, 224))
     assert macs / 1e9 == pytest.approx(gmacs, abs=0.001)
@@ -179,7 +180,6 @@ def test_torchvision_macs_match_published_numbers(name, gmacs):
 
 @pytest.mark.slow
 def test_timm_model_measures():
-    timm = pytest.importorskip("timm")
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False)
     m = measure_model(model, input_shape=(3, 224, 224), batch_sizes=(1,), warmup=0, repeats=1)
     assert m.macs / 1e9 == pytest.approx(1.254, abs=0.002) and m.params == count_params(model)
