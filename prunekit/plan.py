@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -258,18 +259,26 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     return meta_twin(model)
 
 
+def _twin(model: nn.Module, inputs: Sequence[Any], real: bool) -> Tuple[nn.Module, Tuple[Any, ...]]:
+    """A copy to dry-run a plan on, with its inputs: shapes only on the meta device, or (``real``, for a forward
+    that needs values: a ``.item()``, data-dependent code) a deep copy on the model's own device."""
+    if real:
+        return copy.deepcopy(model).eval(), tuple(inputs)
+    return _meta_copy(model).eval(), tuple(torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x
+                                           for x in inputs)
+
+
 def _dry_run(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],
-             want: List[torch.Size]) -> Optional[str]:
+             want: List[torch.Size], real: bool = False) -> Optional[str]:
     """None if the plan applies and the forward keeps the output shapes, else the error text."""
     from .apply.structured import apply_plan
     from .graph.trace import flatten_outputs
 
-    twin = _meta_copy(model).eval()
-    meta_in = tuple(torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x for x in inputs)
     try:
+        twin, twin_in = _twin(model, inputs, real)
         apply_plan(twin, plan, graph=graph)
         with torch.no_grad():
-            got = [t.shape for t in flatten_outputs(twin(*meta_in))]
+            got = [t.shape for t in flatten_outputs(twin(*twin_in))]
     except PrunekitError:
         raise
     except Exception as e:  # any failure here means this plan cannot run
@@ -284,35 +293,34 @@ def _without_groups(plan: Plan) -> Plan:
 
 
 def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any]) -> None:
-    """Leave whole the groups whose removal breaks the forward (found by bisection on the meta device)."""
-    from .graph.trace import flatten_outputs
-
+    """Leave whole the groups whose removal breaks the forward (found by bisection on the meta device, or on real
+    copies for a model whose forward needs values; a warning when it runs on neither)."""
     was = model.training
     model.eval()
     want = graph.output_shapes  # shapes of the traced (eval-mode) forward
-    if not want or graph.traced_in_training:
-        try:
-            twin = _meta_copy(model)
-            with torch.no_grad():
-                want = [t.shape for t in flatten_outputs(twin(*[torch.empty_like(x, device="meta")
-                                                                if isinstance(x, torch.Tensor) else x
-                                                                for x in inputs]))]
-        except Exception:  # model cannot run on meta: nothing to check against
-            model.train(was)
-            return
+    real = False  # dry runs on the meta device until the unpruned model turns out not to run there
     try:
+        if not want or graph.traced_in_training:
+            want, real = _output_shapes(model, inputs)
+            if want is None:
+                return
         for attempt in range(64):
-            err = _dry_run(model, plan, graph, inputs, want)
+            err = _dry_run(model, plan, graph, inputs, want, real)
             if err is None:
                 return
-            if attempt == 0 and _dry_run(model, _without_groups(plan), graph, inputs, want) is not None:
-                return  # the unpruned model cannot run on meta either (a .item(), data-dependent code): no check
+            if attempt == 0 and not real and _dry_run(model, _without_groups(plan), graph, inputs, want) is not None:
+                real = True  # the unpruned model cannot run on meta (a .item(), data-dependent code): real copies
+                bare = _dry_run(model, _without_groups(plan), graph, inputs, want, real)
+                if bare is not None:
+                    _not_verified(bare)
+                    return
+                continue
             lo, hi = 0, len(plan.groups)  # smallest prefix of groups that fails
             while hi - lo > 1:
                 mid = (lo + hi) // 2
                 trial = copy.copy(plan)
                 trial.groups = plan.groups[:mid]
-                if _dry_run(model, trial, graph, inputs, want) is None:
+                if _dry_run(model, trial, graph, inputs, want, real) is None:
                     lo = mid
                 else:
                     hi = mid
@@ -326,3 +334,24 @@ def _verify(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequen
             plan.skipped[bad.key] = err
     finally:
         model.train(was)
+
+
+def _output_shapes(model: nn.Module, inputs: Sequence[Any]) -> Tuple[Optional[List[torch.Size]], bool]:
+    """(output shapes of the unpruned eval forward, whether it needed a real copy); (None, True) with a warning
+    when it runs neither on meta nor on a real copy."""
+    from .graph.trace import flatten_outputs
+
+    for real in (False, True):
+        try:
+            twin, twin_in = _twin(model, inputs, real)
+            with torch.no_grad():
+                return [t.shape for t in flatten_outputs(twin(*twin_in))], real
+        except Exception as e:  # e.g. a .item() on meta: try a real copy next
+            err = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    _not_verified(err)
+    return None, True
+
+
+def _not_verified(err: str) -> None:
+    warnings.warn(f"the pruning plan was not verified: the unpruned model does not run on a copy ({err}); a "
+                  "group whose removal breaks the forward would go unnoticed")
