@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 
-def _blocking_file(path: Path) -> Optional[Path]:
-    """The first existing ancestor of ``path`` that is not a folder (so nothing can be created under it)."""
+def _check_parents(path: Path, flag: str) -> None:
+    """ValueError when an existing ancestor of ``path`` is a file, so nothing can be made under it."""
     for parent in reversed(path.parents):
         if parent.exists() and not parent.is_dir():
-            return parent
-    return None
+            raise ValueError(f"{flag} {path}: {parent} is a file, so nothing can be made under it; give another path")
 
 
 def check_output_folder(path: Optional[Path], flag: str) -> Optional[Path]:
@@ -22,9 +21,7 @@ def check_output_folder(path: Optional[Path], flag: str) -> Optional[Path]:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{flag} {path} is an existing file, but {flag} names an output folder; give a folder "
                          f"(e.g. {path.with_suffix('')}-out) or remove the file")
-    blocker = _blocking_file(path)
-    if blocker is not None:
-        raise ValueError(f"{flag} {path}: {blocker} is a file, so no folder can be made there; give another folder")
+    _check_parents(path, flag)
     return path
 
 
@@ -34,7 +31,5 @@ def check_output_file(path: Path, flag: str) -> Path:
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a folder, but {flag} names the file to write; give a file name "
                          f"(e.g. {path / 'model.onnx'})")
-    blocker = _blocking_file(path)
-    if blocker is not None:
-        raise ValueError(f"{flag} {path}: {blocker} is a file, so nothing can be written under it; give another path")
+    _check_parents(path, flag)
     return path

@@ -21,7 +21,8 @@ LEAD = {"train": [], "eval": [CKPT], "prune": ["--epochs", "0"], "sensitivity": 
 
 FILE_FOR_FOLDER = [(c, [*LEAD[c], "--out", FILE], "is an existing file") for c in LEAD] + [
     (c, [*LEAD[c], "--data", FILE], "is a file, not a folder") for c in ("train", "eval", "prune", "sensitivity",
-                                                                          "compare")]
+                                                                          "compare")] + [
+    ("train", ["--out", FILE + "/run"], "is a file, so nothing can be made under it")]
 FOLDER_FOR_FILE = [(c, [DIR], "is a folder") for c in ("eval", "sensitivity", "info", "size", "export")] + [
     ("prune", ["--model", DIR], "is a folder"), ("compare", ["--model", DIR], "is a folder"),
     ("train", ["--weights", DIR], "is a folder"), ("prune", ["--model", "vgg_tiny", "--weights", DIR], "is a folder"),
@@ -56,6 +57,6 @@ def test_wrong_kind_of_path_is_one_line(command, args, needle, paths, capsys, mo
     code, err = _run(command, args, paths, capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1, err
-    named = paths["file"] if FILE in args else paths["dir"]
+    named = paths["file"] if any(FILE in a for a in args) else paths["dir"]
     assert needle in lines[0] and Path(named).name in lines[0] and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
