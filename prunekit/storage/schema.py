@@ -38,7 +38,9 @@ def _text(v: Any) -> bool:
 ARCH_KWARGS: Dict[str, Dict[str, Callable[[Any], bool]]] = {
     "builtin": {"widths": _ints(1, 4096, 16), "blocks": _ints(1, 64, 16), "convs_per_stage": _int(1, 64),
                 "dropout": _fraction, "in_chans": _int(1, 256)},
-    "torchvision": {"dropout": _fraction, "aux_logits": lambda v: v is False, "init_weights": lambda v: v is True},
+    "torchvision": {"dropout": _fraction, "aux_logits": lambda v: v is False, "init_weights": lambda v: v is True,
+                    "width_mult": lambda v: _finite(v) and 0 < v <= 4, "stochastic_depth_prob": _fraction,
+                    "groups": _int(1, 256), "width_per_group": _int(1, 4096), "image_size": _int(8, 4096)},
     "timm": {"in_chans": _int(1, 256), "drop_rate": _fraction, "drop_path_rate": _fraction,
              "img_size": _int(8, 4096), "global_pool": lambda v: v in ("", "avg", "max", "token", "map")},
 }
