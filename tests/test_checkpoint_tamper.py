@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 import prunekit
 from prunekit.apply.structured import apply_plan
+from prunekit.cli.main import main
 from prunekit.errors import CheckpointError
 from prunekit.plan import make_plan
 from prunekit.storage import checkpoint as ckpt
@@ -81,6 +82,15 @@ def test_edited_description_is_one_checkpoint_error(original, path, value, needl
     tensors, desc, folder = original
     with pytest.raises(CheckpointError, match=needle):
         prunekit.load(_write(folder, tensors, _edited(desc, path, value)))
+
+
+@pytest.mark.parametrize("command", ["info", "eval", "export", "sensitivity"])  # size reads tensors only
+def test_the_cli_answers_a_tampered_checkpoint_in_one_line(original, command, capsys):
+    tensors, desc, folder = original
+    path = _write(folder, tensors, _edited(desc, ["arch", "num_classes"], 10**10))
+    code = main([command, str(path)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "10000000000 classes" in lines[0]
 
 
 def test_a_description_that_is_not_an_object_is_refused(original):
