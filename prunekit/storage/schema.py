@@ -13,7 +13,7 @@ from ..apply.structured_state import STRUCTURE_FORMAT
 from ..errors import CheckpointError
 
 MAX_DIM = 1 << 20  # no channel count, width or tensor dimension prunekit builds comes near a million
-MAX_NAME = 512
+MAX_NAME = 4096  # a class name, module name or dataset path
 
 
 def _int(lo: int, hi: int) -> Callable[[Any], bool]:
@@ -27,6 +27,10 @@ def _ints(lo: int, hi: int, max_len: int) -> Callable[[Any], bool]:
 
 def _fraction(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e30
 
 
 def _text(v: Any) -> bool:
@@ -50,12 +54,8 @@ DATA_FIELDS: Dict[str, Callable[[Any], bool]] = {
     "input_size": _int(8, 4096), "classes": lambda v: isinstance(v, list) and all(_text(c) for c in v),
     "mean": lambda v: isinstance(v, list) and 1 <= len(v) <= 256 and all(_finite(x) for x in v),
     "std": lambda v: isinstance(v, list) and 1 <= len(v) <= 256 and all(_finite(x) and x > 0 for x in v),
-    "source": _text, "split_seed": _int(0, 2**63 - 1), "test_frac": _fraction, "val_frac": _fraction,
+    "source": _text, "split_seed": _int(-2**63, 2**63 - 1), "test_frac": _fraction, "val_frac": _fraction,
 }
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e30
 
 
 def source_of(name: str) -> str:
