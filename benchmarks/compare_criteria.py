@@ -29,7 +29,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import prunekit.importance.extra  # noqa: E402,F401
 from prunekit.compare import FINETUNE_LR, run_compare, write_report  # noqa: E402
 from prunekit.data import load_dataset  # noqa: E402
 

@@ -11,6 +11,7 @@ from typing import ClassVar, List, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .allocate.round_to import AUTO, resolve_round_to
+from .paths import check_output_file, check_output_folder
 from .schedules.config import ScheduleConfig
 from .sparse.nm import parse_nm
 from .train.config import TrainConfig
@@ -27,6 +28,11 @@ class RunOptions(BaseModel):
     json_output: bool = Field(False, description="print one JSON object instead of tables",
                               json_schema_extra={"flag": "--json"})
     progress: bool = Field(True, description="progress bars")
+
+    @field_validator("out")
+    @classmethod
+    def _out_is_a_folder(cls, v: Optional[Path]) -> Optional[Path]:
+        return check_output_folder(v, "--out")
 
 
 class DataOptions(BaseModel):
@@ -241,3 +247,8 @@ class ExportOptions(RunOptions):
     checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
     onnx: Path = Field(Path("model.onnx"), description="where to write the ONNX file")
     opset: int = Field(17, ge=9, le=23, description="ONNX opset")
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_is_a_file(cls, v: Path) -> Path:
+        return check_output_file(v, "--onnx")

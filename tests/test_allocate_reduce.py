@@ -11,7 +11,7 @@ from prunekit.apply.structured import apply_plan
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params
 from prunekit.plan import make_plan
-from prunekit.allocate.reduce import parse_reduce, ratio_for_target, search_ratio
+from prunekit.allocate.reduce import parse_reduce, ratio_for_target, reach, search_ratio
 
 X = torch.randn(1, 3, 32, 32)
 
@@ -61,6 +61,27 @@ def test_unreachable_target_is_a_config_error():
         search_ratio(model, X, {"params": 0.9}, max_ratio=0.2)
     with pytest.raises(ConfigError, match="exactly one metric"):
         search_ratio(model, X, {"params": 0.4, "macs": 0.5})
+
+
+@pytest.mark.parametrize("target, achieved, ok", [(0.999, 0.99436, False), (0.5, 0.4975, True), (0.5, 0.48, False),
+                                                   (0.9, 0.89, True), (0.9, 0.87, False), (0.5, 0.6, True)])
+def test_reach_compares_what_is_kept_not_only_the_fraction_removed(target, achieved, ok):
+    rec = reach("macs", target, achieved)
+    assert rec["target_reached"] is ok and rec["requested"] == target and rec["reached"] == achieved
+    assert rec["requested_factor"] == pytest.approx(1 / (1 - target), abs=0.01)
+
+
+def test_a_factor_no_plan_reaches_is_a_warning_with_both_numbers(caplog):
+    model = prunekit.create_model("vgg_tiny", 4)
+    with caplog.at_level("WARNING", logger="prunekit.allocate.reduce"):
+        found = search_ratio(model, X, parse_reduce("macs=1000x"))
+    assert found.achieved < 0.999 - 0.002  # the per-layer cap keeps more than a thousandth
+    warned = [r.getMessage() for r in caplog.records if r.name == "prunekit.allocate.reduce"]
+    assert len(warned) == 1 and "not reached" in warned[0] and "1000x" in warned[0] and "\n" not in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prunekit.allocate.reduce"):
+        search_ratio(model, X, {"macs": 0.5})
+    assert not caplog.records  # a reached target says nothing
 
 
 def test_the_ratio_search_traces_the_model_once_and_its_ratio_reproduces_the_reduction(monkeypatch):
@@ -122,7 +143,7 @@ def test_a_model_that_cannot_run_on_meta_is_counted_on_real_copies():
     model = _DataDependent().eval()
     x = torch.randn(1, 3, 16, 16)
     found = search_ratio(model, x, {"macs": 0.5})
-    plan = make_plan(model, x, **found.plan_kwargs())  # verification cannot run on meta either: it steps aside
+    plan = make_plan(model, x, **found.plan_kwargs())  # verified on real copies (it cannot run on meta)
     twin = apply_plan(copy.deepcopy(model), plan)
     red = 1 - count_macs(twin, (3, 16, 16))[0] / count_macs(model, (3, 16, 16))[0]
     assert red == pytest.approx(found.achieved, abs=1e-12) and 0.4 < red < 0.6

@@ -4,8 +4,10 @@ from __future__ import annotations
 import copy
 import json
 
+import onnxruntime as ort
 import pytest
 import torch
+import torchvision as tv
 from torch import nn
 
 from prunekit.apply.oneshot import prune_structured
@@ -172,7 +174,6 @@ def test_depth_mode_replaces_residual_blocks():
 
 
 def test_onnx_export_matches(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     model, x = bn_cnn(), torch.randn(1, 3, 16, 16)
     prune_structured(model, x, ratio=0.5)
     path = tmp_path / "m.onnx"
@@ -191,7 +192,6 @@ def test_torch_compile_runs():
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x1_0"])
 def test_torchvision_models_prune_and_match_zeroed(name):
-    tv = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model, x = randomize_bn(getattr(tv.models, name)()), torch.randn(2, 3, 64, 64)
     plan = make_plan(model, x[:1], ratio=0.5)

@@ -4,8 +4,10 @@ import sys
 
 import pytest
 
-from prunekit.cli.main import build_parser, main
+import prunekit
 from prunekit.cli.commands import COMMANDS
+from prunekit.cli.main import build_parser, main
+from prunekit.measure import count_params
 
 
 def run(argv, capsys):
@@ -81,7 +83,9 @@ def test_train_eval_json_on_tiny_folder(tiny_folder, tmp_path, capsys):
                           "--no-progress"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    assert result["epochs_run"] == 2 and 0 <= result["test"]["accuracy"] <= 1
+    test = result["test"]
+    assert result["epochs_run"] == 2 and test["samples"] == 6  # 2 test images of each of the 3 classes
+    assert test["accuracy"] * 6 == pytest.approx(round(test["accuracy"] * 6))  # a count of right answers over 6
     ckpt = result["checkpoint"]
     code, out, err = run(["eval", ckpt, "--data", str(tiny_folder), "--image-size", "16", "--json"], capsys)
     assert code == 0, err
@@ -130,7 +134,8 @@ def test_info_is_a_summary_and_json_the_whole_description(tiny_folder, tmp_path,
     assert "channels kept in" in lines["pruning"] and len(out.splitlines()) < 20  # not the 700-line JSON
     code, out, err = run(["info", ckpt, "--json"], capsys)
     full = json.loads(out)
-    assert full["description"]["pruning"]["plan"]["groups"] and full["measurement"]["params"] > 0
+    assert full["description"]["pruning"]["plan"]["groups"]
+    assert full["measurement"]["params"] == count_params(prunekit.load(ckpt))
 
 
 def test_prune_help_reads_by_topic(capsys):

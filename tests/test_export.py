@@ -78,7 +78,8 @@ def test_skip_verify_returns_no_diff(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="dynamo exporter needs onnxscript")
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None,
+                    reason="the dynamo exporter needs onnxscript: pip install -e .[dev]")
 def test_dynamo_exporter_path(tmp_path):
     info = export_onnx(small_cnn(), tmp_path / "d.onnx", input_shape=(3, 16, 16), opset=18, exporter="dynamo")
     assert info["exporter"] == "dynamo" and info["opset"] >= 18 and info["max_abs_diff"] < 1e-4

@@ -10,6 +10,7 @@ from prunekit.config import PruneOptions
 from prunekit.jobs.prune import prune_job
 from prunekit.errors import ConfigError
 from prunekit.storage import checkpoint as ckpt
+from prunekit.train import evaluate
 
 
 def _opts(folder, out, **kw):
@@ -59,6 +60,20 @@ def test_round_to_from_the_cli_keeps_every_pruned_width_a_multiple(tiny_folder, 
     exact_widths = [m.out_channels for m in prunekit.load(exact["checkpoint"]).modules()
                     if isinstance(m, torch.nn.Conv2d)]
     assert any(w % 8 for w in exact_widths)  # without rounding the same ratio gives widths off the multiple
+
+
+def test_an_unreached_reduce_target_is_said_on_stderr_and_in_the_json(tiny_folder, tmp_path, capsys, caplog):
+    with caplog.at_level("WARNING", logger="prunekit.allocate.reduce"):
+        code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs",
+                     "0", "--finetune-epochs", "0", "--structured", "--reduce", "macs=1000x", "--out",
+                     str(tmp_path / "r"), "--json", "--no-progress", "--no-latency"])
+    result = json.loads(capsys.readouterr().out)
+    target = result["pruning"]["reduce_target"]
+    assert code == 0 and target["requested_factor"] == 1000 and target["target_reached"] is False
+    made = result["before"]["macs"] / result["after"]["macs"]
+    assert made < 1000 and target["reached_factor"] == pytest.approx(made, rel=1e-3)
+    warned = [r.getMessage() for r in caplog.records if r.name == "prunekit.allocate.reduce"]
+    assert len(warned) == 1 and "not reached" in warned[0]
 
 
 def test_a_bad_round_to_is_one_clear_error(tiny_folder, tmp_path):
@@ -274,7 +289,8 @@ def test_a_checkpoint_without_a_recorded_split_still_evaluates(tiny_folder, tmp_
     _, ds = checkpoint_with_data(_eval_opts(tiny_folder, old, seed=1, test_frac=0.3), "cpu")
     assert (ds.split_seed, ds.test_frac) == (1, 0.3)  # split from the options, as before
     ev = eval_job(_eval_opts(tiny_folder, old, seed=1))
-    assert ev["samples"] == 6 and 0 <= ev["accuracy"] <= 1
+    loaded, seed1 = checkpoint_with_data(_eval_opts(tiny_folder, old, seed=1), "cpu")
+    assert ev["samples"] == 6 and ev["accuracy"] == evaluate(loaded.model, seed1, "test")["accuracy"]
 
 
 def test_prune_of_a_checkpoint_uses_its_input_size(tiny_folder, tmp_path):

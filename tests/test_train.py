@@ -51,10 +51,6 @@ def test_fit_learns_and_reports(tiny_ds, tmp_path):
 
 
 def test_adamw_and_early_stopping(tiny_ds, tmp_path):
-    class Plateau(Callback):
-        def on_epoch_end(self, state):
-            state.metrics["accuracy"] = 0.5
-
     model = create_model("vgg_tiny", num_classes=3)
     cfg = TrainConfig(epochs=20, optimizer="adamw", patience=2, **{**FAST, "lr": 1e-6})
     res = fit(model, tiny_ds, cfg, device="cpu", out_dir=tmp_path, progress=False)

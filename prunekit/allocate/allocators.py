@@ -7,7 +7,7 @@ from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
 from .budget import budget_record, budget_search
 from .latency import latency_allocation, runtime_timer
-from .reduce import search_ratio
+from .reduce import reach, search_ratio
 
 
 @ALLOCATORS.register("ratio")
@@ -20,7 +20,8 @@ def uniform_ratio(req: AllocationRequest) -> Allocation:
 def reduce_target(req: AllocationRequest) -> Allocation:
     """The ratio (plus overrides where one ratio cannot land within tolerance) that reaches ``req.reduce``."""
     found = search_ratio(req.model, req.example, _target(req), criterion=req.criterion, **req.plan_kwargs)
-    return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved})
+    return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved,
+                                            "reduce_target": reach(found.metric, found.target, found.achieved)})
 
 
 @ALLOCATORS.register("latency")
@@ -32,7 +33,8 @@ def latency_measured(req: AllocationRequest) -> Allocation:
     alloc = latency_allocation(req.model, x1, _target(req), cache=req.options.get("cache"),
                                round_to=req.plan_kwargs.get("round_to"), latency_fn=latency_fn, runtime=runtime)
     return Allocation(alloc.plan_kwargs(), {
-        "reduce_achieved": alloc.achieved, "allocation": "latency", "allocation_ratios": alloc.overrides,
+        "reduce_achieved": alloc.achieved, "allocation": "latency",
+        "reduce_target": reach(alloc.metric, alloc.target, alloc.achieved), "allocation_ratios": alloc.overrides,
         "allocation_chosen": alloc.chosen, "allocation_cached": alloc.cached, "allocation_blend": alloc.blend,
         "allocation_runtime": runtime, "dense_latency_ms_b1": round(alloc.dense_ms, 3)})
 

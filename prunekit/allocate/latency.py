@@ -37,7 +37,7 @@ from ..export import OrtModule
 from ..graph import build_graph
 from ..measure.latency import measure_latency
 from ..measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
-from .reduce import check_reduce, model_size, search_ratio
+from .reduce import check_reduce, model_size, reach, search_ratio, warn_if_short
 from .round_to import resolve_round_to
 
 LatencyFn = Callable[[nn.Module], float]
@@ -202,7 +202,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
                                dense_ms=dense_ms, saved_ms=saved_ms, saved_macs=saved_macs, trials=trials,
                                blend=blend)
     if check_uniform:
-        found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to)
+        found = search_ratio(model, inputs, reduce, tol=tol, ignore=list(ignore), round_to=round_to, warn=False)
         result.uniform_kwargs = found.plan_kwargs()
         candidates = {"latency": pruned(**result.plan_kwargs()), "uniform": pruned(**result.uniform_kwargs)}
         times: Dict[str, List[float]] = {k: [] for k in candidates}
@@ -213,6 +213,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
         result.chosen = min(result.pruned_ms, key=result.pruned_ms.get)
         if result.chosen == "uniform":
             result.achieved = found.achieved
+    warn_if_short(reach(metric, target, result.achieved, tol))
     result.cached = "probes" if reused else "no"
     if store:
         entry.setdefault("results", {})[settings] = {k: v for k, v in dataclasses.asdict(result).items()

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from ..allocate.reduce import search_ratio
+from ..allocate.reduce import reach, search_ratio
 from ..apply.oneshot import checked_plan
 from ..apply.structured import apply_plan
 from ..data import make_loader
@@ -116,7 +116,8 @@ def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float],
             plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], float, Dict[str, Any]]:
     """The ratio (plus overrides) reaching ``reduce``: (what to report, the ratio, plan options with overrides)."""
     found = search_ratio(model, inputs, reduce, criterion=criterion, **plan_options)
-    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved}
+    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved,
+              "target": reach(found.metric, found.target, found.achieved)}
     options = {**plan_options, **found.plan_kwargs()}
     return search, options.pop("ratio"), options
 

@@ -103,7 +103,8 @@ def _add_field(parser: Any, name: str, field: Any) -> None:
 
 def read_recipe(path: Path) -> Dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"recipe {str(path)!r} does not exist; pass the path of a YAML file to --config")
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"recipe {str(path)!r} {state}; pass the path of a YAML file to --config")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

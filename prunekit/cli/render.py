@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from ..report import compare_rows, format_table
+from ..report.compare import human, metric_info
+from ..report.tables import markdown_table
+
 
 def _pct(x: Any) -> str:
     return f"{100 * x:.2f}%" if isinstance(x, (int, float)) else "-"
@@ -21,8 +25,6 @@ def train(r: Dict[str, Any]) -> str:
 
 
 def compare(r: Dict[str, Any]) -> str:
-    from ..report.tables import markdown_table
-
     keep = ("criterion", "target", "seeds", "test acc %", "val acc %", "before ft %", "params", "MACs (M)",
             "MACs red. %", "latency b1 ms")
     lines = [markdown_table([{k: row[k] for k in keep} for row in r["table"]]) if r["table"] else "no results yet",
@@ -41,23 +43,17 @@ def evaluation(r: Dict[str, Any]) -> str:
 
 
 def prune(r: Dict[str, Any]) -> str:
-    from ..report import compare_rows, format_table
-
     table = format_table(compare_rows(r["before"], r["after"]))
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
 
 
 def export(r: Dict[str, Any]) -> str:
-    from ..report.compare import human
-
     return (f"{r['path']} ({human(r['bytes'], 'bytes')}, ONNX opset {r['opset']}, {r['exporter']} exporter)\n"
             f"verified with onnxruntime: largest output difference from PyTorch {r['max_abs_diff']:.2g}")
 
 
 def checkpoint_info(r: Dict[str, Any]) -> str:
     """What a user asks of a checkpoint at a glance; the whole description stays behind ``--json``."""
-    from ..report.compare import human, metric_info
-
     desc, m = r["description"], r["measurement"]
     arch, data = desc.get("arch") or {}, desc.get("data") or {}
     rows = [("checkpoint", r["checkpoint"]),

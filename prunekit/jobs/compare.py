@@ -10,6 +10,7 @@ from ..compare import cells_of, check, run_compare, write_report
 from ..compare.cells import is_checkpoint
 from ..config import CompareOptions
 from ..errors import ConfigError
+from ..models import check_model_name
 from ..runtime import pick_device
 from ..storage import checkpoint as ckpt
 from .common import data_for_checkpoint, load_data
@@ -29,6 +30,7 @@ def compare_job(opts: CompareOptions) -> Dict[str, Any]:
         data = data_for_checkpoint(opts, ckpt.load_checkpoint(opts.model, "cpu"), opts.model)
         settings.update(image_size=int(data.images.shape[-1]), base_epochs=0, base_seed=None)
     else:
+        check_model_name(opts.model)  # before the data and any base training
         data = load_data(opts, opts.seed)
     opts = SimpleNamespace(**settings)
     total = len(cells_of(opts))

@@ -20,16 +20,14 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
     """Build ``name`` with ``num_classes`` outputs, randomly initialized, then load local ``weights`` if given."""
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_model_name(name)
     source, _, arch = name.partition("/")
-    if arch and source == "torchvision":
+    if source == "torchvision":
         model = torchvision_model(arch, num_classes, **kwargs)
-    elif arch and source == "timm":
+    elif source == "timm":
         model = timm_model(arch, num_classes, **kwargs)
-    elif not arch and name in MODELS:
-        model = MODELS.get(name)(num_classes=num_classes, **kwargs)
     else:
-        raise ModelError(f"unknown model {name!r}; use one of {', '.join(MODELS.names())}, "
-                         "torchvision/<arch> or timm/<arch>")
+        model = MODELS.get(name)(num_classes=num_classes, **kwargs)
     # What a checkpoint needs to rebuild this architecture with no pickle: name, class count, JSON-able kwargs.
     model.prunekit_arch = {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs)}
     if weights is not None:
@@ -37,8 +35,19 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
     return model
 
 
+def check_model_name(name: str) -> None:
+    """ModelError unless ``name`` is a built-in model, ``torchvision/<arch>`` or ``timm/<arch>`` (the arch itself is
+    checked when built); cheap, so a job can refuse a typo (or a folder) before any work."""
+    source, _, arch = name.partition("/")
+    if (arch and source in ("torchvision", "timm")) or (not arch and name in MODELS):
+        return
+    what = f"model {name!r} is a folder, not a model name or a checkpoint file" if Path(name).is_dir() \
+        else f"unknown model {name!r}"
+    raise ModelError(f"{what}; use one of {', '.join(MODELS.names())}, torchvision/<arch> or timm/<arch>")
+
+
 def list_models() -> list[str]:
     return MODELS.names()
 
 
-__all__ = ["create_model", "list_models", "load_weights", "MODELS"]
+__all__ = ["check_model_name", "create_model", "list_models", "load_weights", "MODELS"]

@@ -17,7 +17,8 @@ from ..errors import ModelError
 def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
-        raise ModelError(f"weights file {str(p)!r} does not exist; pass the path of a local .safetensors or .pth file")
+        state = "is a folder" if p.is_dir() else "does not exist"
+        raise ModelError(f"weights file {str(p)!r} {state}; pass the path of a local .safetensors or .pth file")
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..allocate.reduce import parse_reduce, search_ratio
+from ..allocate.reduce import parse_reduce, reach, search_ratio
 from ..errors import CheckpointError, ConfigError
 from ..importance import CRITERIA
 from ..registry import Registry
@@ -171,7 +171,7 @@ class Schedule(Callback):
         found = search_ratio(model, (example,), self.reduce, criterion=self.criterion, ignore=self.skip,
                              overrides=self.overrides or None)
         self._adopt({"reduce": self.reduce, "ratio": float(found.ratio), "overrides": dict(found.overrides),
-                     "achieved": float(found.achieved)})
+                     "achieved": float(found.achieved), "target": reach(found.metric, found.target, found.achieved)})
 
     def _adopt(self, resolved: Dict[str, Any]) -> None:
         self.resolved = resolved

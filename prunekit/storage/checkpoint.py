@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
+from ..apply.structured import restore_structure, structure_of
 from ..errors import CheckpointError, ModelError
+from ..models import create_model
 from ..runtime import atomic_path
+from ..sparse.kernels import apply_decisions
+from .codec import is_compressed, read_compressed, write_compressed  # compressed sparse files: own magic bytes
+from .schema import check_arch
+from .validate import check_against_tensors
 
 FORMAT = "prunekit-checkpoint"
 VERSION = 1
@@ -50,8 +58,6 @@ def architecture_of(model: nn.Module) -> Dict[str, Any]:
 
 
 def _fresh(arch: Dict[str, Any], meta: bool = False) -> nn.Module:
-    from ..models import create_model
-
     if meta:
         with torch.device("meta"):
             return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
@@ -64,13 +70,12 @@ def _structure_if_pruned(model: nn.Module, arch: Dict[str, Any]) -> Optional[Any
     own = {k: v.shape for k, v in model.state_dict().items()}
     if fresh == own:
         return None
-    from ..apply.structured import structure_of
-
     return structure_of(model)
 
 
 def build_description(model: nn.Module, **sections: Any) -> Dict[str, Any]:
     arch = architecture_of(model)
+    check_arch(arch, "checkpoint")  # refuse to write a file that load() would refuse
     desc: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "prunekit": __version__, "arch": arch,
                             "structure": _structure_if_pruned(model, arch)}
     desc.update({k: v for k, v in sections.items() if v is not None})
@@ -85,8 +90,6 @@ def save(model: nn.Module, path: str | Path, extras: Optional[Dict[str, torch.Te
     ``codec={"values": "fp16"}`` (or any options of ``prunekit.storage.codec.write_compressed``) writes the
     compressed sparse format instead of plain safetensors.
     """
-    from safetensors.torch import save_file
-
     desc = build_description(model, **sections)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for k, v in (extras or {}).items():
@@ -96,8 +99,6 @@ def save(model: nn.Module, path: str | Path, extras: Optional[Dict[str, torch.Te
     path = Path(path)
     with atomic_path(path) as tmp:
         if codec is not None:
-            from .codec import write_compressed
-
             write_compressed(tmp, tensors, desc, **codec)
         else:
             _dedupe_shared(tensors)
@@ -119,16 +120,18 @@ def _dedupe_shared(tensors: Dict[str, torch.Tensor]) -> None:
 def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Read tensors and description without building a model. Never unpickles."""
     p = Path(path)
+    if p.is_dir():
+        inside = p / "model.safetensors"
+        hint = f" (did you mean {inside}?)" if inside.is_file() else ""
+        raise CheckpointError(f"checkpoint {str(p)!r} is a folder; pass the path of a .safetensors file written by "
+                              f"prunekit{hint}")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass the path of a .safetensors file "
                               "written by prunekit")
-    from . import codec as sparse_codec  # the compressed sparse format has its own magic bytes
-
-    if sparse_codec.is_compressed(p):
-        return sparse_codec.read_compressed(p)
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
+    if is_compressed(p):
+        tensors, desc = read_compressed(p)
+        _check_header(desc, p)
+        return tensors, desc
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
@@ -140,48 +143,42 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
                               "use --weights with --model NAME")
     try:
         desc = json.loads(meta[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{p} has a corrupted prunekit description") from None
-    if desc.get("format") != FORMAT or not isinstance(desc.get("arch"), dict):
-        raise CheckpointError(f"{p} is not a prunekit checkpoint (format {desc.get('format')!r})")
-    if desc.get("version", 0) > VERSION:
-        raise CheckpointError(f"{p} was written by a newer prunekit (format v{desc['version']}); upgrade prunekit")
+    _check_header(desc, p)
     return tensors, desc
 
 
+def _check_header(desc: Any, p: Path) -> None:
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT or not isinstance(desc.get("arch"), dict):
+        found = desc.get("format") if isinstance(desc, dict) else type(desc).__name__
+        raise CheckpointError(f"{p} is not a prunekit checkpoint (format {found!r})")
+    version = desc.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{p} has a corrupted prunekit description (version {version!r})")
+    if version > VERSION:
+        raise CheckpointError(f"{p} was written by a newer prunekit (format v{version}); upgrade prunekit")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the architecture from code, replay structured pruning, then load the tensors (strictly)."""
+    """Check the description against the file's tensors on the meta device (``prunekit.storage.validate``), then
+    rebuild the architecture from code, replay structured pruning and load the tensors (strictly)."""
     tensors, desc = read(path)
+    check_against_tensors(desc, tensors, path)
     try:
         model = _fresh(desc["arch"])
     except ModelError as e:
         raise CheckpointError(f"{path}: cannot rebuild its model: {e}") from None
     if desc.get("structure"):
-        from ..apply.structured import restore_structure
-
         restore_structure(model, desc["structure"])
     weights = {k: v for k, v in tensors.items() if not k.startswith("@")}
     extras = {k: v for k, v in tensors.items() if k.startswith("@")}
-    check_fits(model, weights, path)
     model.load_state_dict(weights, strict=True)
     masks = {k[len("@mask/"):]: v for k, v in extras.items() if k.startswith("@mask/")}
     if masks:
         model.prunekit_masks = masks  # the fine-tuning loop keeps these zero; see prunekit.sparse
     model.prunekit_description = desc
     return Checkpoint(model.to(device), desc, extras)
-
-
-def check_fits(model: nn.Module, weights: Dict[str, torch.Tensor], path: str | Path) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit {model.prunekit_arch['name']}: "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    for k, v in weights.items():
-        if own[k].shape != v.shape:
-            raise CheckpointError(f"{path} does not fit {model.prunekit_arch['name']}: {k} is {tuple(v.shape)} in the "
-                                  f"file but {tuple(own[k].shape)} in the model")
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", sparse_kernels: bool = False) -> nn.Module:
@@ -194,8 +191,6 @@ def load(path: str | Path, device: str | torch.device = "cpu", sparse_kernels: b
     model = load_checkpoint(path, device).model.eval()
     decisions = model.prunekit_description.get("sparse_kernels")
     if sparse_kernels and decisions:
-        from ..sparse.kernels import apply_decisions
-
         if torch.device(device).type != "cpu":
             raise CheckpointError("sparse kernels run on the CPU; load with device='cpu' or sparse_kernels=False")
         apply_decisions(model, decisions)
