@@ -24,7 +24,7 @@ import prunekit  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.measure.latency import measure_latency_together  # noqa: E402
 from prunekit.apply.oneshot import pruned_copy  # noqa: E402
-from prunekit.runtime import atomic_path  # noqa: E402
+from prunekit.files import atomic_path  # noqa: E402
 from prunekit.allocate.reduce import parse_reduce, search_ratio  # noqa: E402
 
 TARGETS = ["macs=0.3", "macs=0.5", "macs=3x", "macs=0.7"]

@@ -21,7 +21,7 @@ import torchvision
 
 from prunekit.measure import count_macs, measure_latency, peak_forward_memory
 from prunekit.report import format_table, human
-from prunekit.runtime import atomic_path
+from prunekit.files import atomic_path
 
 
 def bench_model(name: str, size: int, batches: tuple[int, ...], trials: int) -> dict:

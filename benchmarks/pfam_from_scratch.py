@@ -31,7 +31,7 @@ from prunekit.config import PruneOptions  # noqa: E402
 from prunekit.jobs.common import write_json  # noqa: E402
 from prunekit.jobs.prune import prune_job  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
-from prunekit.runtime import pick_device  # noqa: E402
+from prunekit.device import pick_device  # noqa: E402
 
 RESULTS = REPO / "results" / "pfam" / "cpu"
 DOCS = REPO / "docs" / "pfam"

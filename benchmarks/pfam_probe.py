@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 import prunekit  # noqa: E402
 from prunekit.data import load_dataset  # noqa: E402
 from prunekit.importance.pfam import variant_from_spec  # noqa: E402
-from prunekit.runtime import atomic_path  # noqa: E402
+from prunekit.files import atomic_path  # noqa: E402
 from prunekit.schedules import build_schedule  # noqa: E402
 from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402
 

@@ -35,7 +35,7 @@ from prunekit.data import load_dataset  # noqa: E402
 from prunekit.measure.counts import count_macs, count_params  # noqa: E402
 from prunekit.models import create_model  # noqa: E402
 from prunekit.report import plot_tradeoff  # noqa: E402
-from prunekit.runtime import atomic_path  # noqa: E402
+from prunekit.files import atomic_path  # noqa: E402
 from prunekit.schedules import build_schedule  # noqa: E402
 from prunekit.sparse import masked_sparsity  # noqa: E402
 from prunekit.train import TrainConfig, evaluate, fit  # noqa: E402

@@ -43,7 +43,7 @@ from prunekit.errors import ConfigError  # noqa: E402
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.allocate.round_to import resolve_round_to  # noqa: E402
-from prunekit.runtime import atomic_path  # noqa: E402
+from prunekit.files import atomic_path  # noqa: E402
 from prunekit.allocate.reduce import search_ratio  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, PrunekitError
+from .files import atomic_path
 from .measure.state import borrowed, check_input_shape, dummy_input
-from .runtime import atomic_path
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 

@@ -17,9 +17,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from ..allocate.reduce import parse_reduce
 from ..errors import ConfigError
+from ..files import atomic_path
 from ..importance import CRITERIA
 from ..importance.pfam import variant_from_spec
-from ..runtime import atomic_path
 from .cells import ATTENTION_FORMS, FINETUNE_LR, key_of, run_cell
 from .table import write_report
 

@@ -26,11 +26,11 @@ from ..allocate.reduce import parse_reduce, search_ratio
 from ..apply.oneshot import prune_structured
 from ..attention import attention_prune
 from ..data import calibration_batches, data_section
+from ..device import seed_everything
 from ..importance.pfam import variant_from_spec
 from ..measure import count_macs, count_params
 from ..measure.latency import measure_latency
 from ..models import create_model
-from ..runtime import seed_everything
 from ..storage.checkpoint import load, save
 from ..train import TrainConfig, evaluate, fit
 from ..train.bn import recalibrate_bn

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..runtime import atomic_path, cache_root
+from ..files import atomic_path, cache_root
 from .folder import FolderScan
 
 FORMAT = "prunekit-decoded-images"

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 from ..config import DataOptions
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..runtime import atomic_path
+from ..files import atomic_path
 from ..storage import checkpoint as ckpt
 
 

@@ -9,9 +9,9 @@ from typing import Any, Dict
 from ..compare import cells_of, check, run_compare, write_report
 from ..compare.cells import is_checkpoint
 from ..config import CompareOptions
+from ..device import pick_device
 from ..errors import ConfigError
 from ..models import check_model_name
-from ..runtime import pick_device
 from ..storage import checkpoint as ckpt
 from .common import data_for_checkpoint, load_data
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..config import EvalOptions
-from ..runtime import pick_device
+from ..device import pick_device
 from ..train import evaluate
 from .common import checkpoint_with_data
 

@@ -16,11 +16,11 @@ from ..apply.oneshot import prune_structured
 from ..attention import attention_prune
 from ..config import PruneOptions
 from ..data import calibration_batches, data_section
+from ..device import pick_device, seed_everything
 from ..errors import ConfigError
 from ..measure import measure_models
 from ..models import create_model
 from ..report import flatten_measurement, write_report
-from ..runtime import pick_device, seed_everything
 from ..schedules.base import check_criterion
 from ..schedules.config import ScheduleConfig
 from ..slimming import BNSparsity

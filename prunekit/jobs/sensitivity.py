@@ -15,10 +15,11 @@ from torch import nn
 from ..allocate import AllocationRequest, Sensitivity, budget_search, layer_sensitivity
 from ..allocate.budget import budget_record
 from ..config import PruneOptions, SensitivityOptions
+from ..device import pick_device, seed_everything
 from ..errors import ConfigError
+from ..files import atomic_path
 from ..graph import build_graph
 from ..report import plot_sensitivity
-from ..runtime import atomic_path, pick_device, seed_everything
 from ..train import TrainConfig, data_scorer, fit
 from .common import checkpoint_with_data, write_json
 

@@ -7,8 +7,8 @@ from typing import Any, Dict
 
 from ..config import TrainOptions
 from ..data import data_section
+from ..device import pick_device, seed_everything
 from ..models import create_model
-from ..runtime import pick_device, seed_everything
 from ..storage import checkpoint as ckpt
 from ..train import TrainConfig, evaluate, fit
 from .common import brief, load_data, write_json

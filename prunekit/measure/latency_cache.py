@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..runtime import atomic_path, cache_root
+from ..files import atomic_path, cache_root
 
 FORMAT = 1
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
+from ..files import atomic_path
 from .compare import metric_info
 
 
@@ -23,8 +24,6 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    from ..runtime import atomic_path  # lazy: runtime pulls in torch
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")  # explicit format: the temp name ends in .tmp
     return Path(path)

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..files import atomic_path
 from .compare import compare_rows, default_keys, metric_ratios
+from .plots import plot_summary
 from .tables import markdown_table
 
 
@@ -69,9 +71,6 @@ def write_report(
 
         paths = write_report("runs/r18", "resnet18, 50% channels", before, after, extra={"settings": cfg})
     """
-    from ..runtime import atomic_path  # lazy: runtime pulls in torch
-    from .plots import plot_summary  # lazy: matplotlib only when a report is written
-
     out = Path(out_dir)
     keys = default_keys(before, after)
     rows = compare_rows(before, after, keys)

@@ -25,8 +25,8 @@ from torch import nn
 from .. import __version__
 from ..apply.structured import restore_structure, structure_of
 from ..errors import CheckpointError, ModelError
+from ..files import atomic_path
 from ..models import create_model
-from ..runtime import atomic_path
 from ..sparse.kernels import apply_decisions
 from .codec import is_compressed, read_compressed, write_compressed  # compressed sparse files: own magic bytes
 from .schema import check_arch

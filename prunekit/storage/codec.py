@@ -34,7 +34,7 @@ import torch
 import zstandard as zstd
 
 from ..errors import CheckpointError, ConfigError
-from ..runtime import atomic_path
+from ..files import atomic_path
 from ..sparse import quantize as q
 from ..sparse.positions import KINDS as POSITION_KINDS
 from ..sparse.positions import decode_positions, encode_positions

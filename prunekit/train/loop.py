@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import make_loader
-from ..runtime import pick_device
+from ..device import pick_device
 from ..storage import checkpoint as ckpt
 from ..storage.nested import flatten, unflatten
 from .callbacks import Callback, TrainState
