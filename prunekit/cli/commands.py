@@ -20,6 +20,7 @@ class Command:
     render: Callable[[Dict[str, Any]], str]
 
     def job(self, opts: BaseModel) -> Dict[str, Any]:
+        """Import the job's module now (not at --help time) and run it on the parsed options."""
         module, func = self.target.split(":")
         return getattr(import_module(module), func)(opts)
 

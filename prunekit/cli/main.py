@@ -16,6 +16,7 @@ PROG = "prunekit"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per entry of the command table, its flags generated from the command's options model."""
     parser = argparse.ArgumentParser(prog=PROG, description="Make neural networks smaller and faster by pruning, "
                                      "and prove it with measurements.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Parse, run the job, print; a library error (bad input) is one line on stderr and exit code 2."""
     parser = build_parser()
     ns = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad flags
     cmd = getattr(ns, "_cmd", None)
@@ -54,6 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def emit(result: Dict[str, Any], json_output: bool, render: Callable[[Dict[str, Any]], str]) -> None:
+    """Print a job's result: one JSON object (``--json``, for scripts) or the command's human rendering."""
     if json_output:
         print(json.dumps(result, default=str))
     else:

@@ -102,6 +102,7 @@ def _add_field(parser: Any, name: str, field: Any) -> None:
 
 
 def read_recipe(path: Path) -> Dict[str, Any]:
+    """The mapping in a YAML recipe (``--config``); a missing file, a folder or malformed YAML is a ConfigError."""
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
         raise ConfigError(f"recipe {str(path)!r} {state}; pass the path of a YAML file to --config")
@@ -117,6 +118,7 @@ def read_recipe(path: Path) -> Dict[str, Any]:
 
 
 def validate(model: Type[M], values: Dict[str, Any], source: str = "options") -> M:
+    """``values`` as the options model, its first validation error turned into one line naming the flag."""
     try:
         return model(**values)
     except ValidationError as e:

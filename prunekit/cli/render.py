@@ -13,6 +13,7 @@ def _pct(x: Any) -> str:
 
 
 def train(r: Dict[str, Any]) -> str:
+    """``prunekit train``'s result as text: epochs run, the last epochs' accuracy, the test accuracy."""
     hist = r.get("history") or []
     lines = [f"trained {r['model']} for {r['epochs_run']} epochs in {r['train_seconds']} s"
              + (f" (resumed from epoch {r['resumed_from_epoch']})" if r.get("resumed_from_epoch") else "")]
@@ -98,10 +99,12 @@ def _pruning_summary(p: Dict[str, Any]) -> str:
 
 
 def size(r: Dict[str, Any]) -> str:
+    """``prunekit size``'s result: bytes on disk and the dense/compressed/entropy-bound report."""
     return f"{r['checkpoint']} ({r['file_bytes'] / 1e6:.2f} MB on disk)\n{r['text']}"
 
 
 def sensitivity(r: Dict[str, Any]) -> str:
+    """``prunekit sensitivity``'s table (drop per layer and ratio) and, with ``--max-drop``, the budget's choice."""
     lines = [f"{r['split']} accuracy in points; drop = with that one layer pruned (BN re-estimated, no fine-tuning)",
              r["table"]]
     b = r.get("budget")

@@ -46,10 +46,12 @@ class Checkpoint:
     extras: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     def extras_under(self, prefix: str) -> Dict[str, torch.Tensor]:
+        """Extra tensors saved beside the weights under ``prefix`` (e.g. ``@mask/`` for the sparse masks)."""
         return {k: v for k, v in self.extras.items() if k.startswith(prefix)}
 
 
 def architecture_of(model: nn.Module) -> Dict[str, Any]:
+    """How ``create_model`` built ``model`` (name, classes, kwargs): what a checkpoint needs to rebuild it."""
     arch = getattr(model, "prunekit_arch", None)
     if arch is None:
         raise CheckpointError("this model was not built by prunekit.create_model, so a checkpoint could not say how to "
@@ -74,6 +76,7 @@ def _structure_if_pruned(model: nn.Module, arch: Dict[str, Any]) -> Optional[Any
 
 
 def build_description(model: nn.Module, **sections: Any) -> Dict[str, Any]:
+    """The JSON description saved in the file's metadata: architecture, pruned structure and ``sections``."""
     arch = architecture_of(model)
     check_arch(arch, "checkpoint")  # refuse to write a file that load() would refuse
     desc: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "prunekit": __version__, "arch": arch,

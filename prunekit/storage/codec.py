@@ -290,13 +290,16 @@ class SizeReport:
 
     @property
     def ratio(self) -> float:
+        """Dense size over compressed size."""
         return self.dense_bytes / max(1, self.compressed_bytes)
 
     @property
     def bound_ratio(self) -> float:
+        """Dense size over the lossless entropy bound: the most any coder could get."""
         return self.dense_bytes / max(1, self.bound_bytes)
 
     def as_dict(self) -> Dict[str, Any]:
+        """The report with its ratios, JSON-able."""
         return {**asdict(self), "ratio": self.ratio, "bound_ratio": self.bound_ratio}
 
     def __str__(self) -> str:

@@ -11,6 +11,7 @@ import torch
 
 
 def flatten(obj: Any, prefix: str) -> Tuple[Any, Dict[str, torch.Tensor]]:
+    """Split nested state (dicts, lists, tensors) into a JSON spec and flat named tensors, for safetensors."""
     tensors: Dict[str, torch.Tensor] = {}
 
     def walk(o: Any, path: str) -> Any:
@@ -32,6 +33,7 @@ def flatten(obj: Any, prefix: str) -> Tuple[Any, Dict[str, torch.Tensor]]:
 
 
 def unflatten(spec: Any, tensors: Dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten`."""
     if isinstance(spec, dict):
         if "__tensor__" in spec:
             return tensors[spec["__tensor__"]]

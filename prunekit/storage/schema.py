@@ -59,6 +59,7 @@ DATA_FIELDS: Dict[str, Callable[[Any], bool]] = {
 
 
 def source_of(name: str) -> str:
+    """``torchvision``, ``timm`` or ``builtin``: which kwargs allow-list a model name falls under."""
     source, _, arch = name.partition("/")
     return source if arch and source in ("torchvision", "timm") else "builtin"
 
@@ -76,6 +77,8 @@ def check_description(desc: Any, where: str) -> None:
 
 
 def check_arch(arch: Any, where: str) -> None:
+    """Refuse (CheckpointError) an architecture record a file could abuse: no name, huge class counts, kwargs off
+    the allow-list."""
     if not isinstance(arch, dict) or not _text(arch.get("name")) or not arch["name"]:
         raise CheckpointError(f"{where}: the description's 'arch' does not name a model; re-create the checkpoint")
     n = arch.get("num_classes")
@@ -116,6 +119,7 @@ def check_structure(structure: Any, where: str) -> None:
 
 
 def check_data(data: Any, num_classes: int, where: str) -> None:
+    """Refuse a data section whose fields have the wrong types or disagree with the class count."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: the description's data section is a {type(data).__name__}, not an object")
     for key, ok in DATA_FIELDS.items():
