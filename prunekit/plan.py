@@ -252,9 +252,8 @@ def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float, depth_b
         raise ConfigError("depth pruning found no identity-residual blocks (output = input + f(input)) in this "
                           "model; prune channels instead (ratio / reduce)")
     n = depth_blocks if depth_blocks else int(depth * len(cands) + 0.5)
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < len(cands):
-        raise ConfigError(f"depth_blocks={n} is out of range; this model has {len(cands)} removable blocks, "
-                          f"give 0..{len(cands) - 1}")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(cands):
+        raise ConfigError(f"depth_blocks={n} is out of range; this model has {len(cands)} removable blocks")
     score = score_blocks(model, cands, criterion, ctx)
     order = sorted(cands, key=lambda c: (score[c], c))
     return sorted(order[:n]), {c: round(score[c], 6) for c in cands}

@@ -44,16 +44,16 @@ def search_depth(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     shape = tuple(inputs[0].shape[1:])
     kwargs = {k: v for k, v in make_plan_kwargs.items() if k not in ("ratio", "depth", "depth_blocks")}
     graph = build_graph(model, inputs, ignore=list(kwargs.get("ignore", ())))
-    if len(graph.residual_blocks) < 2:
+    if not graph.residual_blocks:
         raise ConfigError(f"depth alone cannot reach {metric}={target:g}: this model has "
                           f"{len(graph.residual_blocks)} removable (identity-residual) blocks")
     plan = make_plan(model, inputs, ratio=0.0, depth_criterion=depth_criterion, graph=graph,
-                     depth_blocks=len(graph.residual_blocks) - 1, **kwargs)
+                     depth_blocks=len(graph.residual_blocks), **kwargs)
     scores = plan.settings["depth_scores"]
     order = sorted(scores, key=lambda c: (scores[c], c))
     base = model_size(model, metric, shape)
     trials: List[Tuple[int, float]] = []
-    for n in range(1, len(order)):
+    for n in range(1, len(order) + 1):
         plan.blocks = sorted(order[:n])
         size = _trial_size(model, plan, graph, metric, shape)
         if size is None:  # the meta twin cannot run this model: count a real copy
@@ -66,7 +66,7 @@ def search_depth(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
         if red >= target - 1e-9:
             return DepthSearch(n, depth_criterion, red, trials)
     best = trials[-1][1] if trials else 0.0
-    raise ConfigError(f"depth alone cannot remove {metric}={target:g}: all but one of the {len(order)} removable "
-                      f"blocks remove {best:.3f}; lower the target or add channel pruning (--reduce without "
+    raise ConfigError(f"depth alone cannot remove {metric}={target:g}: all {len(order)} removable blocks remove "
+                      f"{best:.3f}; lower the target or add channel pruning (--reduce without "
                       f"--allocation depth, plus --depth)")
 
