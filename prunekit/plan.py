@@ -256,4 +256,4 @@ def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float, depth_b
         raise ConfigError(f"depth_blocks={n} is out of range; this model has {len(cands)} removable blocks")
     score = score_blocks(model, cands, criterion, ctx)
     order = sorted(cands, key=lambda c: (score[c], c))
-    return sorted(order[:n]), {c: round(score[c], 6) for c in cands}
+    return sorted(order[:n]), {c: score[c] for c in cands}

@@ -1,0 +1,145 @@
+"""Depth against width at the same MACs: which cut makes a model faster for the MACs it removes?
+
+For each model (random init, batch 1, the model's input size): depth pruning removes ``--depth`` of the
+identity-residual blocks (``make_plan(depth=..., depth_criterion=...)``, scored on random calibration inputs), then
+width pruning (channels, uniform l2, the ``reduce`` allocator) is searched to remove the MACs depth removed. Both are
+timed against the dense model in the same run, round-robin (``measure_latency_together``), in eager PyTorch and in
+ONNX Runtime (``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned model: blocks removed, MACs,
+params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC count promises).
+
+One JSON per model under results/depth_vs_width/ (a finished model is skipped, so the run resumes); ``--table``
+prints the markdown table of every JSON there.
+
+    nice python benchmarks/depth_vs_width.py [--models tv/resnet50 timm/resnet26d] [--depth 0.3] [--table]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prunekit.allocate import AllocationRequest, allocate  # noqa: E402
+from prunekit.apply.oneshot import prune_structured  # noqa: E402
+from prunekit.export import OrtModule  # noqa: E402
+from prunekit.measure import count_macs, count_params, measure_latency_together  # noqa: E402
+from prunekit.runtime import atomic_path  # noqa: E402
+
+MODELS = ["tv/resnet50", "tv/convnext_tiny", "tv/vit_b_16", "timm/resnet26d", "timm/convnext_nano",
+          "timm/deit_small_patch16_224"]
+OUT = ROOT / "results" / "depth_vs_width"
+
+
+def build(name: str) -> nn.Module:
+    """A randomly initialised torchvision (``tv/``) or timm (``timm/``) model in eval mode."""
+    torch.manual_seed(0)
+    source, arch = name.split("/", 1)
+    if source == "timm":
+        import timm
+
+        return timm.create_model(arch, pretrained=False).eval()
+    import torchvision
+
+    return getattr(torchvision.models, arch)().eval()
+
+
+def input_size(model: nn.Module) -> tuple:
+    """The model's own input size (timm's pretrained_cfg), else 224 px."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("input_size", (3, 224, 224)))
+
+
+def latency(models: Dict[str, nn.Module], shape: tuple, repeats: int) -> Dict[str, float]:
+    """Median batch-1 latency (ms) per model, timed round-robin in one go."""
+    got = measure_latency_together(list(models.values()), shape, batch_sizes=(1,), warmup=2, repeats=repeats)
+    return {k: round(lat[0][1], 2) for k, lat in zip(models, got)}
+
+
+def bench(name: str, depth: float, criterion: str, repeats: int) -> Dict[str, Any]:
+    base = build(name)
+    shape = input_size(base)
+    x = torch.randn(2, *shape)
+    t0 = time.perf_counter()
+    deep, plan = prune_structured(copy.deepcopy(base), x, ratio=0.0, depth=depth, depth_criterion=criterion,
+                                  data=[(x, None)])
+    depth_s = time.perf_counter() - t0
+    macs = {"dense": count_macs(base, shape)[0], "depth": count_macs(deep, shape)[0]}
+    cut = 1 - macs["depth"] / macs["dense"]
+    t0 = time.perf_counter()
+    alloc = allocate("reduce", AllocationRequest(base, x, criterion="l2", reduce={"macs": cut}))
+    wide, _ = prune_structured(copy.deepcopy(base), x, criterion="l2", **alloc.plan_kwargs)
+    width_s = time.perf_counter() - t0
+    models = {"dense": base, "depth": deep, "width": wide}
+    macs["width"] = count_macs(wide, shape)[0]
+    eager = latency(models, shape, repeats)
+    ort = latency({k: OrtModule(m, shape, threads=1) for k, m in models.items()}, shape, repeats)
+    row: Dict[str, Any] = {"model": name, "input": list(shape), "depth": depth, "depth_criterion": criterion,
+                           "blocks": len(plan.settings["depth_scores"]), "blocks_removed": plan.blocks,
+                           "width_ratio": alloc.plan_kwargs.get("ratio"), "seconds": {"depth_plan": round(depth_s, 1),
+                                                                                      "width_search": round(width_s, 1)},
+                           "threads": torch.get_num_threads(), "repeats": repeats,
+                           "note": "shared 2-core machine (other jobs running): latencies are noisy"}
+    for k, m in models.items():
+        row[k] = {"macs": macs[k], "params": count_params(m), "eager_ms": eager[k], "ort_ms": ort[k]}
+    for k in ("depth", "width"):
+        macs_gain = macs["dense"] / macs[k]
+        row[k]["macs_gain"] = round(macs_gain, 3)
+        for rt in ("eager", "ort"):
+            gain = eager["dense"] / eager[k] if rt == "eager" else ort["dense"] / ort[k]
+            row[k][f"{rt}_gain"] = round(gain, 3)
+            row[k][f"{rt}_gain_per_macs_gain"] = round(gain / macs_gain, 3)
+    return row
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    """The markdown table docs/structured.md shows."""
+    lines = ["| model | blocks removed | MACs (G) dense -> pruned | params (M) depth / width | eager gain depth / width "
+             "(per MACs gain) | ORT gain depth / width (per MACs gain) |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        d, w = r["depth"], r["width"]
+        lines.append(
+            f"| {r['model']} | {len(r['blocks_removed'])}/{r['blocks']} | {r['dense']['macs'] / 1e9:.2f} -> "
+            f"{d['macs'] / 1e9:.2f} / {w['macs'] / 1e9:.2f} ({d['macs_gain']:.2f}x) | {d['params'] / 1e6:.1f} / "
+            f"{w['params'] / 1e6:.1f} | {d['eager_gain']:.2f}x / {w['eager_gain']:.2f}x ({d['eager_gain_per_macs_gain']:.2f}"
+            f" / {w['eager_gain_per_macs_gain']:.2f}) | {d['ort_gain']:.2f}x / {w['ort_gain']:.2f}x "
+            f"({d['ort_gain_per_macs_gain']:.2f} / {w['ort_gain_per_macs_gain']:.2f}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--depth", type=float, default=0.3)
+    ap.add_argument("--criterion", default="contribution")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--table", action="store_true", help="print the table of the finished models and stop")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not args.table:
+        torch.set_num_threads(1)
+        for name in args.models:
+            path = OUT / f"{name.replace('/', '__')}.json"
+            if path.exists():
+                print(f"{name}: done before ({path.name}), skipped")
+                continue
+            t0 = time.perf_counter()
+            row = bench(name, args.depth, args.criterion, args.repeats)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(row, indent=1))
+            print(f"{name}: {time.perf_counter() - t0:.0f} s")
+    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
