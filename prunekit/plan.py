@@ -92,7 +92,8 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
               round_to: Optional[int] = None, min_channels: int = 1, prune_heads: bool = False,
               depth: float = 0.0, data: Any = None, seed: int = 0,
-              depth_blocks: Optional[int] = None, depth_criterion: str = "magnitude", return_graph: bool = False, graph: Optional[DependencyGraph] = None,
+              depth_blocks: Optional[int] = None, depth_criterion: str = "magnitude",
+              return_graph: bool = False, graph: Optional[DependencyGraph] = None,
               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 

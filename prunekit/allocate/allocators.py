@@ -1,6 +1,6 @@
 """The registered allocators: ``ratio`` (one fraction for every layer), ``reduce`` (the ratio that reaches a MACs
-or params target), ``depth`` (the fewest whole blocks that reach it), ``latency`` (per-layer ratios from timed probes) and ``budget`` (the most MACs a sensitivity
-scan allows within an accuracy budget)."""
+or params target), ``depth`` (the fewest whole blocks that reach it), ``latency`` (per-layer ratios from timed
+probes) and ``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -26,7 +26,8 @@ def reduce_target(req: AllocationRequest) -> Allocation:
 
 @ALLOCATORS.register("depth")
 def depth_target(req: AllocationRequest) -> Allocation:
-    """No channel goes: the fewest residual blocks (lowest by ``options["depth_criterion"]``) reaching ``req.reduce``."""
+    """No channel goes: the fewest residual blocks (lowest by ``options["depth_criterion"]``) that reach
+    ``req.reduce``."""
     found = search_depth(req.model, req.example, _target(req), req.options.get("depth_criterion", "magnitude"),
                          **req.plan_kwargs)
     return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved, "allocation": "depth",
