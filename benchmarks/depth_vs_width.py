@@ -6,8 +6,8 @@ width pruning (channels, uniform l2, widths kept multiples of ``--round-to`` 8, 
 searched to remove the MACs depth removed (exact, unrounded widths ran 3.5x slower than dense in ONNX Runtime on
 resnet26d in a first run: odd channel counts miss its fast kernels, so the width arm is rounded as a user would
 deploy it). Both are timed against the dense model in the same run, round-robin (``measure_latency_together``),
-in eager PyTorch and in ONNX Runtime (``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned model: blocks removed, MACs,
-params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC count promises).
+in eager PyTorch and in ONNX Runtime (``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned
+model: blocks removed, MACs, params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC count promises).
 
 One JSON per model under results/depth_vs_width/ (a finished model is skipped, so the run resumes); ``--table``
 prints the markdown table of every JSON there.
@@ -107,7 +107,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
     """The markdown table docs/structured.md shows (gain = dense latency / pruned latency; "per MACs" divides it by
     dense MACs / pruned MACs)."""
     lines = ["| model | blocks removed | GMACs dense -> depth / width | Mparams depth / width | eager ms dense / "
-             "depth / width | ORT ms dense / depth / width | eager gain per MACs gain, depth / width | ORT gain per MACs "
+             "depth / width | ORT ms dense / depth / width | eager gain per MACs gain, depth / width | ORT gain per "
+             "MACs "
              "gain, depth / width |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         dn, d, w = r["dense"], r["depth"], r["width"]
