@@ -7,7 +7,8 @@ searched to remove the MACs depth removed (exact, unrounded widths ran 3.5x slow
 resnet26d in a first run: odd channel counts miss its fast kernels, so the width arm is rounded as a user would
 deploy it). Both are timed against the dense model in the same run, round-robin (``measure_latency_together``),
 in eager PyTorch and in ONNX Runtime (``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned
-model: blocks removed, MACs, params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC count promises).
+model: blocks removed, MACs, params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC
+count promises).
 
 One JSON per model under results/depth_vs_width/ (a finished model is skipped, so the run resumes); ``--table``
 prints the markdown table of every JSON there.
