@@ -86,7 +86,7 @@ def bench(name: str, depth: float, criterion: str, repeats: int, round_to: int) 
     macs["width"] = count_macs(wide, shape)[0]
     eager = latency(models, shape, repeats)
     ort = latency({k: OrtModule(m, shape, threads=1) for k, m in models.items()}, shape, repeats)
-    row: Dict[str, Any] = {"model": name, "input": list(shape), "depth": depth, "depth_criterion": criterion,
+    row: Dict[str, Any] = {"model": name, "input": list(shape), "depth_fraction": depth, "depth_criterion": criterion,
                            "blocks": len(plan.settings["depth_scores"]), "blocks_removed": plan.blocks,
                            "width_ratio": alloc.plan_kwargs.get("ratio"), "round_to": round_to,
                            "seconds": {"depth_plan": round(depth_s, 1), "width_search": round(width_s, 1)},
