@@ -6,9 +6,9 @@ width pruning (channels, uniform l2, widths kept multiples of ``--round-to`` 8, 
 first lands within 0.01; the ``reduce`` allocator) is searched to remove the MACs depth removed (exact,
 unrounded widths ran 3.5x slower than dense in ONNX Runtime on resnet26d in a first run: odd channel counts miss
 its fast kernels, so the width arm is rounded as a user would deploy it). Both are timed against the dense model
-in the same run, round-robin (``measure_latency_together``), in eager PyTorch and in ONNX Runtime (``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned
-model: blocks removed, MACs, params, latency, and latency gain / MACs gain (1.0 = as much faster as its MAC
-count promises).
+in the same run, round-robin (``measure_latency_together``), in eager PyTorch and in ONNX Runtime
+(``prunekit.export.OrtModule``), one intra-op thread. Reported per pruned model: blocks removed, MACs, params,
+latency, and latency gain / MACs gain (1.0 = as much faster as its MAC count promises).
 
 One JSON per model under results/depth_vs_width/ (a finished model is skipped, so the run resumes); ``--table``
 prints the markdown table of every JSON there.
