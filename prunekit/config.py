@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, List, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .allocate.round_to import AUTO, resolve_round_to
+from .importance import BLOCK_CRITERIA
 from .paths import check_output_file, check_output_folder
 from .schedules.config import ScheduleConfig
 from .sparse.nm import parse_nm
@@ -101,7 +102,37 @@ class RoundToOption(BaseModel):
                                 else self.round_to)
 
 
-class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption):
+class DepthOptions(BaseModel):
+    """Depth pruning: whole identity-residual blocks replaced by identity (``make_plan(depth=...)``)."""
+    cli_group: ClassVar[str] = "structured depth (whole residual blocks)"
+
+    depth: float = Field(0.0, ge=0, lt=1, description="structured: fraction of the identity-residual blocks to "
+                                                      "remove (with no --ratio / --reduce typed, no channel goes)")
+    depth_blocks: Optional[int] = Field(None, ge=1, description="structured: how many residual blocks to remove "
+                                                                "(instead of --depth)")
+    depth_criterion: str = Field("magnitude", description="which blocks go first: magnitude (mean squared "
+                                                          "weight), contribution (how much the block changes the "
+                                                          "stream on calibration batches), skip_loss (loss increase "
+                                                          "when the block alone is skipped)")
+
+    @field_validator("depth_criterion")
+    @classmethod
+    def _known_depth_criterion(cls, v: str) -> str:
+        BLOCK_CRITERIA.get(v)  # ConfigError (a ValueError) names the choices
+        return v
+
+    @model_validator(mode="after")
+    def _one_depth_target(self) -> "DepthOptions":
+        if self.depth > 0 and self.depth_blocks:
+            raise ValueError(f"give --depth {self.depth} (a fraction of blocks) or --depth-blocks "
+                             f"{self.depth_blocks}, not both")
+        return self
+
+    def wants_depth(self) -> bool:
+        return self.depth > 0 or bool(self.depth_blocks)
+
+
+class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption, DepthOptions):
     """Schedule fields (``--schedule``, ``--start-epoch``, ``--reduce``, ...) come from ScheduleConfig."""
 
     model: str = Field("vgg_small", description="model name (trained here first) or a prunekit checkpoint path")
@@ -153,9 +184,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                                       "the plan removes: keeps the most accuracy right after pruning "
                                                       "(for little or no fine-tuning); with long fine-tuning pair it "
                                                       "with --attention-removal drop (docs/criteria.md)")
-    allocation: Literal["uniform", "latency"] = Field(
-        "uniform", description="structured one-shot: the same ratio in every layer, or latency-aware (each group's "
-                               "latency saving per MAC measured on this device decides its ratio; needs --reduce)")
+    allocation: Literal["uniform", "latency", "depth"] = Field(
+        "uniform", description="structured one-shot: the same ratio in every layer, latency-aware (each group's "
+                               "latency saving per MAC measured on this device decides its ratio; needs --reduce), "
+                               "or depth (the fewest whole residual blocks that reach --reduce, no channel removed)")
     latency_runtime: Literal["eager", "ort"] = Field(
         "eager", description="--allocation latency: time the probes in eager PyTorch or in ONNX Runtime (the "
                              "runtime the model will be deployed in; ort: pair with --round-to auto-ort)")

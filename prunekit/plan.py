@@ -19,7 +19,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .graph import DependencyGraph, Group, build_graph, single_thread
-from .importance import score_groups
+from .importance import score_blocks, score_groups
 
 PLAN_FORMAT = "prunekit.plan/1"
 
@@ -80,6 +80,8 @@ class Plan:
         lines = [f"Plan: {len(self.groups)} groups, {removed}/{total} channels removed "
                  f"({self.settings.get('criterion', '?')}, {self.settings.get('scope', '?')}, "
                  f"ratio {self.settings.get('ratio', '?')})"]
+        if self.blocks:
+            lines[0] += f"; {len(self.blocks)} blocks removed ({self.settings.get('depth_criterion', 'magnitude')})"
         width = max([len(g.module) for g in self.groups] + [5])
         for g in self.groups:
             lines.append(f"  {g.module:<{width}}  {g.size:>5} -> {g.size - len(g.remove):>5}")
@@ -94,6 +96,7 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
               round_to: Optional[int] = None, min_channels: int = 1, prune_heads: bool = False,
               depth: float = 0.0, data: Any = None, seed: int = 0,
+              depth_blocks: Optional[int] = None, depth_criterion: str = "magnitude",
               return_graph: bool = False, graph: Optional[DependencyGraph] = None,
               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
@@ -102,7 +105,9 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     round_to: keep channel counts multiples of this int (a measured "auto" multiple is resolved before, by
     ``prunekit.allocate.resolve_round_to``);
     prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
-    identity-residual blocks replaced by nn.Identity; graph: the dependency graph of
+    identity-residual blocks replaced by nn.Identity (or ``depth_blocks``: how many), the lowest first by the block
+    criterion ``depth_criterion`` (``prunekit.importance.BLOCK_CRITERIA``: magnitude, contribution, skip_loss;
+    the data-driven ones run on ``data``, else on ``example_inputs``); graph: the dependency graph of
     this very model built with the same ``ignore`` (from an earlier ``return_graph=True`` call), so repeated plans
     of one model, as a ratio search makes, trace it once; scores: that graph's ``score_groups`` for ``criterion``
     (data-driven criteria are then not rerun).
@@ -111,22 +116,34 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     ``prune_structured`` uses) dry-runs it on the meta device and leaves whole any group whose removal breaks it.
     """
     with single_thread():
-        return _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                          min_channels, prune_heads, depth, data, seed, return_graph, graph, scores)
+        plan, graph = _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
+                                 min_channels, prune_heads, depth, data, seed, graph, scores)
+        if depth > 0 or depth_blocks:
+            plan.blocks, block_scores = _pick_blocks(graph, model, depth, depth_blocks, depth_criterion,
+                                                     {"data": data, "example": plan_inputs(example_inputs)})
+            plan.settings.update(depth_blocks=len(plan.blocks), depth_criterion=depth_criterion,
+                                 depth_scores=block_scores)
+    return (plan, graph) if return_graph else plan
+
+
+def plan_inputs(example_inputs: Any) -> Tuple[Any, ...]:
+    """``example_inputs`` as a tuple (one tensor is one input)."""
+    return tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
 
 
 def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: str, scope: str,
                overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Optional[int],
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int,
-               return_graph: bool, graph: Optional[DependencyGraph] = None,
-               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
+               graph: Optional[DependencyGraph] = None,
+               scores: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[Plan, DependencyGraph]:
     _check(ratio, scope, min_channels, depth, round_to)
     ignore = list(ignore)
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    inputs = plan_inputs(example_inputs)
     graph = graph if graph is not None else build_graph(model, inputs, ignore=ignore)
     multiple = round_to
-    if scores is None:
+    if scores is None and (ratio > 0 or overrides):  # depth alone (ratio 0) needs no channel scores
         scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
+    scores = scores or {}
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
     groups = []
     for g in graph.groups:
@@ -139,9 +156,7 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
                     min_channels=min_channels, prune_heads=prune_heads, depth=depth, seed=seed)
     plan = Plan(groups, [list(x.shape) for x in inputs if isinstance(x, torch.Tensor)], ignore=ignore,
                 settings=settings)
-    if depth > 0:
-        plan.blocks = _pick_blocks(graph, model, depth)
-    return (plan, graph) if return_graph else plan
+    return plan, graph
 
 
 def _check(ratio: float, scope: str, min_channels: int, depth: float, round_to: Any) -> None:
@@ -231,14 +246,19 @@ def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int]
     return sorted(remove)
 
 
-def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float) -> List[str]:
-    """Lowest-magnitude identity-residual blocks (mean squared weight) to replace by identity."""
+def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float, depth_blocks: Optional[int],
+                 criterion: str, ctx: Dict[str, Any]) -> Tuple[List[str], Dict[str, float]]:
+    """The lowest-scored identity-residual blocks (``depth_blocks`` of them, else ``depth`` of the candidates) to
+    replace by identity, and every candidate's score."""
     cands = graph.residual_blocks
-    n = int(depth * len(cands) + 0.5)
-    if n <= 0:
-        return []
-    score = {}
-    for name in cands:
-        ps = [p.detach().float() for p in model.get_submodule(name).parameters()]
-        score[name] = float(sum(p.square().sum() for p in ps) / max(1, sum(p.numel() for p in ps)))
-    return sorted(sorted(cands, key=lambda c: score[c])[:n])
+    if depth > 0 and depth_blocks:
+        raise ConfigError(f"give depth={depth} (a fraction of blocks) or depth_blocks={depth_blocks}, not both")
+    if not cands:
+        raise ConfigError("depth pruning found no identity-residual blocks (output = input + f(input)) in this "
+                          "model; prune channels instead (ratio / reduce)")
+    n = depth_blocks if depth_blocks else int(depth * len(cands) + 0.5)
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= len(cands):
+        raise ConfigError(f"depth_blocks={n} is out of range; this model has {len(cands)} removable blocks")
+    score = score_blocks(model, cands, criterion, ctx)
+    order = sorted(cands, key=lambda c: (score[c], c))
+    return sorted(order[:n]), {c: score[c] for c in cands}

@@ -1,11 +1,12 @@
 """The registered allocators: ``ratio`` (one fraction for every layer), ``reduce`` (the ratio that reaches a MACs
-or params target), ``latency`` (per-layer ratios from timed probes) and ``budget`` (the most MACs a sensitivity
-scan allows within an accuracy budget)."""
+or params target), ``depth`` (the fewest whole blocks that reach it), ``latency`` (per-layer ratios from timed
+probes) and ``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
 from .budget import budget_record, budget_search
+from .depth import search_depth
 from .latency import latency_allocation, runtime_timer
 from .reduce import reach, search_ratio
 
@@ -22,6 +23,16 @@ def reduce_target(req: AllocationRequest) -> Allocation:
     found = search_ratio(req.model, req.example, _target(req), criterion=req.criterion, **req.plan_kwargs)
     return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved,
                                             "reduce_target": reach(found.metric, found.target, found.achieved)})
+
+
+@ALLOCATORS.register("depth")
+def depth_target(req: AllocationRequest) -> Allocation:
+    """No channel goes: the fewest residual blocks (lowest by ``options["depth_criterion"]``) that reach
+    ``req.reduce``."""
+    found = search_depth(req.model, req.example, _target(req), req.options.get("depth_criterion", "magnitude"),
+                         **req.plan_kwargs)
+    return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved, "allocation": "depth",
+                                            "depth_trials": found.trials})
 
 
 @ALLOCATORS.register("latency")

@@ -84,6 +84,7 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
         roots = set()
         for t in operands:
             roots |= _roots(t)
+        roots.discard(id(out))  # an in-place add (out += x) is not a residual over its own result
         out.__dict__["_pk_roots"] = roots
 
 
@@ -108,8 +109,8 @@ def unary(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None
     if ids.shape != out.shape:
         ids = ids.expand(out.shape)
     rec.set_ids(out, ids)
-    if out is not x and "_pk_roots" in x.__dict__:
-        out.__dict__["_pk_roots"] = _roots(x)
+    if out is not x and "_pk_roots" in x.__dict__:  # act(x + f(x)) is still a residual over x, not over x + f(x)
+        out.__dict__["_pk_roots"] = set(x.__dict__["_pk_roots"])
 
 
 _REDUCE = ["mean", "sum", "amax", "amin", "std", "var", "norm", "logsumexp", "prod", "all", "any", "max", "min",

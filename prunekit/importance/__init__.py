@@ -11,7 +11,8 @@ Importing the package imports every criterion module, which registers it.
 """
 from __future__ import annotations
 
-from . import activation, attention, attention_gm, bn_scale, fpgm, l1, l2, pfam, random, taylor  # noqa: F401
+from . import activation, attention, attention_gm, blocks, bn_scale, fpgm, l1, l2, pfam, random, taylor  # noqa: F401
+from .blocks import BLOCK_CRITERIA, score_blocks
 from .base import CRITERIA, Criterion, score_groups
 
-__all__ = ["CRITERIA", "score_groups", "Criterion"]
+__all__ = ["BLOCK_CRITERIA", "CRITERIA", "score_blocks", "score_groups", "Criterion"]

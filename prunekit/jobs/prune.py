@@ -87,12 +87,15 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     plan_kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
                                    "round_to": opts.round_to_value()}
     kind = allocation_kind(opts)
+    if opts.wants_depth():  # blocks go beside the channels the allocator picks (and count toward --reduce)
+        plan_kwargs.update(depth=opts.depth, depth_blocks=opts.depth_blocks, depth_criterion=opts.depth_criterion)
     if kind == "budget":
         request = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts))
     else:
-        request = AllocationRequest(model, example, criterion=opts.criterion, ratio=opts.ratio,
+        request = AllocationRequest(model, example, criterion=opts.criterion, ratio=channel_ratio(opts),
                                     reduce=parse_reduce(opts.reduce) if opts.reduce else None, plan_kwargs=plan_kwargs,
-                                    options={"runtime": opts.latency_runtime, "cache": opts.latency_cache})
+                                    options={"runtime": opts.latency_runtime, "cache": opts.latency_cache,
+                                             "depth_criterion": opts.depth_criterion})
     alloc = allocate(kind, request)
     if opts.reduce:
         done["reduce"] = opts.reduce
@@ -100,16 +103,24 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     kwargs = {**plan_kwargs, **alloc.plan_kwargs}
     model, plan = prune_structured(model, example, criterion=opts.criterion, **kwargs)
     done.update(ratio=kwargs["ratio"], plan=json.loads(plan.to_json()))
+    if plan.blocks:
+        done.update(blocks_removed=plan.blocks, depth_criterion=plan.settings.get("depth_criterion"))
     return model, done
 
 
+def channel_ratio(opts: PruneOptions) -> float:
+    """``--ratio``, except 0 when depth pruning is asked and no ratio was typed: ``--depth 0.3`` alone removes
+    blocks, not channels."""
+    return 0.0 if opts.wants_depth() and "ratio" not in opts.model_fields_set else opts.ratio
+
+
 def allocation_kind(opts: PruneOptions) -> str:
-    """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency`` (--allocation latency),
-    ``reduce`` (--reduce) or ``ratio``."""
+    """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency`` / ``depth``
+    (--allocation latency / depth), ``reduce`` (--reduce) or ``ratio``."""
     if opts.max_drop is not None:
         return "budget"
     if opts.reduce:
-        return "latency" if opts.allocation == "latency" else "reduce"
+        return opts.allocation if opts.allocation in ("latency", "depth") else "reduce"
     return "ratio"
 
 
@@ -186,6 +197,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
                                           and opts.allocation == "uniform"):
         raise ConfigError("--max-drop chooses per-layer ratios for --structured one-shot pruning, layer scope; drop "
                           "--reduce / --global / --schedule / --allocation latency (it replaces them)")
+    _check_depth(opts)
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
@@ -228,6 +240,17 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
               "report": {k: str(v) for k, v in paths.items()}}
     write_json(out / "result.json", result)
     return result
+
+
+def _check_depth(opts: PruneOptions) -> None:
+    """Depth pruning is a structured one-shot cut; --allocation depth finds the block count itself."""
+    if opts.allocation == "depth" and not (opts.method == "structured" and opts.reduce and not opts.wants_depth()):
+        raise ConfigError("--allocation depth removes the fewest whole blocks that reach a target: give --structured "
+                          "and --reduce (e.g. --reduce macs=0.3), without --depth / --depth-blocks")
+    if opts.wants_depth() and not (opts.method == "structured" and opts.schedule == "oneshot"
+                                   and opts.criterion != "attention" and opts.max_drop is None):
+        raise ConfigError("--depth / --depth-blocks remove whole residual blocks in --structured one-shot pruning "
+                          "(any channel criterion but attention, no --max-drop or --schedule)")
 
 
 def _kernel_decisions(model: nn.Module, masks: Optional[Any], ds, done: Dict[str, Any]) -> Dict[str, Any]:
