@@ -20,6 +20,7 @@ from .cli.schemas import DataOptions, EvalOptions, PruneOptions, TrainOptions
 from .data.loader import calibration_batches
 from .errors import ConfigError
 from .models import create_model
+from .models.input_size import fit_input_size
 from .runtime import atomic_path, pick_device, seed_everything
 from .storage import checkpoint as ckpt
 from .train import TrainConfig, evaluate, fit
@@ -84,6 +85,7 @@ def train_job(opts: TrainOptions) -> Dict[str, Any]:
     """Train ``opts.model`` from scratch (or from local weights) and evaluate it on the test split."""
     seed_everything(opts.seed)
     device = pick_device(opts.device)
+    opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = load_data(opts, opts.seed)
     model = create_model(opts.model, len(ds.classes), weights=opts.weights)
     cfg = TrainConfig(**{k: getattr(opts, k) for k in TrainConfig.model_fields})
@@ -325,6 +327,8 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
     loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
+    if loaded is None:
+        opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = data_for_checkpoint(opts, loaded, opts.model) if loaded is not None else load_data(opts, opts.seed)
     from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model

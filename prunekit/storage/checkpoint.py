@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import CheckpointError, ModelError
+from ..models.state_load import load_tensors
 from ..runtime import atomic_path
 
 FORMAT = "prunekit-checkpoint"
@@ -163,7 +164,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     weights = {k: v for k, v in tensors.items() if not k.startswith("@")}
     extras = {k: v for k, v in tensors.items() if k.startswith("@")}
     check_fits(model, weights, path)
-    model.load_state_dict(weights, strict=True)
+    load_tensors(model, weights, strict=True)
     masks = {k[len("@mask/"):]: v for k, v in extras.items() if k.startswith("@mask/")}
     if masks:
         model.prunekit_masks = masks  # the fine-tuning loop keeps these zero; see prunekit.sparse
