@@ -131,6 +131,27 @@ def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     return out
 
 
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    """The coverage section's tables (one per library) from result rows."""
+    lines: List[str] = []
+    for lib, c in summary(rows).items():
+        lines += [f"**{lib}: round trip {c['round_trip_ok']}/{c['models']}; Torch-Pruning prune-and-run "
+                  f"{c['torch_pruning_ok']}/{c['models']}**", "",
+                  "| model | round trip | px | params after/before | MACs after/before | Torch-Pruning | reason |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if not r["model"].startswith(lib + "/"):
+                continue
+            tp = r.get("torch_pruning") or {}
+            why = "; ".join(x for x in (r.get("error"), tp.get("error") and f"TP: {tp['error']}") if x)
+            cells = [r["model"].split("/", 1)[1], "ok" if r["ok"] else "FAIL", str(r.get("input_size", "")),
+                     str(r.get("params_ratio", "")), str(r.get("macs_ratio", "")),
+                     "ok" if tp.get("ok") else "FAIL", why.replace("|", "\\|")[:160]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: List[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratio", type=float, default=0.5)
@@ -142,7 +163,11 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--cli-args", default="--test-frac 0.05 --val-frac 0.05",
                     help="extra prune flags (default: a small test split, so 224 px ViTs evaluate quickly)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--markdown", action="store_true", help="print the tables of the stored results and stop")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads((Path(args.out) / "coverage.json").read_text())["rows"]))
+        return
     specs = args.models or ([] if args.only_timm else [f"torchvision/{n}" for n in TORCHVISION])
     if (args.timm or args.only_timm) and not args.models:
         specs += [f"timm/{n}" for n in TIMM]
@@ -164,7 +189,9 @@ def main(argv: List[str] | None = None) -> None:
     counts = summary(rows)
     for lib, c in counts.items():
         print(f"{lib}: round trip {c['round_trip_ok']}/{c['models']}, Torch-Pruning {c['torch_pruning_ok']}/{c['models']}")
-    every = [json.loads(f.read_text()) for f in sorted(rows_dir.glob("*.json"))]
+    order = {s: i for i, s in enumerate([f"torchvision/{n}" for n in TORCHVISION] + [f"timm/{n}" for n in TIMM])}
+    every = sorted((json.loads(f.read_text()) for f in rows_dir.glob("*.json")),
+                   key=lambda r: (order.get(r["model"], len(order)), r["model"]))
     (out / "coverage.json").write_text(json.dumps(
         {"ratio": args.ratio, "cli_args": extra, "command": "python benchmarks/structured_coverage.py --timm",
          "summary": summary(every), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in every), 1),

@@ -14,6 +14,7 @@ from prunekit.errors import ModelError
 from prunekit.models import create_model
 from prunekit.models.input_size import Declared, candidates, choose_input_size
 from prunekit.models.state_load import load_tensors
+from prunekit.storage.checkpoint import load, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from round_trip import cli_round_trip, run_cli  # noqa: E402
@@ -91,6 +92,17 @@ def test_plain_tensors_load_into_a_versioned_module():
     torch.testing.assert_close(dst.lin.weight, src.lin.weight)
 
 
+def test_a_model_whose_constructor_cannot_run_on_meta_saves_and_loads(tmp_path):
+    """torchvision RegNet computes its widths with tensors (``.tolist()``); save's shape check built it on the meta
+    device and failed with "Cannot copy out of meta tensor"."""
+    model = create_model("torchvision/regnet_x_400mf", 3).eval()
+    save(model, tmp_path / "m.safetensors")
+    back = load(tmp_path / "m.safetensors")
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+    assert all(p.device.type == "cpu" for p in back.parameters())
+
+
 @pytest.mark.parametrize("asked, declared, want", [
     (None, Declared(224, 1, True), [224]),          # timm fixed_input_size: the declared size only
     (None, Declared(299, 75, False), [299]),        # torchvision inception_v3: min_size above the data's
@@ -133,9 +145,11 @@ def test_cli_size_the_model_cannot_take_is_one_line_exit_2(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["timm/regnety_002", "timm/repvgg_a0", "timm/rexnet_100", "torchvision/mnasnet1_0"])
+@pytest.mark.parametrize("spec", ["timm/regnety_002", "timm/repvgg_a0", "timm/rexnet_100", "torchvision/mnasnet1_0",
+                                  "torchvision/regnet_x_400mf"])
 def test_issue_models_reload_with_equal_outputs(spec, tmp_path):
-    """The models the issue named (ConvNormAct widths, MNASNet versions), at 32 px to keep CI modest."""
+    """The models the issue named (ConvNormAct widths, MNASNet versions, the meta-device failure), at 32 px to keep
+    CI modest."""
     row = cli_round_trip(spec, tmp_path, extra=["--image-size", "32", "--test-frac", "0.05", "--val-frac", "0.05"])
     assert row.get("error") is None and row["ok"], row
     assert row["input_size"] == 32 and row["max_abs_diff"] <= 1e-5

@@ -51,11 +51,15 @@ def architecture_of(model: nn.Module) -> Dict[str, Any]:
 
 
 def _fresh(arch: Dict[str, Any], meta: bool = False) -> nn.Module:
+    """The architecture as built from code; ``meta=True`` tries the meta device first (shapes only, no init)."""
     from ..models import create_model
 
     if meta:
-        with torch.device("meta"):
-            return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
+        try:
+            with torch.device("meta"):
+                return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
+        except NotImplementedError:  # a constructor that reads tensor values (torchvision RegNet's widths: .tolist())
+            pass  # "Cannot copy out of meta tensor": build it for real
     return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
 
 
