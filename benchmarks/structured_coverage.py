@@ -160,6 +160,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--models", nargs="*", help="lib/name specs, e.g. torchvision/resnet18 timm/vit_tiny_patch16_224")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--rerun", action="store_true", help="redo models that already have a result file")
+    ap.add_argument("--reverse", action="store_true", help="last model first (a second worker on the same list: "
+                                                           "each skips the models the other has written)")
     ap.add_argument("--cli-args", default="--test-frac 0.05 --val-frac 0.05",
                     help="extra prune flags (default: a small test split, so 224 px ViTs evaluate quickly)")
     ap.add_argument("--out", default=str(RESULTS))
@@ -171,6 +173,8 @@ def main(argv: List[str] | None = None) -> None:
     specs = args.models or ([] if args.only_timm else [f"torchvision/{n}" for n in TORCHVISION])
     if (args.timm or args.only_timm) and not args.models:
         specs += [f"timm/{n}" for n in TIMM]
+    if args.reverse:
+        specs = specs[::-1]
     out = Path(args.out)
     rows_dir = out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)

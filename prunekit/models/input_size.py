@@ -9,6 +9,7 @@ line naming the size the model declares.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+
+log = logging.getLogger("prunekit.models")
 
 
 @dataclass(frozen=True)
@@ -95,4 +98,8 @@ def fit_input_size(opts: Any) -> Any:
     asked = opts.image_size if "image_size" in opts.model_fields_set else None
     model = create_model(opts.model, 2)
     size = choose_input_size(model, opts.model, asked, opts.image_size)
-    return opts if size == opts.image_size else opts.model_copy(update={"image_size": size})
+    if size == opts.image_size:
+        return opts
+    log.info("%s does not take %d px inputs; using the %d px it declares (--image-size overrides)", opts.model,
+             opts.image_size, size)
+    return opts.model_copy(update={"image_size": size})
