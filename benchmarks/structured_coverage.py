@@ -77,6 +77,7 @@ def run_one(spec: str, ratio: float, extra: List[str], path: str) -> None:
             row.update(cli_round_trip(spec, Path(tmp), ratio, extra))
         except Exception as e:  # a traceback in the CLI, the load or the comparison: the table records it
             row.update(ok=False, error=f"{row.get('stage', 'cli')}: {_first_line(e)}")
+    Path(path).write_text(json.dumps(row, indent=1))  # the round trip stands even if the peer then hangs
     size = row.get("input_size") or _size_of(spec)
     row["torch_pruning"] = peer_prune(spec, size, ratio) if size else {"ok": False, "error": "no input size"}
     Path(path).write_text(json.dumps(row, indent=1))
@@ -94,6 +95,7 @@ def _size_of(spec: str) -> Optional[int]:
 
 
 def run(spec: str, ratio: float, extra: List[str], timeout: float, path: Path) -> Dict[str, Any]:
+    path.unlink(missing_ok=True)
     ctx = mp.get_context("spawn")
     proc = ctx.Process(target=run_one, args=(spec, ratio, extra, str(path)))
     t0 = time.perf_counter()
@@ -102,7 +104,11 @@ def run(spec: str, ratio: float, extra: List[str], timeout: float, path: Path) -
     if proc.is_alive():
         proc.kill()
         proc.join()
-        row = {"model": spec, "ok": False, "error": f"timeout after {timeout:.0f} s"}
+        limit = f"timeout after {timeout:.0f} s"
+        if path.is_file():  # the round trip finished; Torch-Pruning did not
+            row = dict(json.loads(path.read_text()), torch_pruning={"ok": False, "error": limit})
+        else:
+            row = {"model": spec, "ok": False, "error": limit}
     elif path.is_file():
         row = json.loads(path.read_text())
     else:
