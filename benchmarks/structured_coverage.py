@@ -158,6 +158,20 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def write_summary(out: Path, ratio: float, extra: List[str]) -> Dict[str, Any]:
+    """coverage.json from every row file, in list order; models of the lists without a row are named as not run."""
+    every_spec = [f"torchvision/{n}" for n in TORCHVISION] + [f"timm/{n}" for n in TIMM]
+    order = {s: i for i, s in enumerate(every_spec)}
+    rows = sorted((json.loads(f.read_text()) for f in (out / "rows").glob("*.json")),
+                  key=lambda r: (order.get(r["model"], len(order)), r["model"]))
+    done = {r["model"] for r in rows}
+    doc = {"ratio": ratio, "cli_args": extra, "command": "python benchmarks/structured_coverage.py --timm",
+           "summary": summary(rows), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in rows), 1),
+           "not_run": [s for s in every_spec if s not in done], "rows": rows}
+    (out / "coverage.json").write_text(json.dumps(doc, indent=1))
+    return doc
+
+
 def main(argv: List[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ratio", type=float, default=0.5)
@@ -173,8 +187,8 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--markdown", action="store_true", help="print the tables of the stored results and stop")
     args = ap.parse_args(argv)
-    if args.markdown:
-        print(markdown(json.loads((Path(args.out) / "coverage.json").read_text())["rows"]))
+    if args.markdown:  # from the rows on disk, whatever has run so far
+        print(markdown(write_summary(Path(args.out), args.ratio, args.cli_args.split())["rows"]))
         return
     specs = args.models or ([] if args.only_timm else [f"torchvision/{n}" for n in TORCHVISION])
     if (args.timm or args.only_timm) and not args.models:
@@ -199,13 +213,7 @@ def main(argv: List[str] | None = None) -> None:
     counts = summary(rows)
     for lib, c in counts.items():
         print(f"{lib}: round trip {c['round_trip_ok']}/{c['models']}, Torch-Pruning {c['torch_pruning_ok']}/{c['models']}")
-    order = {s: i for i, s in enumerate([f"torchvision/{n}" for n in TORCHVISION] + [f"timm/{n}" for n in TIMM])}
-    every = sorted((json.loads(f.read_text()) for f in rows_dir.glob("*.json")),
-                   key=lambda r: (order.get(r["model"], len(order)), r["model"]))
-    (out / "coverage.json").write_text(json.dumps(
-        {"ratio": args.ratio, "cli_args": extra, "command": "python benchmarks/structured_coverage.py --timm",
-         "summary": summary(every), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in every), 1),
-         "rows": every}, indent=1))
+    write_summary(out, args.ratio, extra)
     print(f"{time.perf_counter() - t0:.0f} s; wrote {out / 'coverage.json'}")
 
 
