@@ -1,7 +1,16 @@
-"""Coverage of the structured pruning engine: which models prune at 50%, run, and keep their output shape.
+"""Coverage of structured pruning as a user meets it: CLI prune at 50% -> save -> ``prunekit.load`` -> same outputs.
 
-Random init (no weight download). Each model runs in its own subprocess with a time limit, so one hang or
-crash cannot stop the table. Prints the table and writes docs/structured_coverage.json.
+For each model: ``prunekit prune --model M --structured --ratio 0.5 --epochs 0 --finetune-epochs 0`` on the
+embedded data (in-process ``main([...])``; the input size is the one the CLI picks for the architecture), then
+``prunekit.load`` of the saved file, whose outputs must equal the in-memory pruned model's (torch.testing float32
+tolerances: atol 1e-5, rtol 1.3e-6) on a random batch at the recorded input size. A failure is recorded with its
+one-line reason. The same run prunes a fresh copy with Torch-Pruning (the ``bench`` extra; MagnitudePruner, L1,
+default options, layers with the class count as outputs ignored) at the same size and records whether it runs and
+keeps the output shape.
+
+Random init (no weight download). Each model runs in its own subprocess with a time limit, so one hang or crash
+cannot stop the table; each writes one JSON under results/structured_coverage/rows/ and a rerun skips models that
+have one (``--rerun`` redoes them). The summary goes to results/structured_coverage/coverage.json.
 
     nice python benchmarks/structured_coverage.py                 # the 25 torchvision models
     nice python benchmarks/structured_coverage.py --timm          # plus a sample of timm families
@@ -13,12 +22,14 @@ import argparse
 import json
 import multiprocessing as mp
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TORCHVISION = [
     "alexnet", "vgg16", "vgg16_bn", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121",
@@ -46,102 +57,119 @@ TIMM = [
 ]
 
 
-def build(spec: str):
+RESULTS = ROOT / "results" / "structured_coverage"
+
+
+def row_file(rows_dir: Path, spec: str) -> Path:
+    return rows_dir / (spec.replace("/", "__") + ".json")
+
+
+def run_one(spec: str, ratio: float, extra: List[str], path: str) -> None:
+    """The round trip and the peer prune of ``spec``, written to ``path`` (runs in a spawned subprocess)."""
     import torch
 
-    lib, name = spec.split("/", 1)
-    torch.manual_seed(0)
-    if lib == "torchvision":
-        import torchvision
-
-        kwargs = {"init_weights": False} if name in ("googlenet", "inception_v3") else {}
-        model = getattr(torchvision.models, name)(**kwargs)
-        size = 299 if name == "inception_v3" else 224
-    else:
-        import timm
-
-        model = timm.create_model(name, pretrained=False)
-        size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-    return model.eval(), (3, size, size)
-
-
-def macs(model: Any, shape: tuple) -> int:
-    """prunekit.measure.count_macs, falling back to a plain FlopCounterMode pass (with grad enabled) for the
-    few models whose module tracker fails under no_grad (timm pit/cait: "Expected gradient function")."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from prunekit.measure import count_macs
-
-    try:
-        return count_macs(model, shape)[0]
-    except AssertionError:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(torch.randn(1, *shape))
-        return int(counter.get_total_flops()) // 2
-
-
-def run_one(spec: str, ratio: float, queue: Any) -> None:
-    import torch
+    from round_trip import _first_line, cli_round_trip, peer_prune
 
     torch.set_num_threads(1)
-    row: Dict[str, Any] = {"model": spec, "ok": False}
+    row: Dict[str, Any] = {"model": spec}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            row.update(cli_round_trip(spec, Path(tmp), ratio, extra))
+        except Exception as e:  # a traceback in the CLI, the load or the comparison: the table records it
+            row.update(ok=False, error=f"{row.get('stage', 'cli')}: {_first_line(e)}")
+    Path(path).write_text(json.dumps(row, indent=1))  # the round trip stands even if the peer then hangs
+    size = row.get("input_size") or _size_of(spec)
+    row["torch_pruning"] = peer_prune(spec, size, ratio) if size else {"ok": False, "error": "no input size"}
+    Path(path).write_text(json.dumps(row, indent=1))
+
+
+def _size_of(spec: str) -> Optional[int]:
+    """The size the CLI would use, for the peer when the CLI run itself failed."""
     try:
-        from prunekit.apply.oneshot import prune_structured
-        from prunekit.measure import count_params
+        from prunekit.models import create_model
+        from prunekit.models.input_size import choose_input_size
 
-        model, shape = build(spec)
-        x = torch.randn(1, *shape)
-        with torch.no_grad():
-            want = model(x).shape
-        row["params_before"] = count_params(model)
-        row["macs_before"] = macs(model, shape)
-        t0 = time.perf_counter()
-        model, plan = prune_structured(model, x, ratio=ratio)
-        row["prune_s"] = round(time.perf_counter() - t0, 2)
-        with torch.no_grad():
-            got = model(x).shape
-        row["params_after"] = count_params(model)
-        row["macs_after"] = macs(model, shape)
-        row["macs_ratio"] = round(row["macs_after"] / row["macs_before"], 3)
-        row["params_ratio"] = round(row["params_after"] / row["params_before"], 3)
-        row["groups_pruned"] = len(plan.groups)
-        row["groups_skipped"] = len(plan.skipped)
-        row["ok"] = got == want and row["params_after"] < row["params_before"]
-        if got != want:
-            row["error"] = f"output shape {tuple(got)} != {tuple(want)}"
-        elif not row["ok"]:
-            row["error"] = "nothing was pruned"
-    except Exception as e:  # the table records any failure
-        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-    queue.put(row)
+        return choose_input_size(create_model(spec, 2), spec, None, 64)
+    except Exception:
+        return None
 
 
-def run(spec: str, ratio: float, timeout: float) -> Dict[str, Any]:
+def run(spec: str, ratio: float, extra: List[str], timeout: float, path: Path) -> Dict[str, Any]:
+    path.unlink(missing_ok=True)
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=run_one, args=(spec, ratio, queue))
+    proc = ctx.Process(target=run_one, args=(spec, ratio, extra, str(path)))
+    t0 = time.perf_counter()
     proc.start()
     proc.join(timeout)
     if proc.is_alive():
         proc.kill()
         proc.join()
-        return {"model": spec, "ok": False, "error": f"timeout after {timeout:.0f} s"}
-    try:
-        return queue.get(timeout=5)
-    except Exception:
-        return {"model": spec, "ok": False, "error": f"crashed (exit code {proc.exitcode})"}
+        limit = f"timeout after {timeout:.0f} s"
+        if path.is_file():  # the round trip finished; Torch-Pruning did not
+            row = dict(json.loads(path.read_text()), torch_pruning={"ok": False, "error": limit})
+        else:
+            row = {"model": spec, "ok": False, "error": limit}
+    elif path.is_file():
+        row = json.loads(path.read_text())
+    else:
+        row = {"model": spec, "ok": False, "error": f"crashed (exit code {proc.exitcode})"}
+    row["wall_s"] = round(time.perf_counter() - t0, 1)
+    path.write_text(json.dumps(row, indent=1))
+    return row
 
 
 def fmt(row: Dict[str, Any]) -> str:
-    if "params_after" in row:
-        p = f"{row['params_before'] / 1e6:7.2f}M -> {row['params_after'] / 1e6:7.2f}M"
-        m = f"{row['macs_ratio']:.3f}"
-        t = f"{row['prune_s']:6.2f}"
-    else:
-        p, m, t = f"{'':>21}", "  -  ", f"{'-':>6}"
-    return f"{row['model']:<42} {'ok' if row['ok'] else 'FAIL':<4} {p} {m:>6} {t}  {row.get('error', '')}"
+    tp = row.get("torch_pruning") or {}
+    mark = "ok" if row["ok"] else "FAIL"
+    peer = "-" if not tp else ("ok" if tp.get("ok") else "FAIL")
+    params = f"{row['params_ratio']:.3f}" if row.get("params_ratio") is not None else "  -  "
+    size = row.get("input_size", "-")
+    return f"{row['model']:<42} {mark:<4} {size!s:>4} {params:>6} {peer:<4}  {row.get('error', '')}"
+
+
+def summary(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for lib in ("torchvision", "timm"):
+        sub = [r for r in rows if r["model"].startswith(lib + "/")]
+        if sub:
+            out[lib] = {"models": len(sub), "round_trip_ok": sum(r["ok"] for r in sub),
+                        "torch_pruning_ok": sum(bool((r.get("torch_pruning") or {}).get("ok")) for r in sub)}
+    return out
+
+
+def markdown(rows: List[Dict[str, Any]]) -> str:
+    """The coverage section's tables (one per library) from result rows."""
+    lines: List[str] = []
+    for lib, c in summary(rows).items():
+        lines += [f"**{lib}: round trip {c['round_trip_ok']}/{c['models']}; Torch-Pruning prune-and-run "
+                  f"{c['torch_pruning_ok']}/{c['models']}**", "",
+                  "| model | round trip | px | params after/before | MACs after/before | Torch-Pruning | reason |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if not r["model"].startswith(lib + "/"):
+                continue
+            tp = r.get("torch_pruning") or {}
+            why = "; ".join(x for x in (r.get("error"), tp.get("error") and f"TP: {tp['error']}") if x)
+            cells = [r["model"].split("/", 1)[1], "ok" if r["ok"] else "FAIL", str(r.get("input_size", "")),
+                     str(r.get("params_ratio", "")), str(r.get("macs_ratio", "")),
+                     "ok" if tp.get("ok") else "FAIL", why.replace("|", "\\|")[:160]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(out: Path, ratio: float, extra: List[str]) -> Dict[str, Any]:
+    """coverage.json from every row file, in list order; models of the lists without a row are named as not run."""
+    every_spec = [f"torchvision/{n}" for n in TORCHVISION] + [f"timm/{n}" for n in TIMM]
+    order = {s: i for i, s in enumerate(every_spec)}
+    rows = sorted((json.loads(f.read_text()) for f in (out / "rows").glob("*.json")),
+                  key=lambda r: (order.get(r["model"], len(order)), r["model"]))
+    done = {r["model"] for r in rows}
+    doc = {"ratio": ratio, "cli_args": extra, "command": "python benchmarks/structured_coverage.py --timm",
+           "summary": summary(rows), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in rows), 1),
+           "not_run": [s for s in every_spec if s not in done], "rows": rows}
+    (out / "coverage.json").write_text(json.dumps(doc, indent=1))
+    return doc
 
 
 def main(argv: List[str] | None = None) -> None:
@@ -150,28 +178,43 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--timm", action="store_true", help="also run the timm family sample")
     ap.add_argument("--only-timm", action="store_true")
     ap.add_argument("--models", nargs="*", help="lib/name specs, e.g. torchvision/resnet18 timm/vit_tiny_patch16_224")
-    ap.add_argument("--timeout", type=float, default=150.0)
-    ap.add_argument("--out", default=str(ROOT / "docs" / "structured_coverage.json"))
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--rerun", action="store_true", help="redo models that already have a result file")
+    ap.add_argument("--reverse", action="store_true", help="last model first (a second worker on the same list: "
+                                                           "each skips the models the other has written)")
+    ap.add_argument("--cli-args", default="--test-frac 0.05 --val-frac 0.05",
+                    help="extra prune flags (default: a small test split, so 224 px ViTs evaluate quickly)")
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--markdown", action="store_true", help="print the tables of the stored results and stop")
     args = ap.parse_args(argv)
+    if args.markdown:  # from the rows on disk, whatever has run so far
+        print(markdown(write_summary(Path(args.out), args.ratio, args.cli_args.split())["rows"]))
+        return
     specs = args.models or ([] if args.only_timm else [f"torchvision/{n}" for n in TORCHVISION])
     if (args.timm or args.only_timm) and not args.models:
         specs += [f"timm/{n}" for n in TIMM]
-    print(f"{'model':<42} {'':<4} {'params before -> after':>21} {'MACs':>6} {'time s':>6}")
+    if args.reverse:
+        specs = specs[::-1]
+    out = Path(args.out)
+    rows_dir = out / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    extra = args.cli_args.split()
+    print(f"{'model':<42} {'':<4} {'px':>4} {'params':>6} {'TP':<4}  reason")
+    t0 = time.perf_counter()
     rows = []
     for spec in specs:
-        row = run(spec, args.ratio, args.timeout)
+        path = row_file(rows_dir, spec)
+        if path.is_file() and not args.rerun:
+            row = json.loads(path.read_text())
+        else:
+            row = run(spec, args.ratio, extra, args.timeout, path)
         rows.append(row)
         print(fmt(row), flush=True)
-    for lib in ("torchvision", "timm"):
-        sub = [r for r in rows if r["model"].startswith(lib + "/")]
-        if sub:
-            print(f"{lib}: {sum(r['ok'] for r in sub)}/{len(sub)} ok")
-    out = Path(args.out)
-    old = json.loads(out.read_text()) if out.is_file() else {}
-    merged = {r["model"]: r for r in old.get("rows", [])}
-    merged.update({r["model"]: r for r in rows})
-    out.write_text(json.dumps({"ratio": args.ratio, "rows": list(merged.values())}, indent=1))
-    print(f"wrote {out}")
+    counts = summary(rows)
+    for lib, c in counts.items():
+        print(f"{lib}: round trip {c['round_trip_ok']}/{c['models']}, Torch-Pruning {c['torch_pruning_ok']}/{c['models']}")
+    write_summary(out, args.ratio, extra)
+    print(f"{time.perf_counter() - t0:.0f} s; wrote {out / 'coverage.json'}")
 
 
 if __name__ == "__main__":

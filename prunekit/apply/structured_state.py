@@ -32,10 +32,18 @@ def structure_of(obj: Any) -> Dict[str, Any]:
     for name, mod in obj.named_modules():
         if name and isinstance(mod, nn.Identity):
             identity.append(name)
-        vals = {a: _plain(getattr(mod, a)) for a in SHAPE_ATTRS if isinstance(getattr(mod, a, None), (int, tuple, list))}
+        vals = {a: _plain(getattr(mod, a)) for a in SHAPE_ATTRS
+                if isinstance(getattr(mod, a, None), (int, tuple, list)) and not _read_only(mod, a)}
         if vals:
             attrs[name] = vals
     return {"format": STRUCTURE_FORMAT, "params": params, "buffers": buffers, "attrs": attrs, "identity": identity}
+
+
+def _read_only(mod: nn.Module, attr: str) -> bool:
+    """True for a width that a class computes from its layers (timm ``ConvNormAct.in_channels`` reads
+    ``self.conv.in_channels``): it follows once those layers are restored, and it cannot be assigned."""
+    prop = getattr(type(mod), attr, None)
+    return isinstance(prop, property) and prop.fset is None
 
 
 def _plain(v: Any) -> Any:
@@ -82,6 +90,8 @@ def restore_structure(model: nn.Module, structure: Dict[str, Any]) -> nn.Module:
         if mod is None:
             continue
         for attr, value in vals.items():
+            if _read_only(mod, attr):  # older files recorded these too; the restored layers give them
+                continue
             current = getattr(mod, attr, None)
             setattr(mod, attr, tuple(value) if isinstance(current, tuple) else value)
     return model

@@ -20,6 +20,7 @@ from ..device import pick_device, seed_everything
 from ..errors import ConfigError
 from ..measure import measure_models
 from ..models import create_model
+from ..models.input_size import fit_input_size
 from ..report import flatten_measurement, write_report
 from ..schedules.base import check_criterion
 from ..schedules.config import ScheduleConfig
@@ -203,6 +204,10 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
     loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
+    if loaded is None:
+        opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
+    if loaded is None:
+        opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = data_for_checkpoint(opts, loaded, opts.model) if loaded is not None else load_data(opts, opts.seed)
     from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model

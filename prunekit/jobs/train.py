@@ -9,6 +9,7 @@ from ..config import TrainOptions
 from ..data import data_section
 from ..device import pick_device, seed_everything
 from ..models import create_model
+from ..models.input_size import fit_input_size
 from ..storage import checkpoint as ckpt
 from ..train import TrainConfig, evaluate, fit
 from .common import brief, load_data, write_json
@@ -18,6 +19,7 @@ def train_job(opts: TrainOptions) -> Dict[str, Any]:
     """Train ``opts.model`` from scratch (or from local weights) and evaluate it on the test split."""
     seed_everything(opts.seed)
     device = pick_device(opts.device)
+    opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = load_data(opts, opts.seed)
     model = create_model(opts.model, len(ds.classes), weights=opts.weights)
     cfg = TrainConfig(**{k: getattr(opts, k) for k in TrainConfig.model_fields})

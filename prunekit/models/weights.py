@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .state_load import load_tensors
 
 
 def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
@@ -64,5 +65,5 @@ def load_weights(model: nn.Module, path: str | Path, strict_head: bool = False) 
             loadable[name] = t
     if not loadable:
         raise ModelError(f"no tensor in {path} matches the model's parameter names; is it another architecture?")
-    model.load_state_dict(loadable, strict=False)
+    load_tensors(model, loadable, strict=False)
     return skipped

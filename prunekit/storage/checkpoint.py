@@ -30,7 +30,8 @@ from ..models import create_model
 from ..sparse.kernels import apply_decisions
 from .codec import is_compressed, read_compressed, write_compressed  # compressed sparse files: own magic bytes
 from .schema import check_arch
-from .validate import check_against_tensors
+from .validate import check_against_tensors, shapes_model
+from ..models.state_load import load_tensors
 
 FORMAT = "prunekit-checkpoint"
 VERSION = 1
@@ -60,9 +61,9 @@ def architecture_of(model: nn.Module) -> Dict[str, Any]:
 
 
 def _fresh(arch: Dict[str, Any], meta: bool = False) -> nn.Module:
+    """The architecture as built from code; ``meta=True``: for its shapes only (``validate.shapes_model``)."""
     if meta:
-        with torch.device("meta"):
-            return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
+        return shapes_model(arch, trusted=True)  # the model being saved: its own kwargs
     return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
 
 
@@ -176,7 +177,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         restore_structure(model, desc["structure"])
     weights = {k: v for k, v in tensors.items() if not k.startswith("@")}
     extras = {k: v for k, v in tensors.items() if k.startswith("@")}
-    model.load_state_dict(weights, strict=True)
+    load_tensors(model, weights, strict=True)
     masks = {k[len("@mask/"):]: v for k, v in extras.items() if k.startswith("@mask/")}
     if masks:
         model.prunekit_masks = masks  # the fine-tuning loop keeps these zero; see prunekit.sparse

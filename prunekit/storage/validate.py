@@ -26,14 +26,27 @@ from .schema import check_description
 MAX_ORIGINAL_ELEMENTS = 1 << 28
 
 
+def shapes_model(arch: Dict[str, Any], trusted: bool = False) -> nn.Module:
+    """The architecture built for its shapes only: on the meta device (no memory, no init). A constructor that
+    reads tensor values (torchvision RegNet computes its widths with ``.tolist()``) cannot run there and is built
+    for real, from an untrusted file only with no recorded kwargs (its size is then the code's own)."""
+    try:
+        with torch.device("meta"):
+            return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
+    except NotImplementedError:  # "Cannot copy out of meta tensor"
+        if arch.get("kwargs") and not trusted:
+            raise
+    return create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
+
+
 def meta_model(desc: Dict[str, Any], where: str) -> Tuple[nn.Module, int]:
     """The described model (with its pruned structure) on the meta device, and its element count before pruning;
     any failure is the file's fault."""
     arch = desc["arch"]
     try:
-        with torch.device("meta"):
-            model = create_model(arch["name"], arch["num_classes"], **arch.get("kwargs", {}))
-            original = sum(t.numel() for t in model.state_dict().values())
+        model = shapes_model(arch)
+        original = sum(t.numel() for t in model.state_dict().values())
+        with torch.device("meta"):  # the pruned shapes: recorded, not yet checked, so never allocated
             if desc.get("structure"):
                 restore_structure(model, desc["structure"])
     except PrunekitError as e:
