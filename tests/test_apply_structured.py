@@ -11,7 +11,8 @@ import torchvision as tv
 from torch import nn
 
 from prunekit.apply.oneshot import prune_structured
-from prunekit.apply.structured import apply_plan, channel_masks, restore_structure, structure_of, zero_channels
+from prunekit.apply.structured import apply_plan, channel_masks, zero_channels
+from prunekit.apply.structured_state import restore_structure, structure_of
 from prunekit.graph import build_graph
 from prunekit.plan import Plan, make_plan
 from tests.test_graph import TinyNet, TinyViT

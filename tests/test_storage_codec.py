@@ -1,8 +1,6 @@
 """Compressed sparse checkpoint: bit-exact lossless round trip, stated error for lossy formats, clean errors."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -11,11 +9,17 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prunekit.errors import CheckpointError, ConfigError
-from prunekit.sparse import magnitude_prune
-from prunekit.sparse import positions
+from prunekit.sparse import magnitude_prune, positions
 from prunekit.sparse import quantize as q
-from prunekit.storage.codec import (decode_positions, encode_positions, entropy_bound_bytes, is_compressed,
-                                   read_compressed, size_report, write_compressed)
+from prunekit.storage.codec import (
+    decode_positions,
+    encode_positions,
+    entropy_bound_bytes,
+    is_compressed,
+    read_compressed,
+    write_compressed,
+)
+from prunekit.storage.size import size_report
 
 
 def small_model(seed: int = 0) -> nn.Module:

@@ -19,9 +19,8 @@ from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph, single_thread
 from ..plan import Plan
 from .structured_fix import fix_attributes, snapshot
-from .structured_state import carry_optimizer_state, restore_structure, structure_of
 
-__all__ = ["apply_plan", "structure_of", "restore_structure", "zero_channels",
+__all__ = ["apply_plan", "zero_channels",
            "channel_masks", "slices_for", "prune_optimizer_state"]
 
 # (dim, keep indices) or ("grouped", dim, [keep indices per block])
@@ -202,3 +201,23 @@ def zero_channels(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph]
                 elif bool(drop.any()):
                     t.index_fill_(m.dim, drop.nonzero().squeeze(1).to(t.device), 0.0)
     return model
+
+
+def carry_optimizer_state(optimizer: torch.optim.Optimizer, swapped: Dict[int, nn.Parameter],
+                          ops: Dict[int, list]) -> None:
+    """Point ``optimizer`` at the new parameters and slice its per-parameter state the same way."""
+    for group in optimizer.param_groups:
+        new_params = []
+        for p in group["params"]:
+            q = swapped.get(id(p))
+            if q is None:
+                new_params.append(p)
+                continue
+            state = optimizer.state.pop(p, None)
+            if state:
+                optimizer.state[q] = {
+                    k: slice_tensor(v, ops[id(p)]) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
+                    for k, v in state.items()
+                }
+            new_params.append(q)
+        group["params"] = new_params

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..plan import Plan
+from .structured import apply_plan
 from .structured_fix import SHAPE_ATTRS
 
 STRUCTURE_FORMAT = "prunekit.structure/1"
@@ -19,8 +21,6 @@ STRUCTURE_FORMAT = "prunekit.structure/1"
 
 def structure_of(obj: Any) -> Dict[str, Any]:
     """Pruned shapes of a model (parameters, buffers, shape attributes, identity-replaced blocks), or a plan."""
-    from ..plan import Plan
-
     if isinstance(obj, Plan):
         return {"format": STRUCTURE_FORMAT, "plan": obj.to_dict()}
     if not isinstance(obj, nn.Module):
@@ -59,9 +59,6 @@ def restore_structure(model: nn.Module, structure: Dict[str, Any]) -> nn.Module:
         raise ModelError(f"not a prunekit structure (format={structure.get('format')!r}); "
                          f"expected {STRUCTURE_FORMAT!r} from structure_of()")
     if "plan" in structure:
-        from ..plan import Plan
-        from .structured import apply_plan
-
         return apply_plan(model, Plan.from_dict(structure["plan"]))
     for name in structure.get("identity", []):
         try:
@@ -95,25 +92,3 @@ def restore_structure(model: nn.Module, structure: Dict[str, Any]) -> nn.Module:
             current = getattr(mod, attr, None)
             setattr(mod, attr, tuple(value) if isinstance(current, tuple) else value)
     return model
-
-
-def carry_optimizer_state(optimizer: torch.optim.Optimizer, swapped: Dict[int, nn.Parameter],
-                          ops: Dict[int, list]) -> None:
-    """Point ``optimizer`` at the new parameters and slice its per-parameter state the same way."""
-    from .structured import slice_tensor
-
-    for group in optimizer.param_groups:
-        new_params = []
-        for p in group["params"]:
-            q = swapped.get(id(p))
-            if q is None:
-                new_params.append(p)
-                continue
-            state = optimizer.state.pop(p, None)
-            if state:
-                optimizer.state[q] = {
-                    k: slice_tensor(v, ops[id(p)]) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
-                    for k, v in state.items()
-                }
-            new_params.append(q)
-        group["params"] = new_params

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from ..config import SizeOptions
-from ..storage.codec import size_report
+from ..storage.size import size_report
 
 
 def size_job(opts: SizeOptions) -> Dict[str, Any]:

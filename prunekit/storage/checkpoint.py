@@ -23,15 +23,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..apply.structured import restore_structure, structure_of
+from ..apply.structured_state import restore_structure, structure_of
 from ..errors import CheckpointError, ModelError
 from ..files import atomic_path
 from ..models import create_model
+from ..models.state_load import load_tensors
 from ..sparse.kernels import apply_decisions
 from .codec import is_compressed, read_compressed, write_compressed  # compressed sparse files: own magic bytes
 from .schema import check_arch
 from .validate import check_against_tensors, shapes_model
-from ..models.state_load import load_tensors
 
 FORMAT = "prunekit-checkpoint"
 VERSION = 1

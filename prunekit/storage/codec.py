@@ -330,39 +330,7 @@ def entropy_bound_bytes(tensors: Dict[str, torch.Tensor]) -> Tuple[int, int, int
     return math.ceil(bits / 8), nnz_total, numel_total
 
 
-def size_report(source: Any, values: str = "fp32", level: int = 19) -> SizeReport:
-    """Sizes for ``prunekit size``: ``source`` is a checkpoint path (either format), a model or a state dict.
-
-    A compressed file reports its own size; anything else is compressed (to a temporary file) to measure.
-    Dense size and bound count the model's tensors only (not ``@``-prefixed training state or masks).
-    """
-    import tempfile
-
-    compressed = None
-    if isinstance(source, (str, Path)):
-        if is_compressed(source):
-            tensors, desc = read_compressed(source)
-            compressed, values = Path(source).stat().st_size, _values_of(source, values)
-        else:
-            from .checkpoint import read  # checkpoint.py imports this module: read on use
-
-            tensors, _ = read(source)
-    elif isinstance(source, torch.nn.Module):
-        tensors = {k: v.detach().cpu() for k, v in source.state_dict().items()}
-    elif isinstance(source, dict):
-        tensors = source
-    else:
-        raise ConfigError(f"size_report needs a checkpoint path, a model or a state dict, not {type(source).__name__}")
-    if compressed is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            compressed = write_compressed(Path(tmp) / "probe.pks", tensors, {}, values=values, level=level)["bytes"]
-    model_tensors = {k: v for k, v in tensors.items() if not k.startswith("@")}  # not training state / masks
-    bound, nnz, numel = entropy_bound_bytes(model_tensors)
-    dense = sum(t.numel() * t.element_size() for t in model_tensors.values())
-    return SizeReport(dense, compressed, bound, nnz, numel, values)
-
-
-def _values_of(path: str | Path, default: str) -> str:
+def recorded_values(path: str | Path, default: str) -> str:
     """The value format recorded in a compressed file's header (already validated by read_compressed)."""
     raw = _raw_stream(Path(path).read_bytes())
     header_len = _CRC.unpack_from(raw, 0)[0]
