@@ -12,6 +12,7 @@ from ..config import CompareOptions
 from ..device import pick_device
 from ..errors import ConfigError
 from ..models import check_model_name
+from ..models.input_size import fit_input_size
 from ..storage import checkpoint as ckpt
 from .common import data_for_checkpoint, load_data
 
@@ -31,6 +32,8 @@ def compare_job(opts: CompareOptions) -> Dict[str, Any]:
         settings.update(image_size=int(data.images.shape[-1]), base_epochs=0, base_seed=None)
     else:
         check_model_name(opts.model)  # before the data and any base training
+        opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own)
+        settings["image_size"] = opts.image_size
         data = load_data(opts, opts.seed)
     opts = SimpleNamespace(**settings)
     total = len(cells_of(opts))
