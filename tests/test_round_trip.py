@@ -153,3 +153,15 @@ def test_issue_models_reload_with_equal_outputs(spec, tmp_path):
     row = cli_round_trip(spec, tmp_path, extra=["--image-size", "32", "--test-frac", "0.05", "--val-frac", "0.05"])
     assert row.get("error") is None and row["ok"], row
     assert row["input_size"] == 32 and row["max_abs_diff"] <= 1e-5
+
+
+def test_choosing_the_input_size_leaves_the_seeded_stream_alone():
+    """The probe model is built inside a forked RNG, so a seeded run builds the same weights as before it existed."""
+    from prunekit.config import PruneOptions
+    from prunekit.models.input_size import fit_input_size
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    fit_input_size(PruneOptions(model="vgg_tiny", image_size=32))
+    assert torch.equal(torch.rand(3), expected)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from . import create_model
 
 log = logging.getLogger("prunekit.models")
 
@@ -93,11 +94,10 @@ def choose_input_size(model: nn.Module, name: str, asked: Optional[int], default
 def fit_input_size(opts: Any) -> Any:
     """``opts`` (with ``model`` a name and ``image_size``) at the size the model is used at: ``--image-size`` when
     typed (probed), else the architecture's (:func:`choose_input_size`). Builds one throwaway model to probe."""
-    from . import create_model
-
     asked = opts.image_size if "image_size" in opts.model_fields_set else None
-    model = create_model(opts.model, 2)
-    size = choose_input_size(model, opts.model, asked, opts.image_size)
+    with torch.random.fork_rng(devices=[]):  # the probe must not shift the seeded stream the real model is built from
+        model = create_model(opts.model, 2)
+        size = choose_input_size(model, opts.model, asked, opts.image_size)
     if size == opts.image_size:
         return opts
     log.info("%s does not take %d px inputs; using the %d px it declares (--image-size overrides)", opts.model,
