@@ -26,6 +26,7 @@ def train(r: Dict[str, Any]) -> str:
 
 
 def compare(r: Dict[str, Any]) -> str:
+    """``prunekit compare``'s table (mean ± sd over seeds per criterion and target) and where the report went."""
     keep = ("criterion", "target", "seeds", "test acc %", "val acc %", "before ft %", "params", "MACs (M)",
             "MACs red. %", "latency b1 ms")
     lines = [markdown_table([{k: row[k] for k in keep} for row in r["table"]]) if r["table"] else "no results yet",
@@ -37,6 +38,7 @@ def compare(r: Dict[str, Any]) -> str:
 
 
 def evaluation(r: Dict[str, Any]) -> str:
+    """``prunekit eval``'s accuracy, per class, and the confusion matrix."""
     lines = [f"{r['split']} accuracy: {_pct(r['accuracy'])} on {r['samples']} images", "per-class accuracy:"]
     for name, acc in r["per_class"].items():
         lines.append(f"  {name:<24} {_pct(acc)}")
@@ -44,11 +46,13 @@ def evaluation(r: Dict[str, Any]) -> str:
 
 
 def prune(r: Dict[str, Any]) -> str:
+    """The before/after table of a prune (or the demo), with the checkpoint and report paths."""
     table = format_table(compare_rows(r["before"], r["after"]))
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
 
 
 def export(r: Dict[str, Any]) -> str:
+    """Where the ONNX file went and how far onnxruntime's outputs are from PyTorch's."""
     return (f"{r['path']} ({human(r['bytes'], 'bytes')}, ONNX opset {r['opset']}, {r['exporter']} exporter)\n"
             f"verified with onnxruntime: largest output difference from PyTorch {r['max_abs_diff']:.2g}")
 

@@ -47,6 +47,7 @@ def check_model_name(name: str) -> None:
 
 
 def list_models() -> list[str]:
+    """Built-in model names (torchvision/<arch> and timm/<arch> are accepted besides)."""
     return MODELS.names()
 
 

@@ -108,6 +108,7 @@ def resnet_small(num_classes: int = 21, **kw) -> nn.Module:
 
 @MODELS.register("resnet_tiny")
 def resnet_tiny(num_classes: int = 21, **kw) -> nn.Module:
+    """A two-stage ResNetSmall for tests and quick checks: residual blocks in seconds on a CPU."""
     kw.setdefault("widths", (16, 32, 64, 128))
     kw.setdefault("blocks", (1, 1, 1, 1))
     return ResNetSmall(num_classes=num_classes, **kw)

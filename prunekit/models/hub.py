@@ -9,6 +9,7 @@ from ..errors import ModelError
 
 
 def torchvision_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
+    """A torchvision architecture, randomly initialized (nothing is downloaded); unknown names are one line."""
     import torchvision
 
     names = set(torchvision.models.list_models(module=torchvision.models))
@@ -26,6 +27,7 @@ def torchvision_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
 
 
 def timm_model(arch: str, num_classes: int, **kwargs) -> nn.Module:
+    """A timm architecture, randomly initialized (``pretrained=False``: nothing is downloaded)."""
     import timm
 
     if not timm.list_models(arch):

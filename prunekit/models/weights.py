@@ -16,6 +16,7 @@ from .state_load import load_tensors
 
 
 def read_state_dict(path: str | Path) -> Dict[str, torch.Tensor]:
+    """Tensors of a local weights file: safetensors, or a .pth read by torch's weights-only loader (no code runs)."""
     p = Path(path)
     if not p.is_file():
         state = "is a folder" if p.is_dir() else "does not exist"
