@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
-from .budget import budget_record, budget_search
+from .budget import BudgetChoice, budget_record, budget_search
 from .depth import search_depth
 from .latency import latency_allocation, runtime_timer
 from .reduce import reach, search_ratio
@@ -56,15 +56,22 @@ def accuracy_budget(req: AllocationRequest) -> Allocation:
     ``options["sensitivity"]`` scored by ``options["score"]`` (plus ``recalibrate`` / ``finetune`` when given);
     ``options["split"]`` and ``options["epochs"]`` are recorded (and named when nothing fits)."""
     o = req.options
-    choice = budget_search(req.model, req.example, o["sensitivity"], o["score"], max_drop=o["max_drop"] / 100.0,
-                           recalibrate=o.get("recalibrate"), criterion=req.criterion, finetune=o.get("finetune"),
-                           **req.plan_kwargs)
+    choice = budget_choice(req)
     if not choice.overrides:
         raise ConfigError(f"no layer can lose channels within --max-drop {o['max_drop']} (accuracy points on the "
                           f"{o.get('split', 'val')} split after {o.get('epochs', 0)} recovery epochs); allow a "
                           "larger drop or more --budget-epochs")
     return Allocation(choice.plan_kwargs(),
                       {"budget": budget_record(choice, o["max_drop"], o.get("split", "val"), o.get("epochs", 0))})
+
+
+def budget_choice(req: AllocationRequest) -> BudgetChoice:
+    """The budget search on ``req`` (options as :func:`accuracy_budget` reads them), empty when nothing fits:
+    ``prunekit sensitivity`` reports that, the ``budget`` allocator refuses it."""
+    o = req.options
+    return budget_search(req.model, req.example, o["sensitivity"], o["score"], max_drop=o["max_drop"] / 100.0,
+                         recalibrate=o.get("recalibrate"), criterion=req.criterion, finetune=o.get("finetune"),
+                         **req.plan_kwargs)
 
 
 def _target(req: AllocationRequest):

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
-from ..allocate import AllocationRequest, Sensitivity, budget_search, layer_sensitivity
+from ..allocate import AllocationRequest, Sensitivity, layer_sensitivity
+from ..allocate.allocators import budget_choice
 from ..allocate.budget import budget_record
 from ..config import PruneOptions, SensitivityOptions
 from ..device import pick_device, seed_everything
@@ -48,6 +49,12 @@ def budget_request(opts: PruneOptions, model: nn.Module, ds: Any, example: Any, 
                    train_cfg: TrainConfig) -> AllocationRequest:
     """The ``budget`` allocator's request for ``prune --max-drop``: the scan and its score."""
     sens, score, recal = scan(opts, model, ds, example, opts.criterion, plan_kwargs)
+    return _budget_request(opts, model, ds, example, plan_kwargs, sens, score, recal, train_cfg)
+
+
+def _budget_request(opts: Any, model: nn.Module, ds: Any, example: Any, plan_kwargs: Dict[str, Any],
+                    sens: Sensitivity, score: Callable, recal: Optional[Callable],
+                    train_cfg: TrainConfig) -> AllocationRequest:
     return AllocationRequest(model, example, criterion=opts.criterion, plan_kwargs=plan_kwargs,
                              options=_budget_options(opts, model, ds, sens, score, recal, train_cfg))
 
@@ -127,9 +134,8 @@ def sensitivity_job(opts: SensitivityOptions) -> Dict[str, Any]:
                               "split": opts.sensitivity_split, "sensitivity": dataclasses.asdict(sens),
                               "table": sens.table(scale=100.0)}
     if opts.max_drop is not None:  # here an empty choice is a finding to report, not an error
-        o = _budget_options(opts, model, ds, sens, score, recal, TrainConfig(seed=opts.seed))
-        choice = budget_search(model, example, sens, score, max_drop=opts.max_drop / 100.0, recalibrate=recal,
-                               criterion=opts.criterion, finetune=o["finetune"], **plan_kwargs)
+        choice = budget_choice(_budget_request(opts, model, ds, example, plan_kwargs, sens, score, recal,
+                                               TrainConfig(seed=opts.seed)))
         result["budget"] = budget_record(choice, opts.max_drop, opts.sensitivity_split, opts.budget_epochs)
     write_json(out / "sensitivity.json", result)
     return result
