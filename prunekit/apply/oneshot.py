@@ -1,7 +1,8 @@
 """The one one-shot structured path: decide (``make_plan``), check (the meta-device dry run), remove.
 
-The CLI's prune job, the criteria comparison, the schedules, the searches and the front door all come here, so a
-plan is checked the same way whoever asks for it.
+The CLI's prune job, the criteria comparison, attention, the searches and the front door all come here, so a plan
+is checked the same way whoever asks for it; the schedules, which plan each round against the original widths
+(``schedules/channels.py``), run the same ``verify_plan`` on their plans.
 
     model, plan = prune_structured(model, x, ratio=0.5, criterion="l2")
     plan, graph = checked_plan(model, x, ratio=0.5)          # decide + check, apply later (apply_plan)

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..apply.verify import verify_plan
 from ..data import make_loader
 from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph
@@ -98,6 +99,7 @@ def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criteri
     plan = Plan(groups, [list(example.shape)], ignore=list(ignore),
                 settings={"ratio": ratio, "criterion": criterion, "scope": scope, "overrides": dict(overrides or {}),
                           **(settings or {})})
+    verify_plan(model, plan, graph, (example,))  # the same dry run as every one-shot plan
     return plan, graph
 
 
