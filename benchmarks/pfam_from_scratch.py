@@ -22,8 +22,11 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, List
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -59,13 +62,16 @@ def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict
     if path.is_file():
         return json.loads(path.read_text())
     print(f"running {key}", flush=True)
+    t0 = time.perf_counter()
     res = prune_job(cell_options(method, target, seed, a, REPO / "runs" / "pfam" / key))
+    wall = time.perf_counter() - t0  # of this process: a cell resumed after a kill counts only its last part
     row = {"key": key, "model": a.model, "method": method, "target": None if method == "unpruned" else target,
            "seed": seed, "epochs": a.epochs, "test_accuracy": res["after"]["accuracy"],
            "params": res["after"]["params"], "macs": res["after"]["macs"],
            "params_reduction": 1 - res["after"]["params"] / res["before"]["params"],
            "macs_reduction": 1 - res["after"]["macs"] / res["before"]["macs"],
-           "device": pick_device(a.device).type}
+           "device": pick_device(a.device).type, "wall_s": round(wall, 1),
+           "threads": torch.get_num_threads()}
     write_json(path, row)
     return row
 

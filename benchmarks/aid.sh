@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The paper's own benchmark (issue 21): the three questions on AID with the settings chosen on UC Merced, unchanged.
+# Every step is resumable (one result file per cell; a rerun skips what finished), so stop and rerun at will.
+#
+#   DEVICE=cpu bash benchmarks/aid.sh pfam            # 1. PFAM / SFP / soft FPGM / unpruned from scratch, params -40%
+#   DEVICE=cuda bash benchmarks/aid.sh compare        # 2. criteria at 2x and 3x MACs (prunekit compare)
+#   DEVICE=cuda bash benchmarks/aid.sh budget         # 3. accuracy budget (--max-drop 1, 3) vs uniform at equal MACs
+#   bash benchmarks/aid.sh report                     # tables (docs/aid/, docs/pfam/, docs/criteria/) from the cells
+#
+# SEEDS (default "0 1 2") and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at 128 px:
+# AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px: 2x2).
+# Results land in results/pfam/aid_$DEVICE, results/criteria/aid_$DEVICE, runs/aid_budget_$DEVICE.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data/aid_sub100}
+DEVICE=${DEVICE:-cpu}
+SEEDS=${SEEDS:-0 1 2}
+PY=${PY:-.venv/bin/python}
+PK=${PK:-.venv/bin/prunekit}
+[ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
+[ -d "$DATA" ] || { echo "aid.sh: no AID folder at $DATA (set DATA=<folder of class folders>)" >&2; exit 2; }
+PFAM=(unpruned pfam_energy fpgm_soft sfp_l2 pfam)   # the cosine form (pfam) last: it collapsed on UC Merced
+
+pfam() {
+  for seed in $SEEDS; do
+    "$PY" benchmarks/pfam_from_scratch.py --data "$DATA" --model vgg_small --image-size 64 --epochs 30 \
+      --seeds "$seed" --targets params=0.4 --methods "${PFAM[@]}" --results "results/pfam/aid_$DEVICE" \
+      --name "pfam_aid_$DEVICE" --device "$DEVICE"
+    "$PY" benchmarks/pfam_from_scratch.py --data "$DATA" --model torchvision/resnet18 --image-size 128 --epochs 30 \
+      --seeds "$seed" --targets params=0.4 --methods "${PFAM[@]}" --results "results/pfam/aid_$DEVICE" \
+      --name "pfam_aid_$DEVICE" --device "$DEVICE"
+  done
+}
+
+compare() {
+  for model in vgg_small torchvision/resnet18; do
+    size=64; [ "$model" = vgg_small ] || size=128
+    # shellcheck disable=SC2086
+    "$PK" compare --data "$DATA" --model "$model" --image-size "$size" --reduce macs=2x macs=3x --seeds $SEEDS \
+      --device "$DEVICE" --no-progress --out "results/criteria/aid_$DEVICE" --name "criteria_aid_${model##*/}"
+  done
+}
+
+budget() {
+  out="runs/aid_budget_$DEVICE"
+  for seed in $SEEDS; do
+    base="$out/base-s$seed"
+    [ -f "$base/model.safetensors" ] || "$PK" train --model vgg_small --data "$DATA" --image-size 64 --epochs 30 \
+      --seed "$seed" --device "$DEVICE" --no-progress --out "$base"
+    [ -f "$out/sens-s$seed/sensitivity.json" ] || "$PK" sensitivity "$base/model.safetensors" --data "$DATA" \
+      --criterion l2 --device "$DEVICE" --no-progress --out "$out/sens-s$seed"
+    for drop in 1 3; do
+      BASE="$base/model.safetensors" DATA="$DATA" SCAN="$out/sens-s$seed/sensitivity.json" OUT="$out" SEED="$seed" \
+        MAX_DROP="$drop" PK="$PK" bash benchmarks/budget_vs_uniform.sh
+    done
+  done
+}
+
+report() {
+  for dev in cpu cuda; do
+    [ -d "results/pfam/aid_$dev" ] || continue
+    "$PY" benchmarks/pfam_from_scratch.py --report-only --results "results/pfam/aid_$dev" --name "pfam_aid_$dev"
+    "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --name "pfam_vgg_small_$dev"
+  done
+}
+
+case "${1:-}" in
+  pfam|compare|budget|report) "$1" ;;
+  *) echo "usage: DEVICE=cpu|cuda bash benchmarks/aid.sh pfam|compare|budget|report" >&2; exit 2 ;;
+esac
