@@ -7,14 +7,16 @@
 #   DEVICE=cuda bash benchmarks/aid.sh budget         # 3. accuracy budget (--max-drop 1, 3) vs uniform at equal MACs
 #   bash benchmarks/aid.sh report                     # tables (docs/aid/, docs/pfam/, docs/criteria/) from the cells
 #
-# SEEDS (default "0 1 2") and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at 128 px:
-# AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px: 2x2).
+# SEEDS (default "0 1 2") and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at R18_SIZE
+# px, default 128: AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px:
+# 2x2). On 2 CPU cores a 128 px cell takes about 4x a 64 px one, so the CPU runs use R18_SIZE=64, UC Merced's setting.
 # Results land in results/pfam/aid_$DEVICE, results/criteria/aid_$DEVICE, runs/aid_budget_$DEVICE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/aid_sub100}
 DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-0 1 2}
+R18_SIZE=${R18_SIZE:-128}
 PY=${PY:-.venv/bin/python}
 PK=${PK:-.venv/bin/prunekit}
 [ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
@@ -26,7 +28,7 @@ pfam() {
     "$PY" benchmarks/pfam_from_scratch.py --data "$DATA" --model vgg_small --image-size 64 --epochs 30 \
       --seeds "$seed" --targets params=0.4 --methods "${PFAM[@]}" --results "results/pfam/aid_$DEVICE" \
       --name "pfam_aid_$DEVICE" --device "$DEVICE"
-    "$PY" benchmarks/pfam_from_scratch.py --data "$DATA" --model torchvision/resnet18 --image-size 128 --epochs 30 \
+    "$PY" benchmarks/pfam_from_scratch.py --data "$DATA" --model torchvision/resnet18 --image-size "$R18_SIZE" --epochs 30 \
       --seeds "$seed" --targets params=0.4 --methods "${PFAM[@]}" --results "results/pfam/aid_$DEVICE" \
       --name "pfam_aid_$DEVICE" --device "$DEVICE"
   done
@@ -34,7 +36,7 @@ pfam() {
 
 compare() {
   for model in vgg_small torchvision/resnet18; do
-    size=64; [ "$model" = vgg_small ] || size=128
+    size=64; [ "$model" = vgg_small ] || size=$R18_SIZE
     # shellcheck disable=SC2086
     "$PK" compare --data "$DATA" --model "$model" --image-size "$size" --reduce macs=2x macs=3x --seeds $SEEDS \
       --device "$DEVICE" --no-progress --out "results/criteria/aid_$DEVICE" --name "criteria_aid_${model##*/}"

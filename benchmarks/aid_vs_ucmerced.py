@@ -52,6 +52,12 @@ def paired(accs: Dict[int, float], ref: Dict[int, float]) -> str:
     return f"{statistics.mean(diffs):+.2f} (t {t:.1f}, {len(diffs)} seeds)"
 
 
+def shown(folder: Path) -> str:
+    """A folder as the reader would type it: relative to the repository when inside it."""
+    folder = folder.resolve()
+    return str(folder.relative_to(REPO)) if folder.is_relative_to(REPO) else str(folder)
+
+
 def ranks(data: Dict[str, Dict[int, float]]) -> Dict[str, int]:
     order = sorted(data, key=lambda m: -statistics.mean(data[m].values()))
     return {m: i + 1 for i, m in enumerate(order)}
@@ -83,8 +89,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--name", default="pfam_vgg_small_cpu")
     a = p.parse_args(argv)
     aid, ucm = (cells(d, a.model, a.target, a.epochs) for d in (a.aid, a.ucmerced))
+    ucm = {m: accs for m, accs in ucm.items() if m in aid}  # ranks among the methods run on both
     text = (f"# {a.model}, {a.target}, {a.epochs} epochs from scratch: AID against UC Merced\n\n"
-            f"AID cells: `{a.aid.relative_to(REPO)}`; UC Merced cells: `{a.ucmerced.relative_to(REPO)}`. "
+            f"AID cells: `{shown(a.aid)}`; UC Merced cells: `{shown(a.ucmerced)}`. "
             "Test accuracy mean ± sd (seeds); differences paired by seed.\n\n" + table(aid, ucm) + "\n")
     out = REPO / "docs" / "aid" / f"{a.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,15 @@ def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict
     return row
 
 
+def wall(rows: List[Dict[str, Any]]) -> str:
+    """Mean minutes per run and the intra-op threads, over the cells that recorded them (older cells did not)."""
+    timed = [r for r in rows if r.get("wall_s")]
+    if not timed:
+        return "-"
+    threads = sorted({str(r.get("threads", "?")) for r in timed})
+    return f"{statistics.mean(r['wall_s'] for r in timed) / 60:.1f} ({'/'.join(threads)})"
+
+
 def table(rows: List[Dict[str, Any]]) -> str:
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in rows:
@@ -89,7 +98,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
                     "test acc %": f"{100 * statistics.mean(accs):.2f}",
                     "spread (sd)": f"{100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "-",
                     "params -%": f"{100 * statistics.mean(r['params_reduction'] for r in rs):.1f}",
-                    "MACs -%": f"{100 * statistics.mean(r['macs_reduction'] for r in rs):.1f}"})
+                    "MACs -%": f"{100 * statistics.mean(r['macs_reduction'] for r in rs):.1f}",
+                    "wall min/run (threads)": wall(rs)})
     return markdown_table(out, list(out[0])) if out else "(no results yet)"
 
 
