@@ -206,8 +206,6 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
     if loaded is None:
         opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
-    if loaded is None:
-        opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = data_for_checkpoint(opts, loaded, opts.model) if loaded is not None else load_data(opts, opts.seed)
     from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model
