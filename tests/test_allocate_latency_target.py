@@ -1,6 +1,6 @@
 """--reduce latency=2x: blocks, channels or both, whichever reaches a measured latency target keeping the most MACs.
 
-Latency is injected (a fake proportional to conv weights plus a per-block overhead), so every test is deterministic.
+Latency is injected (a fake proportional to conv MACs plus a per-block overhead), so every test is deterministic.
 """
 import copy
 import json
@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import prunekit
 from prunekit.allocate import AllocationRequest, allocate, latency_target, parse_reduce
 from prunekit.apply.oneshot import prune_structured
 from prunekit.cli.main import main
@@ -132,3 +133,12 @@ def test_cli_latency_target_end_to_end(tiny_folder, tmp_path, capsys, monkeypatc
     assert done["allocation"] == "latency_target" and rec["runtime"] == "fake" and rec["candidates"]
     assert rec["reached"] >= 1 / 3 - rec["tol"] and done["latency_arm"].startswith(rec["arm"])
     assert len(done.get("blocks_removed", [])) == rec["blocks"]
+
+
+def test_api_prune_takes_a_latency_target(monkeypatch):
+    from prunekit.allocate import allocators
+
+    monkeypatch.setattr(allocators, "runtime_timer", lambda inputs, runtime: (WIDTH_CHEAP, "fake"))
+    model = _resnet()
+    small = prunekit.prune(model, torch.randn(2, *SHAPE), reduce="latency=1.5x")
+    assert 1 - WIDTH_CHEAP(small) / WIDTH_CHEAP(model) >= 1 / 3 - 0.01
