@@ -8,8 +8,8 @@ from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
 from .budget import BudgetChoice, budget_record, budget_search
 from .depth import search_depth
-from .latency import latency_allocation, runtime_timer
-from .latency_target import latency_target
+from .latency import latency_allocation, runtime_label, runtime_timer
+from .latency_target import latency_target, paired_timer
 from .reduce import reach, search_ratio
 
 
@@ -55,15 +55,18 @@ def latency_measured(req: AllocationRequest) -> Allocation:
 @ALLOCATORS.register("latency_target")
 def measured_latency_target(req: AllocationRequest) -> Allocation:
     """Whole blocks, a uniform channel ratio or both, whichever removes ``req.reduce["latency"]`` of the batch-1
-    latency measured in ``options["runtime"]`` (or by ``options["latency_fn"]``) while keeping the most MACs."""
+    latency measured in ``options["runtime"]`` (dense and candidate round-robin; or by ``options["latency_fn"]``)
+    while keeping the most MACs."""
     if not req.reduce or set(req.reduce) != {"latency"}:
         raise ConfigError("the latency_target allocation reaches a measured latency target: give e.g. "
                           "--reduce latency=2x")
     x1 = req.example[:1]
     latency_fn, runtime = req.options.get("latency_fn"), "given latency_fn"
+    pair_fn = None
     if latency_fn is None:
-        latency_fn, runtime = runtime_timer((x1,), req.options.get("runtime", "eager"))
-    found = latency_target(req.model, x1, req.reduce["latency"], latency_fn=latency_fn,
+        runtime = req.options.get("runtime", "eager")
+        pair_fn, runtime = paired_timer((x1,), runtime), runtime_label(runtime)
+    found = latency_target(req.model, x1, req.reduce["latency"], latency_fn=latency_fn, pair_fn=pair_fn,
                            depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
     record = {**found.record(), "runtime": runtime}
     return Allocation(found.plan_kwargs(), {

@@ -3,8 +3,8 @@
     found = latency_target(model, x[:1], 0.5)          # remove half of the batch-1 latency measured here
     model, plan = prune_structured(model, x, **found.plan_kwargs())
 
-Candidates, each pruned on a copy and timed right after the dense model (so a slow drift of the machine's speed
-cancels, as ``latency.py``'s probes do):
+Candidates, each pruned on a copy and timed round-robin with the dense model (``measure_latency_together``: a
+change of the machine's speed hits both alike, which matters on a shared CPU):
 
 * depth: the first n whole residual blocks (lowest-scored first by ``depth_criterion``) whose removal reaches it;
 * width: one uniform channel ratio, searched by measured latency (widths on ``round_to`` when given);
@@ -14,24 +14,56 @@ Of the candidates that reach the target, the one removing the fewest MACs is kep
 at equal latency, the model that keeps more capacity is expected to keep more accuracy, and to recover more of it
 when fine-tuned. Which arm that is depends on the device: a removed block also saves its per-layer overheads
 (kernel launches, memory passes of normalizations and activations), narrower layers save less time than MACs on
-small matrices. Every candidate is kept in ``candidates`` so a report can show why.
+small matrices. The chosen one is timed once more against the dense model; if that misses the target (one lucky
+timing), the next best is confirmed instead. Every candidate is kept in ``candidates`` so a report can show why.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
 from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
 from ..graph import build_graph
-from ..measure import count_macs, count_params
+from ..export import OrtModule
+from ..measure import count_macs, count_params, measure_latency_together
 from ..plan import plan_inputs
-from .latency import LatencyFn, timed_latency
+from .latency import LatencyFn
 from .reduce import _bracketed, _shrink
 
-WHY = "the fewest MACs removed among the candidates that reach the target (tie: fewest parameters removed)"
+PairFn = Callable[[nn.Module, nn.Module], Tuple[float, float]]  # (dense, candidate) -> their latencies (ms)
+WHY = ("the fewest MACs removed among the candidates that reach the target (tie: fewest parameters removed), "
+       "confirmed by a second timing")
+CONFIRMS = 3  # candidates re-timed at most before giving up on confirmation
+
+
+def paired_timer(inputs: Tuple[Any, ...], runtime: str = "eager", repeats: int = 7) -> PairFn:
+    """Dense and candidate timed round-robin at the first input's batch size, in eager PyTorch or in ONNX Runtime
+    (``"ort"``: each exported once; the dense export is kept for every later pair)."""
+    x = inputs[0]
+    shape, batch = tuple(x.shape[1:]), int(x.shape[0])
+    if runtime not in ("eager", "ort"):
+        raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
+    exported: Dict[int, nn.Module] = {}
+
+    def deployed(model: nn.Module, keep: bool) -> nn.Module:
+        if runtime == "eager":
+            return model
+        if keep and id(model) in exported:
+            return exported[id(model)]
+        ort = OrtModule(model, shape)
+        if keep:
+            exported[id(model)] = ort
+        return ort
+
+    def fn(dense: nn.Module, twin: nn.Module) -> Tuple[float, float]:
+        (a, _), (b, _) = measure_latency_together([deployed(dense, True), deployed(twin, False)], shape, (batch,),
+                                                  warmup=2, repeats=repeats, device=x.device)
+        return a[batch], b[batch]
+
+    return fn
 
 
 @dataclass
@@ -46,6 +78,7 @@ class Candidate:
     params: int
     ms: float
     dense_ms: float
+    confirm: Optional[float] = None  # the reduction a second timing gave (only the candidates re-timed)
 
     @property
     def reduction(self) -> float:
@@ -91,10 +124,12 @@ class LatencyTarget:
 
 def latency_target(model: nn.Module, example_inputs: Any, target: float, latency_fn: Optional[LatencyFn] = None,
                    depth_criterion: str = "magnitude", tol: float = 0.01, mixes: int = 3, max_ratio: float = 0.9,
-                   width_trials: int = 6, **plan_kwargs: Any) -> LatencyTarget:
+                   width_trials: int = 6, pair_fn: Optional[PairFn] = None, **plan_kwargs: Any) -> LatencyTarget:
     """The candidate (blocks, channel ratio) removing ``target`` of the measured latency that keeps the most MACs.
 
-    ``latency_fn(model) -> ms`` times one model (default: eager, at the example's batch size); ``plan_kwargs`` are
+    ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer`, eager, at the example's
+    batch size); or ``latency_fn(model) -> ms`` times one model at a time (a fake one makes tests deterministic).
+    ``plan_kwargs`` are
     ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block criteria).
     ``mixes``: how many block counts below the depth arm's also get a channel ratio (0 = width alone among them).
     A candidate reaches the target when it removes at least ``target - tol``. Raises ConfigError when none does.
@@ -103,20 +138,24 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
         raise ConfigError(f"latency target {target} must be a fraction in (0, 1), e.g. latency=2x or latency=0.5")
     inputs = plan_inputs(example_inputs)
     shape = tuple(inputs[0].shape[1:])
-    latency_fn = latency_fn or timed_latency(inputs)
+    if pair_fn is None:
+        pair_fn = paired_timer(inputs) if latency_fn is None else lambda a, b: (latency_fn(a), latency_fn(b))
     kwargs = {k: v for k, v in plan_kwargs.items()
               if k not in ("ratio", "depth", "depth_blocks", "depth_criterion", "scope", "criterion")}
     graph = build_graph(model, inputs, ignore=list(kwargs.get("ignore", ())))
     candidates: List[Candidate] = []
     seen: Dict[tuple, float] = {}  # (blocks, MACs, params) -> reduction: a ratio that rounds to widths already timed
 
-    def timed(arm: str, blocks: int, ratio: float) -> float:
-        twin = pruned_copy(model, inputs, graph, ratio=ratio, depth_blocks=blocks, depth_criterion=depth_criterion,
+    def build(blocks: int, ratio: float) -> nn.Module:
+        return pruned_copy(model, inputs, graph, ratio=ratio, depth_blocks=blocks, depth_criterion=depth_criterion,
                            **kwargs)
+
+    def timed(arm: str, blocks: int, ratio: float) -> float:
+        twin = build(blocks, ratio)
         size = (blocks, count_macs(twin, shape)[0], count_params(twin))
         if size not in seen:
-            dense_ms = latency_fn(model)  # right before the candidate: a drift of the machine's speed cancels
-            candidates.append(Candidate(arm, blocks, round(ratio, 4), size[1], size[2], latency_fn(twin), dense_ms))
+            dense_ms, ms = pair_fn(model, twin)
+            candidates.append(Candidate(arm, blocks, round(ratio, 4), size[1], size[2], ms, dense_ms))
             seen[size] = candidates[-1].reduction
         return seen[size]
 
@@ -130,17 +169,34 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
     for n in _mix_counts(n_top, mixes):
         _fill_width(timed, "width" if n == 0 else "mix", n, depth_red.get(n, 0.0), target, tol, max_ratio,
                     width_trials)
-    reached = [c for c in candidates if c.reduction >= target - tol]
-    if not reached:
+    reached = sorted((c for c in candidates if c.reduction >= target - tol),
+                     key=lambda c: (-c.macs, -c.params, c.blocks))  # most MACs kept first
+    chosen = _confirmed(reached, build, model, pair_fn, target - tol)
+    if chosen is None and reached:
+        raise ConfigError(f"no candidate removing {target:.0%} of the measured latency held when timed again "
+                          f"(re-timed: {', '.join(f'{c.confirm:.1%}' for c in reached[:CONFIRMS])}): the timings are "
+                          "noisy here; time on a quiet machine (no other jobs) or ask for less")
+    if chosen is None:
         best = max(candidates, key=lambda c: c.reduction)
         raise ConfigError(f"cannot remove {target:.0%} of the measured latency ({1 / (1 - target):.2f}x faster): the "
                           f"best candidate ({best.blocks} blocks, channel ratio {best.ratio}) removes "
                           f"{best.reduction:.1%} ({best.dense_ms / best.ms:.2f}x); ask for less, e.g. --reduce "
                           f"latency={max(1.05, 0.95 * best.dense_ms / best.ms):.2f}x")
-    chosen = min(reached, key=lambda c: (-c.macs, -c.params, c.blocks))
     notes = [] if n_all else ["no removable (identity-residual) block: width alone"]
     return LatencyTarget(target, chosen, candidates, depth_criterion, tol, count_macs(model, shape)[0],
                          count_params(model), n_all, notes)
+
+
+def _confirmed(ranked: List[Candidate], build: Callable[[int, float], nn.Module], model: nn.Module,
+               pair_fn: PairFn, floor: float) -> Optional[Candidate]:
+    """The first of ``ranked`` whose second timing also removes at least ``floor`` of the latency (its ``confirm``
+    is set either way); None when none of the first ``CONFIRMS`` does."""
+    for cand in ranked[:CONFIRMS]:
+        dense_ms, ms = pair_fn(model, build(cand.blocks, cand.ratio))
+        cand.confirm = round(1.0 - ms / dense_ms, 4)
+        if cand.confirm >= floor:
+            return cand
+    return None
 
 
 def _mix_counts(n_top: int, mixes: int) -> List[int]:
