@@ -62,8 +62,9 @@ def bench(name: str, target: str, round_to: int, repeats: int) -> Dict[str, Any]
 
 def table(rows: List[Dict[str, Any]]) -> str:
     """The markdown table docs/structured.md shows: one line per model and target."""
-    lines = ["| model | target | chosen arm | blocks removed | channel ratio | GMACs dense -> pruned | Mparams dense -> "
-             "pruned | eager ms dense -> pruned (gain) | candidates timed |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | target | chosen arm | blocks removed | channel ratio | GMACs dense -> pruned | Mparams "
+             "dense -> pruned | eager ms dense -> pruned (gain) | candidates timed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['target']} | {r['arm']} | {len(r['blocks_removed'])}/{r['blocks_available']} | "

@@ -55,6 +55,11 @@ def fake_latency(block_cost: float, per_block: float):
     return fn
 
 
+def _pair(fn):
+    """A fake ``paired_timer``: (dense, candidate) -> their fake latencies."""
+    return lambda dense, twin: (fn(dense), fn(twin))
+
+
 DEPTH_CHEAP = fake_latency(1.0, 400.0)
 WIDTH_CHEAP = fake_latency(0.2, 0.0)
 
@@ -78,8 +83,8 @@ def test_chooses_the_arm_that_keeps_the_most_macs_and_records_every_candidate(fn
     rows = found.record()["candidates"]
     assert len(rows) == len(found.candidates)
     assert set(rows[0]) >= {"arm", "blocks", "ratio", "macs", "params", "ms", "dense_ms", "reduction"}
-    pruned, plan = prune_structured(copy.deepcopy(model), torch.randn(2, *SHAPE), **found.plan_kwargs())  # the plan reaches it
-    assert 1 - fn(pruned) / fn(model) >= 0.4 - found.tol
+    pruned, plan = prune_structured(copy.deepcopy(model), torch.randn(2, *SHAPE), **found.plan_kwargs())
+    assert 1 - fn(pruned) / fn(model) >= 0.4 - found.tol  # the chosen plan reaches the target
     assert len(plan.blocks) == found.chosen.blocks
 
 
@@ -125,7 +130,7 @@ def test_cli_refuses_latency_targets_where_nothing_times_them(extra, needle, tmp
 def test_cli_latency_target_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
     from prunekit.allocate import allocators
 
-    monkeypatch.setattr(allocators, "paired_timer", lambda inputs, runtime: lambda a, b: (DEPTH_CHEAP(a), DEPTH_CHEAP(b)))
+    monkeypatch.setattr(allocators, "paired_timer", lambda inputs, runtime: _pair(DEPTH_CHEAP))
     code, out, err = _prune(tiny_folder, tmp_path, capsys, "--structured", "--reduce", "latency=1.5x")
     assert code == 0, err
     done = json.loads(out)["pruning"]
@@ -138,7 +143,7 @@ def test_cli_latency_target_end_to_end(tiny_folder, tmp_path, capsys, monkeypatc
 def test_api_prune_takes_a_latency_target(monkeypatch):
     from prunekit.allocate import allocators
 
-    monkeypatch.setattr(allocators, "paired_timer", lambda inputs, runtime: lambda a, b: (WIDTH_CHEAP(a), WIDTH_CHEAP(b)))
+    monkeypatch.setattr(allocators, "paired_timer", lambda inputs, runtime: _pair(WIDTH_CHEAP))
     model = _resnet()
     small = prunekit.prune(model, torch.randn(2, *SHAPE), reduce="latency=1.5x")
     assert 1 - WIDTH_CHEAP(small) / WIDTH_CHEAP(model) >= 1 / 3 - 0.01

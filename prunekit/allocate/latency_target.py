@@ -14,8 +14,8 @@ Of the candidates that reach the target, the one removing the fewest MACs is kep
 at equal latency, the model that keeps more capacity is expected to keep more accuracy, and to recover more of it
 when fine-tuned. Which arm that is depends on the device: a removed block also saves its per-layer overheads
 (kernel launches, memory passes of normalizations and activations), narrower layers save less time than MACs on
-small matrices. The chosen one is timed once more against the dense model; if that misses the target (one lucky
-timing), the next best is confirmed instead. Every candidate is kept in ``candidates`` so a report can show why.
+small matrices. The chosen one is timed once more against the dense model; if that misses the target (the
+candidates a search stops at are those whose timing came out lucky), the next best is confirmed instead. Every candidate is kept in ``candidates`` so a report can show why.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .reduce import _bracketed, _shrink
 PairFn = Callable[[nn.Module, nn.Module], Tuple[float, float]]  # (dense, candidate) -> their latencies (ms)
 WHY = ("the fewest MACs removed among the candidates that reach the target (tie: fewest parameters removed), "
        "confirmed by a second timing")
-CONFIRMS = 3  # candidates re-timed at most before giving up on confirmation
+CONFIRMS = 8  # candidates re-timed at most: the first timings that pass are the luckiest (a winner's curse)
 
 
 def paired_timer(inputs: Tuple[Any, ...], runtime: str = "eager", repeats: int = 7) -> PairFn:
