@@ -76,7 +76,8 @@ def _finetune_config(opts: PruneOptions) -> TrainConfig:
 
 
 def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Allocate (one registered allocator: ratio, reduce, latency, depth or budget), then remove by criterion."""
+    """Allocate (one registered allocator: ratio, reduce, latency, latency_target, depth or budget), then remove by
+    criterion."""
     device = next(model.parameters()).device
     example = ds.images[:2].float().to(device)
     scope = "uniform" if opts.scope == "layer" else "global"
