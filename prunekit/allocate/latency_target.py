@@ -116,7 +116,8 @@ class LatencyTarget:
         """What a result JSON keeps: target, chosen arm, why, and every candidate."""
         c = self.chosen
         return {"requested": round(self.target, 6), "requested_factor": round(1 / (1 - self.target), 3),
-                "reached": round(c.reduction, 4), "reached_factor": round(c.dense_ms / c.ms, 3), "tol": self.tol,
+                "reached": round(c.reduction, 4), "reached_factor": round(c.dense_ms / c.ms, 3),
+                "reached_again": c.confirm, "tol": self.tol,
                 "arm": c.arm, "blocks": c.blocks, "ratio": c.ratio, "blocks_available": self.blocks_available,
                 "depth_criterion": self.depth_criterion, "dense_ms": round(c.dense_ms, 3), "ms": round(c.ms, 3),
                 "macs_removed": round(1 - c.macs / self.dense_macs, 4),
@@ -131,8 +132,8 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
 
     ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer`, eager, at the example's
     batch size); or ``latency_fn(model) -> ms`` times one model at a time (a fake one makes tests deterministic).
-    ``plan_kwargs`` are
-    ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block criteria).
+    ``plan_kwargs`` are ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block
+    criteria).
     ``mixes``: how many block counts below the depth arm's also get a channel ratio (0 = width alone among them).
     A candidate reaches the target when it removes at least ``target - tol``. Raises ConfigError when none does.
     """
