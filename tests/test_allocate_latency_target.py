@@ -15,6 +15,7 @@ from prunekit.apply.oneshot import prune_structured
 from prunekit.cli.main import main
 from prunekit.errors import ConfigError
 from prunekit.models import create_model
+from prunekit.schedules.iterative import Iterative
 
 SHAPE = (3, 16, 16)
 
@@ -108,12 +109,23 @@ def test_unreachable_target_is_one_line_with_the_best_reached():
     assert "\n" not in str(err.value)
 
 
-def _prune(folder, tmp_path, capsys, *extra):
-    code = main(["prune", "--model", "resnet_tiny", "--data", str(folder), "--image-size", "16", "--epochs", "1",
-                 "--finetune-epochs", "0", "--no-progress", "--no-latency", "--json", "--out", str(tmp_path / "o"),
-                 *extra])
+def test_compare_and_schedules_refuse_latency_targets_with_the_fix(tmp_path, capsys):
+    code, _, err = _run(["compare", "--reduce", "latency=2x", "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "prunekit prune --structured --reduce latency=2x" in err
+    with pytest.raises(ConfigError, match="only by structured one-shot pruning"):
+        Iterative(method="structured", reduce="latency=2x")
+
+
+def _run(argv, capsys):
+    code = main(argv)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _prune(folder, tmp_path, capsys, *extra):
+    return _run(["prune", "--model", "resnet_tiny", "--data", str(folder), "--image-size", "16", "--epochs", "1",
+                 "--finetune-epochs", "0", "--no-progress", "--no-latency", "--json", "--out", str(tmp_path / "o"),
+                 *extra], capsys)
 
 
 @pytest.mark.parametrize("extra, needle", [
