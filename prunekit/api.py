@@ -37,7 +37,9 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
         criterion: which channels go: ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``; ``taylor``,
             ``mean_activation``, ``apoz`` and the ``pfam`` forms also need ``data`` (batches of ``(x, y)``).
         ratio: fraction of channels removed per layer (uniform scope) or overall (global); default 0.5.
-        reduce: a target instead of a ratio: ``"macs=2x"``, ``"params=0.4"``, or ``{"macs": 0.5}``.
+        reduce: a target instead of a ratio: ``"macs=2x"``, ``"params=0.4"``, or ``{"macs": 0.5}``; or
+            ``"latency=2x"``: whole blocks, channels or both, whichever halves the batch-1 latency measured here
+            while keeping the most MACs (``allocation`` is then unused).
         allocation: ``"uniform"`` (one ratio reaching ``reduce``) or ``"latency"`` (per-layer ratios from timed
             probes on this machine).
         round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
@@ -60,11 +62,12 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     if criterion.startswith("attention"):
         raise ConfigError(f"criterion={criterion!r} trains attention modules first: use "
                           "prunekit.attention.attention_prune(model, dataset, x, ...) or the CLI's --criterion attention")
-    target = parse_reduce(reduce) if isinstance(reduce, str) else reduce
+    target = parse_reduce(reduce, measured=True) if isinstance(reduce, str) else reduce
     work = model if inplace else copy.deepcopy(model)
     plan_kwargs = {"scope": scope, "data": data, "round_to": resolve_round_to(round_to), "ignore": list(ignore),
                    **plan_options}
-    kind = "ratio" if target is None else ("latency" if allocation == "latency" else "reduce")
+    kind = "ratio" if target is None else "latency_target" if "latency" in target else (
+        "latency" if allocation == "latency" else "reduce")
     request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
                                 reduce=target, plan_kwargs=plan_kwargs)
     alloc = allocate(kind, request)

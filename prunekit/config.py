@@ -189,8 +189,9 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce), "
                                "or depth (the fewest whole residual blocks that reach --reduce, no channel removed)")
     latency_runtime: Literal["eager", "ort"] = Field(
-        "eager", description="--allocation latency: time the probes in eager PyTorch or in ONNX Runtime (the "
-                             "runtime the model will be deployed in; ort: pair with --round-to auto-ort)")
+        "eager", description="--allocation latency and --reduce latency=...: time the probes and candidates in "
+                             "eager PyTorch or in ONNX Runtime (the runtime the model will be deployed in; ort: "
+                             "pair with --round-to auto-ort)")
     latency_cache: Optional[str] = Field(
         "auto", description="--allocation latency: folder keeping the timings per device and architecture, so the "
                             "same architecture is timed once (auto: $PRUNEKIT_CACHE/latency or "

@@ -1,13 +1,15 @@
 """The registered allocators: ``ratio`` (one fraction for every layer), ``reduce`` (the ratio that reaches a MACs
 or params target), ``depth`` (the fewest whole blocks that reach it), ``latency`` (per-layer ratios from timed
-probes) and ``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
+probes), ``latency_target`` (blocks, channels or both, whichever reaches a measured latency target keeping the most
+MACs) and ``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
 from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
 from .budget import BudgetChoice, budget_record, budget_search
 from .depth import search_depth
-from .latency import latency_allocation, runtime_timer
+from .latency import latency_allocation, runtime_label, runtime_timer
+from .latency_target import latency_target, paired_timer
 from .reduce import reach, search_ratio
 
 
@@ -48,6 +50,29 @@ def latency_measured(req: AllocationRequest) -> Allocation:
         "reduce_target": reach(alloc.metric, alloc.target, alloc.achieved), "allocation_ratios": alloc.overrides,
         "allocation_chosen": alloc.chosen, "allocation_cached": alloc.cached, "allocation_blend": alloc.blend,
         "allocation_runtime": runtime, "dense_latency_ms_b1": round(alloc.dense_ms, 3)})
+
+
+@ALLOCATORS.register("latency_target")
+def measured_latency_target(req: AllocationRequest) -> Allocation:
+    """Whole blocks, a uniform channel ratio or both, whichever removes ``req.reduce["latency"]`` of the batch-1
+    latency measured in ``options["runtime"]`` (dense and candidate round-robin; or by ``options["latency_fn"]``)
+    while keeping the most MACs."""
+    if not req.reduce or set(req.reduce) != {"latency"}:
+        raise ConfigError("the latency_target allocation reaches a measured latency target: give e.g. "
+                          "--reduce latency=2x")
+    x1 = req.example[:1]
+    latency_fn, runtime = req.options.get("latency_fn"), "given latency_fn"
+    pair_fn = None
+    if latency_fn is None:
+        runtime = req.options.get("runtime", "eager")
+        pair_fn, runtime = paired_timer((x1,), runtime), runtime_label(runtime)
+    found = latency_target(req.model, x1, req.reduce["latency"], latency_fn=latency_fn, pair_fn=pair_fn,
+                           depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
+    record = {**found.record(), "runtime": runtime}
+    return Allocation(found.plan_kwargs(), {
+        "reduce_achieved": record["reached"], "allocation": "latency_target", "latency_target": record,
+        "latency_arm": f"{found.chosen.arm}: {found.chosen.blocks} blocks, channel ratio {found.chosen.ratio}",
+        "dense_latency_ms_b1": record["dense_ms"], "pruned_latency_ms_b1": record["ms"]})
 
 
 @ALLOCATORS.register("budget")

@@ -31,16 +31,24 @@ from ..measure import count_macs, count_params
 from ..plan import make_plan
 
 METRICS = ("params", "macs")
+MEASURED = "latency"  # reached by timing candidate models (allocate.latency_target), not by counting them
 log = logging.getLogger(__name__)
 
 
-def parse_reduce(text: str) -> Dict[str, float]:
-    """``"params=0.4"`` -> {"params": 0.4}. Values: a fraction (0.4), a percentage (40%) or a factor (2x = 0.5)."""
+def parse_reduce(text: str, measured: bool = False) -> Dict[str, float]:
+    """``"params=0.4"`` -> {"params": 0.4}. Values: a fraction (0.4), a percentage (40%) or a factor (2x = 0.5).
+
+    ``measured``: also accept ``latency=...`` (the fraction of the measured latency to remove), which only a caller
+    that times candidates reaches (structured one-shot pruning); elsewhere it is refused with the fix.
+    """
     if not isinstance(text, str) or "=" not in text:
         raise ConfigError(f"--reduce {text!r} is not METRIC=AMOUNT; use e.g. params=0.4, macs=50% or macs=2x")
     key, _, raw = text.partition("=")
     key, raw = key.strip().lower(), raw.strip().lower()
-    if key not in METRICS:
+    if key == MEASURED and not measured:
+        raise ConfigError(f"--reduce {text!r}: a measured latency target is reached only by structured one-shot "
+                          f"pruning (prunekit prune --structured --reduce {text}); here give macs=... or params=...")
+    if key not in METRICS + ((MEASURED,) if measured else ()):
         raise ConfigError(f"--reduce metric {key!r} is unknown; use one of {', '.join(METRICS)} (e.g. params=0.4)")
     number = raw[:-1] if raw.endswith(("%", "x")) else raw
     try:

@@ -76,7 +76,8 @@ def _finetune_config(opts: PruneOptions) -> TrainConfig:
 
 
 def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Allocate (one registered allocator: ratio, reduce, latency, depth or budget), then remove by criterion."""
+    """Allocate (one registered allocator: ratio, reduce, latency, latency_target, depth or budget), then remove by
+    criterion."""
     device = next(model.parameters()).device
     example = ds.images[:2].float().to(device)
     scope = "uniform" if opts.scope == "layer" else "global"
@@ -94,7 +95,8 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
         request = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts))
     else:
         request = AllocationRequest(model, example, criterion=opts.criterion, ratio=channel_ratio(opts),
-                                    reduce=parse_reduce(opts.reduce) if opts.reduce else None, plan_kwargs=plan_kwargs,
+                                    reduce=parse_reduce(opts.reduce, measured=True) if opts.reduce else None,
+                                    plan_kwargs=plan_kwargs,
                                     options={"runtime": opts.latency_runtime, "cache": opts.latency_cache,
                                              "depth_criterion": opts.depth_criterion})
     alloc = allocate(kind, request)
@@ -116,13 +118,32 @@ def channel_ratio(opts: PruneOptions) -> float:
 
 
 def allocation_kind(opts: PruneOptions) -> str:
-    """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency`` / ``depth``
-    (--allocation latency / depth), ``reduce`` (--reduce) or ``ratio``."""
+    """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency_target`` (--reduce
+    latency=...), ``latency`` / ``depth`` (--allocation latency / depth), ``reduce`` (--reduce) or ``ratio``."""
     if opts.max_drop is not None:
         return "budget"
+    if wants_latency_target(opts):
+        return "latency_target"
     if opts.reduce:
         return opts.allocation if opts.allocation in ("latency", "depth") else "reduce"
     return "ratio"
+
+
+def wants_latency_target(opts: PruneOptions) -> bool:
+    """``--reduce latency=...``: a measured latency target (the ``latency_target`` allocator)."""
+    return bool(opts.reduce) and "latency" in parse_reduce(opts.reduce, measured=True)
+
+
+def _check_latency_target(opts: PruneOptions) -> None:
+    """A latency target times candidates once, before pruning, and picks blocks and one channel ratio itself."""
+    if not wants_latency_target(opts):
+        return
+    if not (opts.method == "structured" and opts.schedule == "oneshot" and opts.scope == "layer"
+            and opts.criterion != "attention" and opts.allocation == "uniform" and not opts.wants_depth()):
+        raise ConfigError(f"--reduce {opts.reduce} times candidate models and picks blocks and one channel ratio "
+                          "itself: use it with --structured one-shot pruning (no --schedule), layer scope, any "
+                          "criterion but attention, without --allocation / --depth / --depth-blocks; or give a "
+                          "macs=... / params=... target")
 
 
 def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: str, done: Dict[str, Any]):
@@ -181,6 +202,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         flag = "--reduce" if opts.reduce else "--round-to"
         raise ConfigError(f"{flag} shapes structured pruning (whole channels); with --unstructured give the fraction "
                           "of weights to remove as --ratio, or add --structured")
+    _check_latency_target(opts)
     if opts.sparse_kernels and opts.method != "unstructured":
         raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
                           "a smaller dense model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import ExitStack
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -79,10 +79,14 @@ def measure_latency_together(
     repeats: int = 10,
     device: str | torch.device = "cpu",
     max_seconds: float | None = None,
+    summary: Callable[[list[float]], float] = statistics.median,
 ) -> list[tuple[dict[int, float], dict[int, float]]]:
     """``measure_latency`` for several models timed round-robin: each round runs every model once, in alternating
     order, so a change in the machine's speed while timing (another job, frequency scaling) hits all of them alike.
     Comparing a model with its pruned version this way is fair; timing them minutes apart is not.
+
+    ``summary`` turns each model's timed runs into its latency (default the median; ``min`` on a shared machine,
+    where other jobs only ever add time, so the fastest run is the closest to the model's own cost).
 
     ``max_seconds`` caps each batch size's time for all models together (at least one round is always made).
     """
@@ -109,6 +113,6 @@ def measure_latency_together(
                 if max_seconds is not None and time.perf_counter() - start > max_seconds:
                     break
             for i, got in enumerate(samples):
-                out[i][0][batch] = statistics.median(got)
+                out[i][0][batch] = summary(got)
                 out[i][1][batch] = _iqr(got)
     return out

@@ -62,7 +62,9 @@ class ScheduleConfig(BaseModel):
         None, description="one threshold across layers, or the ratio in every layer (default: global for "
                           "unstructured, layer for structured)")
     reduce: Optional[str] = Field(None, description="structured target users think in, e.g. params=0.4, macs=2x "
-                                                    "(replaces --ratio; measured on the original model)",
+                                                    "(replaces --ratio; measured on the original model), or "
+                                                    "latency=2x (one-shot: blocks, channels or both, whichever "
+                                                    "reaches the latency measured here keeping the most MACs)",
                                   json_schema_extra={"cli_main": True})
     start_epoch: int = Field(0, ge=0, description="epochs trained before pruning starts")
     end_epoch: Optional[int] = Field(None, ge=0, description="epoch by which the final ratio is reached (default: "
