@@ -88,3 +88,19 @@ def test_untraceable_model_names_the_fix():
 
     with pytest.raises(ConfigError, match="torch.fx-traceable.*form='eager'"):
         prepare(Branchy().eval(), "fold_bn", torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.slow
+def test_many_compiled_models_in_one_process_each_compile():
+    """Dynamo keeps 8 graphs per code object; past that a compiled model would silently run eager."""
+    from torch._dynamo.utils import counters
+
+    x = torch.randn(1, 3, 16, 16)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten()).eval()
+        graphs = counters["stats"]["unique_graphs"]
+        deployed = prepare(model, "compile", x)
+        assert counters["stats"]["unique_graphs"] == graphs + 1
+        with torch.inference_mode():
+            assert torch.allclose(deployed(x), model(x), atol=1e-5)
