@@ -1,9 +1,10 @@
 """The inference form a (pruned) model is run in: one call turns the training-shaped ``nn.Module`` into what a
-deployment runs, so a speed claim names the form it was measured in.
+deployment runs.
 
-Pruning removes MACs; whether the time follows depends on the runtime. Eager PyTorch pays fixed costs per op
-(BatchNorm, activations, Python dispatch) that do not shrink with the channel count, so it shows the smallest
-speed-up. The forms, cheapest to set up first:
+Pruning removes MACs; the time follows less well: ops whose cost is linear in the width (BatchNorm, activations,
+pooling, depthwise convolutions) shrink slower than the MACs, and eager PyTorch runs each of them as its own pass
+over memory. A form that folds or fuses them speeds the dense and the pruned model up alike (docs/structured.md,
+"Eager PyTorch and the deploy forms"), so a speed claim should name its form. The forms, cheapest to set up first:
 
 - ``eager``: the model as built (eval mode).
 - ``fold_bn``: BatchNorm folded into the preceding convolution / linear (torch.fx ``fuse``): one op less per conv.
