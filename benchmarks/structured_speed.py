@@ -6,17 +6,18 @@ much faster as its MAC count promises). Torch-Pruning uses its public API: Magni
 pruning_ratio=0.5, classifier ignored. Latencies: 1 intra-op thread, models timed interleaved, median of
 repeats. Writes results/structured_speed/structured_speed.json.
 
-``--deploy`` times every model (dense, ours, Torch-Pruning's) after the same inference transformation:
-``eager`` (as built), ``fold_bn`` (BatchNorm folded into the preceding convolution by torch.fx's
-``fuse``, as any deployment does), ``fold_bn_cl`` (and channels-last memory format for oneDNN), ``ort`` (exported
-to ONNX by ``prunekit.export`` and run by ONNX Runtime on the CPU with the same thread count: BN and activations
-fused into the convolutions, no Python per op).
+``--deploy`` times every model (dense, ours, Torch-Pruning's) in the same inference form, built by
+``prunekit.deploy.prepare``: ``eager`` (as built), ``fold_bn`` (BatchNorm folded into the preceding convolution by
+torch.fx's ``fuse``), ``channels_last`` (folded, channels-last memory format for oneDNN), ``compile`` (folded, then
+``torch.compile`` with inductor and frozen weights, compiled per input shape before timing), ``ort`` (exported to
+ONNX and run by ONNX Runtime on the CPU with the same thread count: BN and activations fused into the convolutions,
+no Python per op).
 
 ``--allocation latency`` replaces our uniform 50% by ``prunekit.allocate.latency``: each group's latency saving per
 MAC is measured on this CPU (in the ``--deploy`` form) and the per-group ratios are searched to remove exactly the
 MACs Torch-Pruning's uniform model removes, so both pruned models are compared at equal MACs.
 
-    nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5] [--deploy fold_bn]
+    nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5] [--deploy compile]
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from prunekit.apply.oneshot import prune_structured  # noqa: E402
 from prunekit.allocate.latency import latency_allocation, runtime_label, timed_latency  # noqa: E402
 from prunekit.errors import ConfigError  # noqa: E402
-from prunekit.export import ExportError, OrtModule  # noqa: E402
+from prunekit.deploy import FORMS, prepare  # noqa: E402
+from prunekit.export import ExportError  # noqa: E402
 from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.allocate.round_to import resolve_round_to  # noqa: E402
 from prunekit.files import atomic_path  # noqa: E402
@@ -74,21 +76,6 @@ def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
     return model
 
 
-def deploy(model: nn.Module, mode: str, shape: tuple = (3, 224, 224)) -> nn.Module:
-    """The inference form timed at inputs of ``shape``: ``eager``, ``fold_bn``, ``fold_bn_cl`` or ``ort``."""
-    if mode == "eager":
-        return model
-    if mode == "ort":
-        return OrtModule(model, shape)
-    from torch.fx.experimental.optimization import fuse
-
-    try:
-        model = fuse(copy.deepcopy(model).eval())
-    except Exception as exc:  # a model torch.fx cannot trace keeps its BatchNorms; say so, do not hide it
-        print(f"  (fold_bn: {type(model).__name__} not traceable by torch.fx: {type(exc).__name__}; timed eager)")
-    return model.to(memory_format=torch.channels_last) if mode == "fold_bn_cl" else model
-
-
 def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> Dict[str, float]:
     """Median latency per model, timing the models round-robin so machine load hits all alike. The order is
     shuffled every round (seeded): in a fixed order the model timed right after the dense one always runs on caches
@@ -110,13 +97,12 @@ def latency_ms(models: Dict[str, nn.Module], x: torch.Tensor, repeats: int) -> D
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def timed_both_orders(models: Dict[str, nn.Module], mode: str, shape: Any, x: torch.Tensor,
-                      repeats: int) -> Dict[str, float]:
+def timed_both_orders(models: Dict[str, nn.Module], mode: str, x: torch.Tensor, repeats: int) -> Dict[str, float]:
     """Latency per model with each pruned model deployed twice, early and late (base, ours, tp, tp, ours), and
     timed as the mean of its two medians. On identical pruned graphs (same shapes from both tools) the ONNX
     Runtime session created later ran 1-2% faster here, whichever tool it held; this cancels that bias."""
     order = ["base", "ours", "tp", "tp#late", "ours#late"]
-    deployed = {k: deploy(models[k.split("#")[0]], mode, *([shape] if shape else [])) for k in order}
+    deployed = {k: prepare(models[k.split("#")[0]], mode, x) for k in order}
     lat = latency_ms(deployed, x, repeats)
     return {k: (lat[k] + lat.get(f"{k}#late", lat[k])) / 2 for k in models}
 
@@ -150,7 +136,7 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
     if allocation == "latency":
         timed = timed_latency((x1,))
         alloc, round_to = first_reachable(name, round_to, lambda multiple: latency_allocation(
-            base, x1, tp_macs, latency_fn=lambda m: timed(deploy(m, mode)), ignore=[], round_to=multiple,
+            base, x1, tp_macs, latency_fn=lambda m: timed(prepare(m, mode, x1)), ignore=[], round_to=multiple,
             alpha=alpha, cache=cache, runtime=runtime_label(mode)))
         row["round_to_used"] = round_to
         row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
@@ -165,7 +151,7 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         row["round_to_used"] = round_to
         ours, _ = prune_structured(ours, x1, round_to=round_to, **found.plan_kwargs())
     else:
-        ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=round_to)
+        ours, _ = prune_structured(ours, x1, ratio=ratio, round_to=resolve_round_to(round_to))
     row["ours_prune_s"] = round(time.perf_counter() - t0, 2)
     row["ours_total_prune_s"] = round(row.get("ours_alloc_s", 0.0) + row["ours_prune_s"], 2)  # what a user waits
     models = {"base": base, "ours": ours, "tp": tp_model}
@@ -177,12 +163,10 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         assert m(x1).shape == base(x1).shape
         row[f"{k}_params_ratio"] = round(count_params(m) / row["params"], 3)
         row[f"{k}_macs_ratio"] = round(count_macs(m, shape)[0] / row["macs"], 3)
-    cl = torch.channels_last if mode == "fold_bn_cl" else torch.contiguous_format
     x32 = torch.randn(32, 3, 64, 64)
-    lat1 = timed_both_orders(models, mode, None, x1.to(memory_format=cl), repeats)
-    try:  # only an exported graph is tied to its input shape; the other forms time both batches as they are
-        lat32 = timed_both_orders(models, mode, tuple(x32.shape[1:]) if mode == "ort" else None,
-                                  x32.to(memory_format=cl), max(2, repeats // 2))
+    lat1 = timed_both_orders(models, mode, x1, repeats)
+    try:  # each batch is deployed for its own shape (an ONNX graph and a compiled graph are tied to it)
+        lat32 = timed_both_orders(models, mode, x32, max(2, repeats // 2))
     except ExportError as exc:  # e.g. vgg16 at 64 px: adaptive pooling 2 -> 7 has no ONNX form; say so, keep b1
         print(f"  ({name}: no batch-32 timing in {mode}: {str(exc)[:120]})")
         row["b32_skipped"] = str(exc)[:300]
@@ -220,7 +204,7 @@ def main(argv: List[str] | None = None) -> None:
                     help="our channel allocation: uniform --ratio, uniform ratio searched to Torch-Pruning's MACs, "
                          "or latency-aware at Torch-Pruning's MACs")
     ap.add_argument("--alpha", type=float, default=1.0, help="latency allocation: ratio ~ (saving per MAC)^alpha")
-    ap.add_argument("--deploy", choices=["eager", "fold_bn", "fold_bn_cl", "ort"], default="eager",
+    ap.add_argument("--deploy", choices=FORMS, default="eager",
                     help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--latency-cache", default=str(ROOT / "runs" / "latency_cache"),
                     help="latency allocation: folder of per-device, per-architecture timings ('none': time anew)")
