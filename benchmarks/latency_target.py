@@ -9,7 +9,7 @@ then built and timed once more against the dense one, round-robin (``measure_lat
 reported. One JSON per model under results/latency_target/, a target at a time (a finished target is skipped, so
 the run resumes); ``--table`` prints the markdown table of every JSON there. Time it alone on the CPU, e.g.
 
-    /work/tools/quiet.sh python benchmarks/latency_target.py --models tv/resnet50 --targets 2x
+    bash benchmarks/quiet.sh python benchmarks/latency_target.py --models tv/resnet50 --targets 2x
 """
 from __future__ import annotations
 
