@@ -145,10 +145,10 @@ def report(rows: List[Dict[str, Any]]) -> str:
     """Mean ± sd (over seeds, in %) per arm and target, then the paired depth - width difference per target."""
     base = sorted((r for r in rows if r["arm"] == "unpruned"), key=lambda r: r["seed"])
     lines = ["| target | arm | seeds | MACs -% | Mparams | blocks removed | acc. after cut % | acc. after "
-             "fine-tuning % |", "|---|---|---|---|---|---|---|---|"]
+             "fine-tuning % | wall s per cell |", "|---|---|---|---|---|---|---|---|---|"]
     if base:
         lines.append(f"| - | unpruned | {len(base)} | 0 | {rows_params(rows) or '-'} | - | - | "
-                     f"{_mean_sd([100 * r['test_accuracy'] for r in base])} |")
+                     f"{_mean_sd([100 * r['test_accuracy'] for r in base])} | {_walls(base)} |")
     diffs = []
     for target in sorted({r["target"] for r in rows if r["target"] is not None}):
         cells = {arm: {r["seed"]: r for r in rows if r["arm"] == arm and r["target"] == target} for arm in ARMS}
@@ -161,7 +161,7 @@ def report(rows: List[Dict[str, Any]]) -> str:
                          f"{100 * statistics.mean(r['macs_reduction'] for r in rs):.1f} | "
                          f"{statistics.mean(r['params'] for r in rs) / 1e6:.2f} | {'/'.join(map(str, blocks))} | "
                          f"{_mean_sd([100 * r['cut_accuracy'] for r in rs])} | "
-                         f"{_mean_sd([100 * r['test_accuracy'] for r in rs])} |")
+                         f"{_mean_sd([100 * r['test_accuracy'] for r in rs])} | {_walls(rs)} |")
         seeds = sorted(set(cells["depth"]) & set(cells["width"]))
         if seeds:
             diffs.append((target, seeds, [100 * (cells["depth"][s][k] - cells["width"][s][k]) for s in seeds
@@ -173,6 +173,13 @@ def report(rows: List[Dict[str, Any]]) -> str:
         lines.append(f"| macs={target:g} | {' '.join(map(str, seeds))} | {_mean_sd(cut_d)} | {_mean_sd(ft_d)} | "
                      f"{paired_t(ft_d)} |")
     return "\n".join(lines)
+
+
+def _walls(rows: List[Dict[str, Any]]) -> str:
+    """Wall seconds of each cell, and where they ran (e.g. ``cpu x1`` = CPU, 1 intra-op thread)."""
+    where = sorted({f"{r['device']} x{r['threads']}" for r in rows})
+    walls = " / ".join(str(round(r["wall_s"])) for r in sorted(rows, key=lambda r: r["seed"]))
+    return f"{walls} ({', '.join(where)})"
 
 
 def rows_params(rows: List[Dict[str, Any]]) -> str:
@@ -215,8 +222,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     rows = [json.loads(f.read_text()) for f in sorted(a.results.glob("*.json"))]
     rows = [r for r in rows if (r["model"], r["epochs"], r.get("finetune_epochs", a.finetune)) ==
             (a.model, a.epochs, a.finetune)]
-    text = (f"# Depth against width at the same MACs, after fine-tuning\n\nCells: `{os.path.relpath(a.results, ROOT)}` "
-            f"(`python benchmarks/depth_accuracy.py --report` rebuilds this file).\n\n{report(rows)}\n")
+    text = (f"# Depth against width at the same MACs, after fine-tuning\n\n{a.model} trained {a.epochs} epochs from "
+            f"scratch on {Path(a.data).name} at {a.image_size} px (`prunekit train` recipe) per seed; depth = the fewest "
+            f"whole blocks ({a.depth_criterion} order) reaching the target, width = uniform l2 channels at the MACs "
+            f"depth removed; both fine-tuned {a.finetune} epochs (`prunekit prune`'s recovery recipe). Accuracy: "
+            f"test split, mean ± sd over seeds; t: paired over seeds. Wall s: per seed (unpruned row: training). "
+            f"Cells: `{os.path.relpath(a.results, ROOT)}` (`python benchmarks/depth_accuracy.py --report` rebuilds "
+            f"this file).\n\n{report(rows)}\n")
     if a.results.resolve() == RESULTS:
         DOC.parent.mkdir(parents=True, exist_ok=True)
         DOC.write_text(text)
