@@ -222,9 +222,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     rows = [json.loads(f.read_text()) for f in sorted(a.results.glob("*.json"))]
     rows = [r for r in rows if (r["model"], r["epochs"], r.get("finetune_epochs", a.finetune)) ==
             (a.model, a.epochs, a.finetune)]
-    text = (f"# Depth against width at the same MACs, after fine-tuning\n\n{a.model} trained {a.epochs} epochs from "
-            f"scratch on {Path(a.data).name} at {a.image_size} px (`prunekit train` recipe) per seed; depth = the fewest "
-            f"whole blocks ({a.depth_criterion} order) reaching the target, width = uniform l2 channels at the MACs "
+    text = (f"# Depth against width at the same MACs, after fine-tuning\n\n{a.model} trained {a.epochs} epochs "
+            f"from scratch on {Path(a.data).name} at {a.image_size} px (`prunekit train` recipe) per seed; depth = the "
+            f"fewest whole blocks ({a.depth_criterion} order) reaching the target, width = uniform l2 channels at the MACs "
             f"depth removed; both fine-tuned {a.finetune} epochs (`prunekit prune`'s recovery recipe). Accuracy: "
             f"test split, mean ± sd over seeds; t: paired over seeds. Wall s: per seed (unpruned row: training). "
             f"Cells: `{os.path.relpath(a.results, ROOT)}` (`python benchmarks/depth_accuracy.py --report` rebuilds "
