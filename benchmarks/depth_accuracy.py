@@ -224,8 +224,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             (a.model, a.epochs, a.finetune)]
     text = (f"# Depth against width at the same MACs, after fine-tuning\n\n{a.model} trained {a.epochs} epochs "
             f"from scratch on {Path(a.data).name} at {a.image_size} px (`prunekit train` recipe) per seed; depth = the "
-            f"fewest whole blocks ({a.depth_criterion} order) reaching the target, width = uniform l2 channels at the MACs "
-            f"depth removed; both fine-tuned {a.finetune} epochs (`prunekit prune`'s recovery recipe). Accuracy: "
+            f"fewest whole blocks ({a.depth_criterion} order) reaching the target, width = uniform l2 channels at the "
+            f"MACs depth removed; both fine-tuned {a.finetune} epochs (`prunekit prune`'s recovery recipe). Accuracy: "
             f"test split, mean ± sd over seeds; t: paired over seeds. Wall s: per seed (unpruned row: training). "
             f"Cells: `{os.path.relpath(a.results, ROOT)}` (`python benchmarks/depth_accuracy.py --report` rebuilds "
             f"this file).\n\n{report(rows)}\n")
