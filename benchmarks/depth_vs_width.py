@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from prunekit.allocate import AllocationRequest, allocate  # noqa: E402
 from prunekit.apply.oneshot import prune_structured  # noqa: E402
+from prunekit.report.tables import markdown_table  # noqa: E402
 from prunekit.export import OrtModule  # noqa: E402
 from prunekit.measure import count_macs, count_params, measure_latency_together  # noqa: E402
 from prunekit.files import atomic_path  # noqa: E402
@@ -119,20 +120,19 @@ def bench(name: str, depth: float, criterion: str, repeats: int, round_to: int) 
 def table(rows: List[Dict[str, Any]]) -> str:
     """The markdown table docs/structured.md shows (gain = dense latency / pruned latency; "per MACs" divides it by
     dense MACs / pruned MACs)."""
-    lines = ["| model | blocks removed | GMACs dense -> depth / width | Mparams depth / width | eager ms dense / "
-             "depth / width | ORT ms dense / depth / width | eager gain per MACs gain, depth / width | ORT gain per "
-             "MACs "
-             "gain, depth / width |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        dn, d, w = r["dense"], r["depth"], r["width"]
-        lines.append(
-            f"| {r['model']} | {len(r['blocks_removed'])}/{r['blocks']} | {dn['macs'] / 1e9:.2f} -> "
-            f"{d['macs'] / 1e9:.2f} / {w['macs'] / 1e9:.2f} | {d['params'] / 1e6:.1f} / {w['params'] / 1e6:.1f} | "
-            f"{dn['eager_ms']:.0f} / {d['eager_ms']:.0f} / {w['eager_ms']:.0f} | {dn['ort_ms']:.0f} / "
-            f"{d['ort_ms']:.0f} / {w['ort_ms']:.0f} | {d['eager_gain_per_macs_gain']:.2f} / "
-            f"{w['eager_gain_per_macs_gain']:.2f} | {d['ort_gain_per_macs_gain']:.2f} / "
-            f"{w['ort_gain_per_macs_gain']:.2f} |")
-    return "\n".join(lines)
+    def trio(r: Dict[str, Any], key: str, fmt: str, scale: float = 1.0, dense: bool = True) -> str:
+        parts = ([r["dense"]] if dense else []) + [r["depth"], r["width"]]
+        return " / ".join(format(p[key] / scale, fmt) for p in parts)
+
+    return markdown_table([{
+        "model": r["model"], "blocks removed": f"{len(r['blocks_removed'])}/{r['blocks']}",
+        "GMACs dense -> depth / width": f"{r['dense']['macs'] / 1e9:.2f} -> " + trio(r, "macs", ".2f", 1e9, False),
+        "Mparams depth / width": trio(r, "params", ".1f", 1e6, False),
+        "eager ms dense / depth / width": trio(r, "eager_ms", ".0f"),
+        "ORT ms dense / depth / width": trio(r, "ort_ms", ".0f"),
+        "eager gain per MACs gain, depth / width": trio(r, "eager_gain_per_macs_gain", ".2f", dense=False),
+        "ORT gain per MACs gain, depth / width": trio(r, "ort_gain_per_macs_gain", ".2f", dense=False)}
+        for r in rows])
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from depth_vs_width import build, input_size  # noqa: E402  (the same models, built the same way)
 from prunekit.allocate import AllocationRequest, allocate, parse_reduce  # noqa: E402
 from prunekit.apply.oneshot import prune_structured  # noqa: E402
+from prunekit.report.tables import markdown_table  # noqa: E402
 from prunekit.files import atomic_path  # noqa: E402
 from prunekit.measure import count_macs, count_params, measure_latency_together  # noqa: E402
 
@@ -62,16 +63,14 @@ def bench(name: str, target: str, round_to: int, repeats: int) -> Dict[str, Any]
 
 def table(rows: List[Dict[str, Any]]) -> str:
     """The markdown table docs/structured.md shows: one line per model and target."""
-    lines = ["| model | target | chosen arm | blocks removed | channel ratio | GMACs dense -> pruned | Mparams "
-             "dense -> pruned | eager ms dense -> pruned (gain) | candidates timed |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['target']} | {r['arm']} | {len(r['blocks_removed'])}/{r['blocks_available']} | "
-            f"{r['ratio']} | {r['macs']['dense'] / 1e9:.2f} -> {r['macs']['pruned'] / 1e9:.2f} | "
-            f"{r['params']['dense'] / 1e6:.1f} -> {r['params']['pruned'] / 1e6:.1f} | {r['check_ms']['dense']:.0f} "
-            f"-> {r['check_ms']['pruned']:.0f} ({r['latency_gain']:.2f}x) | {len(r['candidates'])} |")
-    return "\n".join(lines)
+    return markdown_table([{
+        "model": r["model"], "target": r["target"], "chosen arm": r["arm"],
+        "blocks removed": f"{len(r['blocks_removed'])}/{r['blocks_available']}", "channel ratio": str(r["ratio"]),
+        "GMACs dense -> pruned": f"{r['macs']['dense'] / 1e9:.2f} -> {r['macs']['pruned'] / 1e9:.2f}",
+        "Mparams dense -> pruned": f"{r['params']['dense'] / 1e6:.1f} -> {r['params']['pruned'] / 1e6:.1f}",
+        "eager ms dense -> pruned (gain)": f"{r['check_ms']['dense']:.0f} -> {r['check_ms']['pruned']:.0f} "
+                                           f"({r['latency_gain']:.2f}x)",
+        "candidates timed": str(len(r["candidates"]))} for r in rows])
 
 
 def main() -> None:

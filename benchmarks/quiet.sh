@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/quiet.sh .venv/bin/python benchmarks/structured_speed.py --deploy compile
 set -u
-pattern=${QUIET_PATTERN:-pfam_from_scratch.py|depth_accuracy.py|compare_criteria.py|schedules_sweep.py|prunekit train|prunekit prune|prunekit compare}
+pattern=${QUIET_PATTERN:-pfam_from_scratch.py|depth_accuracy.py|compare_criteria.py|schedules_sweep.py|prunekit train|prunekit prune|prunekit compare|prunekit sensitivity}
 pids=$(pgrep -f "$pattern" | grep -vx "$$" | tr '\n' ' ')
 resume() { [ -n "${pids// }" ] && kill -CONT $pids 2>/dev/null; }
 trap resume EXIT INT TERM

@@ -15,7 +15,9 @@ no Python per op).
 
 ``--allocation latency`` replaces our uniform 50% by ``prunekit.allocate.latency``: each group's latency saving per
 MAC is measured on this CPU (in the ``--deploy`` form) and the per-group ratios are searched to remove exactly the
-MACs Torch-Pruning's uniform model removes, so both pruned models are compared at equal MACs.
+MACs Torch-Pruning's uniform model removes, so both pruned models are compared at equal MACs. ``--allocation
+fastest`` (``prunekit.allocate.fastest``) reaches the same MACs by whole residual blocks, channels or a mix,
+whichever split runs fastest at batch 1 here (timed in eager PyTorch, or in ONNX Runtime with ``--deploy ort``).
 
     nice python benchmarks/structured_speed.py [--models resnet18 vgg16] [--repeats 5] [--deploy compile]
 """
@@ -47,6 +49,8 @@ from prunekit.measure import count_macs, count_params  # noqa: E402
 from prunekit.allocate.round_to import resolve_round_to  # noqa: E402
 from prunekit.files import atomic_path  # noqa: E402
 from prunekit.allocate.reduce import search_ratio  # noqa: E402
+from prunekit.allocate.fastest import fastest_at  # noqa: E402
+from prunekit.allocate.latency_target import paired_timer  # noqa: E402
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
 
@@ -145,6 +149,16 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         row["ours_allocation_chosen"], row["ours_allocation_ms"] = alloc.chosen, alloc.pruned_ms
         t0 = time.perf_counter()
         ours, _ = prune_structured(ours, x1, criterion="l2", round_to=round_to, **alloc.plan_kwargs())
+    elif allocation == "fastest":  # TP's MACs split between whole blocks and channels, the split timed fastest
+        pair = paired_timer((x1,), "ort" if mode == "ort" else "eager")
+        found, round_to = first_reachable(name, round_to, lambda multiple: fastest_at(
+            base, x1, tp_macs, pair_fn=pair, round_to=resolve_round_to(multiple)))
+        row["round_to_used"] = round_to
+        row["ours_alloc_s"] = round(time.perf_counter() - t0, 2)
+        row["ours_fastest"] = found.record()
+        t0 = time.perf_counter()
+        ours, _ = prune_structured(ours, x1, criterion="l2", round_to=resolve_round_to(round_to),
+                                   **found.plan_kwargs())
     elif allocation == "uniform-matched":  # one ratio for every layer, searched to Torch-Pruning's MACs
         found, round_to = first_reachable(name, round_to,
                                           lambda multiple: search_ratio(base, x1, tp_macs, round_to=multiple))
@@ -200,9 +214,10 @@ def main(argv: List[str] | None = None) -> None:
     ap.add_argument("--round-to", default="auto", help="'auto' (measured for the --deploy runtime: eager PyTorch's "
                     "multiple, or ONNX Runtime's with --deploy ort), 'auto-ort', 'none' or an int")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--allocation", choices=["uniform", "uniform-matched", "latency"], default="uniform",
+    ap.add_argument("--allocation", choices=["uniform", "uniform-matched", "latency", "fastest"], default="uniform",
                     help="our channel allocation: uniform --ratio, uniform ratio searched to Torch-Pruning's MACs, "
-                         "or latency-aware at Torch-Pruning's MACs")
+                         "latency-aware at Torch-Pruning's MACs, or fastest (Torch-Pruning's MACs split between "
+                         "whole blocks and channels, the split timed fastest at batch 1, in eager or ORT)")
     ap.add_argument("--alpha", type=float, default=1.0, help="latency allocation: ratio ~ (saving per MAC)^alpha")
     ap.add_argument("--deploy", choices=FORMS, default="eager",
                     help="inference form every model is timed in (the same for all three)")

@@ -40,8 +40,9 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
         reduce: a target instead of a ratio: ``"macs=2x"``, ``"params=0.4"``, or ``{"macs": 0.5}``; or
             ``"latency=2x"``: whole blocks, channels or both, whichever halves the batch-1 latency measured here
             while keeping the most MACs (``allocation`` is then unused).
-        allocation: ``"uniform"`` (one ratio reaching ``reduce``) or ``"latency"`` (per-layer ratios from timed
-            probes on this machine).
+        allocation: ``"uniform"`` (one ratio reaching ``reduce``), ``"latency"`` (per-layer ratios from timed
+            probes on this machine) or ``"fastest"`` (``reduce`` split between whole blocks and channels, whichever
+            split runs fastest here at batch 1).
         round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
         ignore: module names kept whole (e.g. the classifier of a model whose head you need unchanged).
         plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``, ...).
@@ -55,10 +56,10 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     """
     if ratio is not None and reduce is not None:
         raise ConfigError("give ratio or reduce, not both (reduce finds the ratio that reaches the target)")
-    if allocation not in ("uniform", "latency"):
-        raise ConfigError(f"allocation={allocation!r}: use 'uniform' or 'latency'")
-    if allocation == "latency" and reduce is None:
-        raise ConfigError("allocation='latency' splits a target between layers: give reduce, e.g. 'macs=2x'")
+    if allocation not in ("uniform", "latency", "fastest"):
+        raise ConfigError(f"allocation={allocation!r}: use 'uniform', 'latency' or 'fastest'")
+    if allocation != "uniform" and reduce is None:
+        raise ConfigError(f"allocation={allocation!r} splits a target: give reduce, e.g. 'macs=2x'")
     if criterion.startswith("attention"):
         raise ConfigError(f"criterion={criterion!r} trains attention modules first: use "
                           "prunekit.attention.attention_prune(model, dataset, x, ...) or the CLI's --criterion attention")
@@ -67,7 +68,7 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     plan_kwargs = {"scope": scope, "data": data, "round_to": resolve_round_to(round_to), "ignore": list(ignore),
                    **plan_options}
     kind = "ratio" if target is None else "latency_target" if "latency" in target else (
-        "latency" if allocation == "latency" else "reduce")
+        "reduce" if allocation == "uniform" else allocation)
     request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
                                 reduce=target, plan_kwargs=plan_kwargs)
     alloc = allocate(kind, request)

@@ -184,12 +184,14 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                                       "the plan removes: keeps the most accuracy right after pruning "
                                                       "(for little or no fine-tuning); with long fine-tuning pair it "
                                                       "with --attention-removal drop (docs/criteria.md)")
-    allocation: Literal["uniform", "latency", "depth"] = Field(
+    allocation: Literal["uniform", "latency", "depth", "fastest"] = Field(
         "uniform", description="structured one-shot: the same ratio in every layer, latency-aware (each group's "
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce), "
-                               "or depth (the fewest whole residual blocks that reach --reduce, no channel removed)")
+                               "depth (the fewest whole residual blocks that reach --reduce, no channel removed), or "
+                               "fastest (--reduce split between whole blocks and channels, the split timed fastest "
+                               "here at batch 1)")
     latency_runtime: Literal["eager", "ort"] = Field(
-        "eager", description="--allocation latency and --reduce latency=...: time the probes and candidates in "
+        "eager", description="--allocation latency / fastest and --reduce latency=...: time the probes and candidates in "
                              "eager PyTorch or in ONNX Runtime (the runtime the model will be deployed in; ort: "
                              "pair with --round-to auto-ort)")
     latency_cache: Optional[str] = Field(

@@ -5,15 +5,16 @@ returns an :class:`Allocation` (``make_plan`` arguments + a record).
     alloc = allocate("reduce", AllocationRequest(model, x, reduce=parse_reduce("macs=2x")))
     model, plan = prune_structured(model, x, criterion="fpgm", **alloc.plan_kwargs)
 """
-from . import allocators  # noqa: F401  (registers ratio, reduce, depth, latency, latency_target, budget)
+from . import allocators  # noqa: F401  (registers ratio, reduce, depth, latency, latency_target, fastest, budget)
 from .base import ALLOCATORS, Allocation, AllocationRequest, allocate
 from .budget import BudgetChoice, budget_search, ladder
 from .depth import DepthSearch, search_depth
+from .fastest import FastestSplit, fastest_at
 from .latency_target import LatencyTarget, latency_target
 from .reduce import parse_reduce, ratio_for_target, search_ratio
 from .round_to import resolve_round_to
 from .sensitivity import Sensitivity, layer_sensitivity
 
-__all__ = ["ALLOCATORS", "Allocation", "AllocationRequest", "BudgetChoice", "DepthSearch", "LatencyTarget",
-           "Sensitivity", "allocate", "budget_search", "ladder", "latency_target", "layer_sensitivity",
+__all__ = ["ALLOCATORS", "Allocation", "AllocationRequest", "BudgetChoice", "DepthSearch", "FastestSplit", "LatencyTarget",
+           "Sensitivity", "allocate", "budget_search", "fastest_at", "ladder", "latency_target", "layer_sensitivity",
            "parse_reduce", "ratio_for_target", "resolve_round_to", "search_depth", "search_ratio"]

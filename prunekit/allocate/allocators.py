@@ -1,13 +1,17 @@
 """The registered allocators: ``ratio`` (one fraction for every layer), ``reduce`` (the ratio that reaches a MACs
 or params target), ``depth`` (the fewest whole blocks that reach it), ``latency`` (per-layer ratios from timed
 probes), ``latency_target`` (blocks, channels or both, whichever reaches a measured latency target keeping the most
-MACs) and ``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
+MACs), ``fastest`` (a MACs or params target split between blocks and channels the way that runs fastest) and
+``budget`` (the most MACs a sensitivity scan allows within an accuracy budget)."""
 from __future__ import annotations
+
+from typing import Any, Tuple
 
 from ..errors import ConfigError
 from .base import ALLOCATORS, Allocation, AllocationRequest
 from .budget import BudgetChoice, budget_record, budget_search
 from .depth import search_depth
+from .fastest import fastest_at
 from .latency import latency_allocation, runtime_label, runtime_timer
 from .latency_target import latency_target, paired_timer
 from .reduce import reach, search_ratio
@@ -52,6 +56,21 @@ def latency_measured(req: AllocationRequest) -> Allocation:
         "allocation_runtime": runtime, "dense_latency_ms_b1": round(alloc.dense_ms, 3)})
 
 
+@ALLOCATORS.register("fastest")
+def fastest_split(req: AllocationRequest) -> Allocation:
+    """``req.reduce`` (MACs or params) by whole blocks, channels or both, whichever split runs fastest measured in
+    ``options["runtime"]`` at batch 1 (or by ``options["latency_fn"]``)."""
+    x1 = req.example[:1]
+    latency_fn, pair_fn, runtime = _timers(req, x1)
+    found = fastest_at(req.model, x1, _target(req), latency_fn=latency_fn, pair_fn=pair_fn,
+                       depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
+    record = {**found.record(), "runtime": runtime}
+    return Allocation(found.plan_kwargs(), {
+        "reduce_achieved": record["reached"], "allocation": "fastest", "fastest": record,
+        "reduce_target": reach(found.metric, found.target, found.chosen.reduction),
+        "fastest_arm": f"{found.chosen.arm}: {found.chosen.blocks} blocks, channel ratio {found.chosen.ratio}"})
+
+
 @ALLOCATORS.register("latency_target")
 def measured_latency_target(req: AllocationRequest) -> Allocation:
     """Whole blocks, a uniform channel ratio or both, whichever removes ``req.reduce["latency"]`` of the batch-1
@@ -61,11 +80,7 @@ def measured_latency_target(req: AllocationRequest) -> Allocation:
         raise ConfigError("the latency_target allocation reaches a measured latency target: give e.g. "
                           "--reduce latency=2x")
     x1 = req.example[:1]
-    latency_fn, runtime = req.options.get("latency_fn"), "given latency_fn"
-    pair_fn = None
-    if latency_fn is None:
-        runtime = req.options.get("runtime", "eager")
-        pair_fn, runtime = paired_timer((x1,), runtime), runtime_label(runtime)
+    latency_fn, pair_fn, runtime = _timers(req, x1)
     found = latency_target(req.model, x1, req.reduce["latency"], latency_fn=latency_fn, pair_fn=pair_fn,
                            depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
     record = {**found.record(), "runtime": runtime}
@@ -97,6 +112,16 @@ def budget_choice(req: AllocationRequest) -> BudgetChoice:
     return budget_search(req.model, req.example, o["sensitivity"], o["score"], max_drop=o["max_drop"] / 100.0,
                          recalibrate=o.get("recalibrate"), criterion=req.criterion, finetune=o.get("finetune"),
                          **req.plan_kwargs)
+
+
+def _timers(req: AllocationRequest, x1: Any) -> Tuple[Any, Any, str]:
+    """(latency_fn, pair_fn, runtime label): the caller's ``options["latency_fn"]`` (tests, custom timers), else
+    dense and candidate timed round-robin in ``options["runtime"]``."""
+    latency_fn = req.options.get("latency_fn")
+    if latency_fn is not None:
+        return latency_fn, None, "given latency_fn"
+    runtime = req.options.get("runtime", "eager")
+    return None, paired_timer((x1,), runtime), runtime_label(runtime)
 
 
 def _target(req: AllocationRequest):

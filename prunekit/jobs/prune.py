@@ -119,13 +119,13 @@ def channel_ratio(opts: PruneOptions) -> float:
 
 def allocation_kind(opts: PruneOptions) -> str:
     """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency_target`` (--reduce
-    latency=...), ``latency`` / ``depth`` (--allocation latency / depth), ``reduce`` (--reduce) or ``ratio``."""
+    latency=...), ``latency`` / ``depth`` / ``fastest`` (--allocation ...), ``reduce`` (--reduce) or ``ratio``."""
     if opts.max_drop is not None:
         return "budget"
     if wants_latency_target(opts):
         return "latency_target"
     if opts.reduce:
-        return opts.allocation if opts.allocation in ("latency", "depth") else "reduce"
+        return opts.allocation if opts.allocation in ("latency", "depth", "fastest") else "reduce"
     return "ratio"
 
 
@@ -272,6 +272,12 @@ def _check_depth(opts: PruneOptions) -> None:
     if opts.allocation == "depth" and not (opts.method == "structured" and opts.reduce and not opts.wants_depth()):
         raise ConfigError("--allocation depth removes the fewest whole blocks that reach a target: give --structured "
                           "and --reduce (e.g. --reduce macs=0.3), without --depth / --depth-blocks")
+    if opts.allocation == "fastest" and not (opts.method == "structured" and opts.reduce and not opts.wants_depth()
+                                             and opts.schedule == "oneshot" and opts.scope == "layer"
+                                             and opts.criterion != "attention"):
+        raise ConfigError("--allocation fastest times splits of a --reduce target between whole blocks and channels: "
+                          "give --structured one-shot pruning, --reduce (e.g. macs=4x), layer scope, any criterion "
+                          "but attention, without --depth / --depth-blocks")
     if opts.wants_depth() and not (opts.method == "structured" and opts.schedule == "oneshot"
                                    and opts.criterion != "attention" and opts.max_drop is None):
         raise ConfigError("--depth / --depth-blocks remove whole residual blocks in --structured one-shot pruning "
