@@ -327,3 +327,15 @@ def test_structured_only_flags_are_refused_with_unstructured(tiny_folder, tmp_pa
     with pytest.raises(ConfigError, match="shapes structured pruning .* --ratio, or add --structured"):
         prune_job(_opts(tiny_folder, tmp_path / "u", method="unstructured", **flag))
     assert not (tmp_path / "u").exists()
+
+
+def test_accuracy_right_after_the_cut_is_recorded_and_printed(tiny_folder, tmp_path):
+    from prunekit.cli import render
+
+    whole = prune_job(_opts(tiny_folder, tmp_path / "r0", method="structured", ratio=0.0, finetune_epochs=1))
+    assert whole["pruning"]["test_accuracy_after_cut"] == whole["before"]["accuracy"]  # nothing cut, nothing lost
+    cut = prune_job(_opts(tiny_folder, tmp_path / "r9", method="structured", ratio=0.9, finetune_epochs=1))
+    assert 0.0 <= cut["pruning"]["test_accuracy_after_cut"] <= 1.0
+    assert "right after the cut, before fine-tuning" in render.prune(cut)
+    none = prune_job(_opts(tiny_folder, tmp_path / "f0", method="structured", ratio=0.5, finetune_epochs=0))
+    assert "test_accuracy_after_cut" not in none["pruning"]  # without fine-tuning it is the final accuracy

@@ -48,6 +48,9 @@ def evaluation(r: Dict[str, Any]) -> str:
 def prune(r: Dict[str, Any]) -> str:
     """The before/after table of a prune (or the demo), with the checkpoint and report paths."""
     table = format_table(compare_rows(r["before"], r["after"]))
+    cut = (r.get("pruning") or {}).get("test_accuracy_after_cut")
+    if cut is not None:
+        table += f"\n(test accuracy right after the cut, before fine-tuning: {_pct(cut)})"
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
 
 

@@ -246,7 +246,8 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     else:
         pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds)
         done["prune_seconds"] = round(time.perf_counter() - t0, 3)
-        if opts.finetune_epochs:
+        if opts.finetune_epochs:  # what fine-tuning starts from: how much the cut itself cost
+            done["test_accuracy_after_cut"] = evaluate(pruned, ds, "test", device=device)["accuracy"]
             res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks,
                       out_dir=out / "finetune", progress=opts.progress, description={"data": data_section(ds)},
                       teacher=model if opts.distill else None)
