@@ -7,7 +7,7 @@
 #   DEVICE=cuda bash benchmarks/aid.sh budget         # 3. accuracy budget (--max-drop 1, 3) vs uniform at equal MACs
 #   bash benchmarks/aid.sh report                     # tables (docs/aid/, docs/pfam/, docs/criteria/) from the cells
 #
-# SEEDS (default "0 1 2") and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at R18_SIZE
+# SEEDS (default "0 1 2"), TARGETS (compare, default "macs=2x macs=3x"), MODELS (compare, default both) and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at R18_SIZE
 # px, default 128: AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px:
 # 2x2). On 2 CPU cores a 128 px cell takes about 4x a 64 px one, so the CPU runs use R18_SIZE=64, UC Merced's setting.
 # Results land in results/pfam/aid_$DEVICE, results/criteria/aid_$DEVICE, runs/aid_budget_$DEVICE.
@@ -35,11 +35,14 @@ pfam() {
 }
 
 compare() {
-  for model in vgg_small torchvision/resnet18; do
+  for model in ${MODELS:-vgg_small torchvision/resnet18}; do
     size=64; [ "$model" = vgg_small ] || size=$R18_SIZE
     # shellcheck disable=SC2086
-    "$PK" compare --data "$DATA" --model "$model" --image-size "$size" --reduce macs=2x macs=3x --seeds $SEEDS \
-      --device "$DEVICE" --no-progress --out "results/criteria/aid_$DEVICE" --name "criteria_aid_${model##*/}"
+    # UC Merced's protocol (docs/criteria.md): base of seed 0, 20 fine-tuning epochs at peak lr 0.05, SE 2 epochs
+    "$PK" compare --data "$DATA" --model "$model" --image-size "$size" --reduce ${TARGETS:-macs=2x macs=3x} \
+      --seeds $SEEDS --base-epochs 30 --base-seed 0 --finetune-epochs 20 --finetune-lr 0.05 --attention-epochs 2 \
+      --attention-sparsity 1e-3 --no-latency --device "$DEVICE" --no-progress --out "results/criteria/aid_$DEVICE" \
+      --name "criteria_aid_${model##*/}"
   done
 }
 

@@ -17,21 +17,41 @@ import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from prunekit.allocate.reduce import check_reduce, parse_reduce  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
 
 
-def cells(folder: Path, model: str, target: str, epochs: int) -> Dict[str, Dict[int, float]]:
-    """method -> seed -> test accuracy (%), for one model and target (the unpruned cells have no target)."""
+def cells(folder: Path, model: str, target: str, epochs: int, finetune_lr: Optional[float] = None
+          ) -> Dict[str, Dict[int, float]]:
+    """method -> seed -> test accuracy (%), for one model and target (the unpruned cells have no target).
+
+    Reads both cell kinds: ``pfam_from_scratch.py``'s (method, test_accuracy, epochs) and ``prunekit compare``'s
+    (criterion, test_acc, base_epochs; only its 20-epoch fine-tuning cells at ``finetune_lr``, uniform scope, no
+    distillation). Targets match by amount, so ``macs=2x`` and ``macs=0.5`` are the same cell."""
+    want = _amount(target)
     out: Dict[str, Dict[int, float]] = {}
     for f in sorted(folder.glob("*.json")):
         r = json.loads(f.read_text())
-        if r["model"] == model and r["epochs"] == epochs and r["target"] in (target, None):
-            out.setdefault(r["method"], {})[int(r["seed"])] = 100 * r["test_accuracy"]
+        if "criterion" in r:  # a compare cell
+            if (r.get("finetune_epochs") != 20 or r.get("finetune_lr", 0.01) != finetune_lr
+                    or r.get("scope") != "uniform" or r.get("distill")):
+                continue
+            method, acc, ep = r["criterion"], r["test_acc"], r["base_epochs"]
+        else:
+            method, acc, ep = r["method"], r["test_accuracy"], r["epochs"]
+        if r["model"] == model and ep == epochs and (r["target"] in (None, "none") or _amount(r["target"]) == want):
+            out.setdefault(method, {})[int(r["seed"])] = 100 * acc
     return out
+
+
+def _amount(target: str) -> Tuple[str, float]:
+    """``"macs=2x"`` -> ("macs", 0.5): the same reduction however it was written."""
+    metric, value = check_reduce(parse_reduce(target))
+    return metric, round(value, 3)
 
 
 def summary(accs: Dict[int, float]) -> str:
@@ -63,36 +83,52 @@ def ranks(data: Dict[str, Dict[int, float]]) -> Dict[str, int]:
     return {m: i + 1 for i, m in enumerate(order)}
 
 
-def table(aid: Dict[str, Dict[int, float]], ucm: Dict[str, Dict[int, float]]) -> str:
+def table(aid: Dict[str, Dict[int, float]], ucm: Dict[str, Dict[int, float]], against: str = "unpruned") -> str:
+    """One row per method; differences paired by seed against ``against`` (``"unpruned"``, or ``"best"``: the
+    pruned method with the highest mean on that dataset)."""
     methods = sorted(set(aid) | set(ucm), key=lambda m: (m != "unpruned", m))
     r_aid, r_ucm = ranks(aid), ranks(ucm)
+    ref_aid, ref_ucm = (_reference(d, against) for d in (aid, ucm))
+    label = "best" if against == "best" else against
     rows = []
     for m in methods:
         rows.append({"method": m,
                      "AID test % (seeds)": summary(aid[m]) if m in aid else "not run",
-                     "AID − unpruned": paired(aid[m], aid["unpruned"]) if m in aid and "unpruned" in aid and
-                     m != "unpruned" else "-",
+                     f"AID − {label}": paired(aid[m], aid[ref_aid]) if m in aid and ref_aid and m not in
+                     ("unpruned", ref_aid) else "-",
                      "UC Merced test % (seeds)": summary(ucm[m]) if m in ucm else "not run",
-                     "UCM − unpruned": paired(ucm[m], ucm["unpruned"]) if m in ucm and "unpruned" in ucm and
-                     m != "unpruned" else "-",
+                     f"UCM − {label}": paired(ucm[m], ucm[ref_ucm]) if m in ucm and ref_ucm and m not in
+                     ("unpruned", ref_ucm) else "-",
                      "rank AID / UCM": f"{r_aid.get(m, '-')} / {r_ucm.get(m, '-')}"})
-    return markdown_table(rows, list(rows[0])) if rows else "(no results yet)"
+    note = f"\n\nBest pruned method: AID `{ref_aid}`, UC Merced `{ref_ucm}`." if against == "best" else ""
+    return (markdown_table(rows, list(rows[0])) + note) if rows else "(no results yet)"
+
+
+def _reference(data: Dict[str, Dict[int, float]], against: str) -> Optional[str]:
+    if against != "best":
+        return against if against in data else None
+    pruned = [m for m in data if m != "unpruned"]
+    return max(pruned, key=lambda m: statistics.mean(data[m].values())) if pruned else None
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="vgg_small")
     p.add_argument("--target", default="params=0.4")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30, help="epochs from scratch (compare cells: the base's)")
     p.add_argument("--aid", type=Path, default=REPO / "results" / "pfam" / "aid_cpu")
     p.add_argument("--ucmerced", type=Path, default=REPO / "results" / "pfam" / "cpu")
+    p.add_argument("--against", choices=["unpruned", "best"], default="unpruned",
+                   help="paired differences against the unpruned network or the best pruned method")
+    p.add_argument("--finetune-lr", type=float, default=0.05, help="compare cells: the fine-tuning lr to read")
     p.add_argument("--name", default="pfam_vgg_small_cpu")
     a = p.parse_args(argv)
-    aid, ucm = (cells(d, a.model, a.target, a.epochs) for d in (a.aid, a.ucmerced))
+    aid, ucm = (cells(d, a.model, a.target, a.epochs, a.finetune_lr) for d in (a.aid, a.ucmerced))
     ucm = {m: accs for m, accs in ucm.items() if m in aid}  # ranks among the methods run on both
-    text = (f"# {a.model}, {a.target}, {a.epochs} epochs from scratch: AID against UC Merced\n\n"
+    what = "from scratch" if a.against == "unpruned" else "base, then pruned and fine-tuned 20 epochs"
+    text = (f"# {a.model}, {a.target}, {a.epochs} epochs {what}: AID against UC Merced\n\n"
             f"AID cells: `{shown(a.aid)}`; UC Merced cells: `{shown(a.ucmerced)}`. "
-            "Test accuracy mean ± sd (seeds); differences paired by seed.\n\n" + table(aid, ucm) + "\n")
+            "Test accuracy mean ± sd (seeds); differences paired by seed.\n\n" + table(aid, ucm, a.against) + "\n")
     out = REPO / "docs" / "aid" / f"{a.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
