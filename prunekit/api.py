@@ -28,7 +28,7 @@ PLAN_ATTR = "prunekit_plan"
 def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio: Optional[float] = None,
           reduce: Union[None, str, Dict[str, float]] = None, allocation: str = "uniform", scope: str = "uniform",
           round_to: Union[None, int, str] = None, data: Any = None, ignore: Iterable[str] = (),
-          inplace: bool = False, **plan_options: Any) -> nn.Module:
+          latency_batch: int = 1, inplace: bool = False, **plan_options: Any) -> nn.Module:
     """Remove whole channels (filters, neurons, heads) and return a smaller dense model of the same classes.
 
     Args:
@@ -38,12 +38,13 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
             ``mean_activation``, ``apoz`` and the ``pfam`` forms also need ``data`` (batches of ``(x, y)``).
         ratio: fraction of channels removed per layer (uniform scope) or overall (global); default 0.5.
         reduce: a target instead of a ratio: ``"macs=2x"``, ``"params=0.4"``, or ``{"macs": 0.5}``; or
-            ``"latency=2x"``: whole blocks, channels or both, whichever halves the batch-1 latency measured here
-            while keeping the most MACs (``allocation`` is then unused).
+            ``"latency=2x"``: whole blocks, channels or both, whichever halves the latency measured here (at
+            ``latency_batch``) while keeping the most MACs (``allocation`` is then unused).
         allocation: ``"uniform"`` (one ratio reaching ``reduce``), ``"latency"`` (per-layer ratios from timed
             probes on this machine) or ``"fastest"`` (``reduce`` split between whole blocks and channels, whichever
-            split runs fastest here at batch 1).
+            split runs fastest here at ``latency_batch``).
         round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
+        latency_batch: the batch size measured latency targets and ``"fastest"`` time candidates at.
         ignore: module names kept whole (e.g. the classifier of a model whose head you need unchanged).
         plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``, ...).
 
@@ -70,7 +71,7 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     kind = "ratio" if target is None else "latency_target" if "latency" in target else (
         "reduce" if allocation == "uniform" else allocation)
     request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
-                                reduce=target, plan_kwargs=plan_kwargs)
+                                reduce=target, plan_kwargs=plan_kwargs, options={"batch": latency_batch})
     alloc = allocate(kind, request)
     work, plan = prune_structured(work, example_inputs, criterion=criterion, **{**plan_kwargs, **alloc.plan_kwargs})
     setattr(work, PLAN_ATTR, plan)

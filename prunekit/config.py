@@ -189,11 +189,14 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                "latency saving per MAC measured on this device decides its ratio; needs --reduce), "
                                "depth (the fewest whole residual blocks that reach --reduce, no channel removed), or "
                                "fastest (--reduce split between whole blocks and channels, the split timed fastest "
-                               "here at batch 1)")
+                               "here at --latency-batch)")
     latency_runtime: Literal["eager", "ort"] = Field(
         "eager", description="--allocation latency / fastest and --reduce latency=...: time the probes and candidates in "
                              "eager PyTorch or in ONNX Runtime (the runtime the model will be deployed in; ort: "
                              "pair with --round-to auto-ort)")
+    latency_batch: int = Field(
+        1, ge=1, description="--allocation fastest and --reduce latency=...: time the candidates at this batch size "
+                             "(the one the model will run at; which split is fastest can differ between 1 and 32)")
     latency_cache: Optional[str] = Field(
         "auto", description="--allocation latency: folder keeping the timings per device and architecture, so the "
                             "same architecture is timed once (auto: $PRUNEKIT_CACHE/latency or "

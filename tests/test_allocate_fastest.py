@@ -93,3 +93,20 @@ def test_cli_end_to_end_records_the_split_and_removes_its_blocks(tiny_folder, tm
     rec = done["fastest"]
     assert done["allocation"] == "fastest" and rec["runtime"].startswith("eager") and len(rec["candidates"]) >= 2
     assert done["reduce_target"]["target_reached"] and len(done.get("blocks_removed", [])) == rec["blocks"]
+
+
+def test_candidates_are_timed_at_the_latency_batch(monkeypatch):
+    from prunekit.allocate import allocators
+
+    seen = []
+
+    def timer(inputs, runtime):
+        seen.append(tuple(inputs[0].shape))
+        return lambda dense, twin: (DEPTH_CHEAP(dense), DEPTH_CHEAP(twin))
+
+    monkeypatch.setattr(allocators, "paired_timer", timer)
+    model, x = _resnet(), torch.randn(2, *SHAPE)
+    alloc = allocate("fastest", AllocationRequest(model, x, reduce=TARGET, options={"batch": 8}))
+    assert seen == [(8, *SHAPE)] and alloc.record["fastest"]["batch"] == 8
+    prunekit.prune(model, x, reduce="latency=1.5x", latency_batch=4)
+    assert seen[-1] == (4, *SHAPE)

@@ -59,12 +59,12 @@ def latency_measured(req: AllocationRequest) -> Allocation:
 @ALLOCATORS.register("fastest")
 def fastest_split(req: AllocationRequest) -> Allocation:
     """``req.reduce`` (MACs or params) by whole blocks, channels or both, whichever split runs fastest measured in
-    ``options["runtime"]`` at batch 1 (or by ``options["latency_fn"]``)."""
+    ``options["runtime"]`` at batch ``options["batch"]`` (default 1; or by ``options["latency_fn"]``)."""
     x1 = req.example[:1]
     latency_fn, pair_fn, runtime = _timers(req, x1)
     found = fastest_at(req.model, x1, _target(req), latency_fn=latency_fn, pair_fn=pair_fn,
                        depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
-    record = {**found.record(), "runtime": runtime}
+    record = {**found.record(), "runtime": runtime, "batch": _batch(req)}
     return Allocation(found.plan_kwargs(), {
         "reduce_achieved": record["reached"], "allocation": "fastest", "fastest": record,
         "reduce_target": reach(found.metric, found.target, found.chosen.reduction),
@@ -83,7 +83,7 @@ def measured_latency_target(req: AllocationRequest) -> Allocation:
     latency_fn, pair_fn, runtime = _timers(req, x1)
     found = latency_target(req.model, x1, req.reduce["latency"], latency_fn=latency_fn, pair_fn=pair_fn,
                            depth_criterion=req.options.get("depth_criterion", "magnitude"), **req.plan_kwargs)
-    record = {**found.record(), "runtime": runtime}
+    record = {**found.record(), "runtime": runtime, "batch": _batch(req)}
     return Allocation(found.plan_kwargs(), {
         "reduce_achieved": record["reached"], "allocation": "latency_target", "latency_target": record,
         "latency_arm": f"{found.chosen.arm}: {found.chosen.blocks} blocks, channel ratio {found.chosen.ratio}",
@@ -121,7 +121,20 @@ def _timers(req: AllocationRequest, x1: Any) -> Tuple[Any, Any, str]:
     if latency_fn is not None:
         return latency_fn, None, "given latency_fn"
     runtime = req.options.get("runtime", "eager")
-    return None, paired_timer((x1,), runtime), runtime_label(runtime)
+    return None, paired_timer((_batch_of(x1, _batch(req)),), runtime), runtime_label(runtime)
+
+
+def _batch(req: AllocationRequest) -> int:
+    """The batch size candidates are timed at (``options["batch"]``, default 1): the one the model is deployed at,
+    since which split runs fastest can differ between batch 1 and a full batch."""
+    batch = int(req.options.get("batch") or 1)
+    if batch < 1:
+        raise ConfigError(f"latency batch {batch} must be >= 1")
+    return batch
+
+
+def _batch_of(x1: Any, batch: int) -> Any:
+    return x1 if batch == 1 else x1.expand(batch, *x1.shape[1:]).contiguous()
 
 
 def _target(req: AllocationRequest):

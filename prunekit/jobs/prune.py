@@ -98,6 +98,7 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
                                     reduce=parse_reduce(opts.reduce, measured=True) if opts.reduce else None,
                                     plan_kwargs=plan_kwargs,
                                     options={"runtime": opts.latency_runtime, "cache": opts.latency_cache,
+                                             "batch": opts.latency_batch,
                                              "depth_criterion": opts.depth_criterion})
     alloc = allocate(kind, request)
     if opts.reduce:
