@@ -165,6 +165,10 @@ class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, Roun
                                                      "(unstructured); prunekit.load(path, sparse_kernels=True) "
                                                      "replays them")
     latency: bool = Field(True, description="measure latency before/after")
+    deploy: Literal["eager", "fold_bn", "channels_last", "compile", "ort"] = Field(
+        "eager", description="time the before/after latency with both models in this deploy form "
+                             "(prunekit.deploy): eager as built, fold_bn (BN folded), channels_last, compile "
+                             "(torch.compile, inductor), ort (ONNX Runtime); the checkpoint stays a plain model")
     calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")
     slimming: float = Field(0.0, ge=0, description="Network Slimming: L1 penalty on BN scales while training from "
                                                    "scratch (use with --criterion bn_scale; typical 1e-4)")

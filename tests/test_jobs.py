@@ -339,3 +339,26 @@ def test_accuracy_right_after_the_cut_is_recorded_and_printed(tiny_folder, tmp_p
     assert "right after the cut, before fine-tuning" in render.prune(cut)
     none = prune_job(_opts(tiny_folder, tmp_path / "f0", method="structured", ratio=0.5, finetune_epochs=0))
     assert "test_accuracy_after_cut" not in none["pruning"]  # without fine-tuning it is the final accuracy
+
+
+def test_deploy_form_times_both_models_deployed(tiny_folder, tmp_path, monkeypatch, capsys):
+    from prunekit.cli import render
+    from prunekit.jobs import prune as job
+
+    forms = []
+    real = job.prepare
+
+    def spy(model, form, example):
+        forms.append((form, tuple(example.shape)))
+        return real(model, form, example)
+
+    monkeypatch.setattr(job, "prepare", spy)
+    res = prune_job(_opts(tiny_folder, tmp_path / "d", method="structured", ratio=0.5, finetune_epochs=0,
+                          latency=True, deploy="fold_bn"))
+    assert forms == [("fold_bn", (1, 3, 16, 16))] * 2  # the dense and the pruned model, alike
+    assert res["pruning"]["latency_form"] == "fold_bn"
+    assert res["before"]["latency_ms_b1"] > 0 and res["after"]["latency_ms_b32"] > 0
+    assert "fold_bn deploy form" in render.prune(res)
+    assert main(["prune", "--data", str(tiny_folder), "--structured", "--deploy", "compile", "--no-latency",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "drop --no-latency" in capsys.readouterr().err

@@ -51,6 +51,9 @@ def prune(r: Dict[str, Any]) -> str:
     cut = (r.get("pruning") or {}).get("test_accuracy_after_cut")
     if cut is not None:
         table += f"\n(test accuracy right after the cut, before fine-tuning: {_pct(cut)})"
+    form = (r.get("pruning") or {}).get("latency_form")
+    if form:
+        table += f"\n(latency timed with both models in the {form} deploy form, prunekit.deploy)"
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
 
 

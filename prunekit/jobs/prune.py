@@ -18,7 +18,8 @@ from ..config import PruneOptions
 from ..data import calibration_batches, data_section
 from ..device import pick_device, seed_everything
 from ..errors import ConfigError
-from ..measure import measure_models
+from ..deploy import prepare
+from ..measure import measure_latency_together, measure_models
 from ..models import create_model
 from ..models.input_size import fit_input_size
 from ..report import flatten_measurement, write_report
@@ -34,9 +35,18 @@ from .sensitivity import budget_request
 
 
 def _measure_pair(before: nn.Module, after: nn.Module, ds, files: Tuple[Path, Path], latency: bool,
-                  accuracies: Tuple[Optional[float], float]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """Both models measured in one go, latencies timed round-robin, so the speedup is not the machine's drift."""
-    ms = measure_models([before, after], input_shape=tuple(ds.images.shape[1:]), file_paths=files, latency=latency)
+                  accuracies: Tuple[Optional[float], float], form: str = "eager"
+                  ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Both models measured in one go, latencies timed round-robin, so the speedup is not the machine's drift;
+    with a deploy ``form`` other than eager, sizes are counted on the models and latency timed on their deployed
+    forms (both alike)."""
+    shape = tuple(ds.images.shape[1:])
+    ms = measure_models([before, after], input_shape=shape, file_paths=files, latency=latency and form == "eager")
+    if latency and form != "eager":
+        example = ds.images[:1].float().to(next(before.parameters()).device)
+        deployed = [prepare(copy.deepcopy(m), form, example) for m in (before, after)]
+        timed = measure_latency_together(deployed, shape, (1, 32), device=example.device)
+        ms = [dataclasses.replace(m, latency_ms=t[0], latency_spread_ms=t[1]) for m, t in zip(ms, timed)]
     return ({"accuracy": accuracies[0], **flatten_measurement(ms[0])},
             {"accuracy": accuracies[1], **flatten_measurement(ms[1])})
 
@@ -222,6 +232,8 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         raise ConfigError("--max-drop chooses per-layer ratios for --structured one-shot pruning, layer scope; drop "
                           "--reduce / --global / --schedule / --allocation latency (it replaces them)")
     _check_depth(opts)
+    if opts.deploy != "eager" and not opts.latency:
+        raise ConfigError(f"--deploy {opts.deploy} sets the form latency is timed in; drop --no-latency (or --deploy)")
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
@@ -260,7 +272,10 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     kernels = _kernel_decisions(pruned, masks, ds, done) if opts.sparse_kernels else None
     ckpt.save(pruned, final, extras=extras, codec=codec, data=data_section(ds), pruning=done,
               metrics={"test_accuracy": after_acc}, recipe=opts.model_dump(mode="json"), sparse_kernels=kernels)
-    before, after = _measure_pair(model, pruned, ds, (base_file, final), opts.latency, (before_acc, after_acc))
+    before, after = _measure_pair(model, pruned, ds, (base_file, final), opts.latency, (before_acc, after_acc),
+                                  opts.deploy)
+    if opts.latency and opts.deploy != "eager":
+        done["latency_form"] = opts.deploy
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
                          extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start})
     result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,
