@@ -10,7 +10,9 @@
 # SEEDS (default "0 1 2"), TARGETS (compare, default "macs=2x macs=3x"), MODELS (compare, default both) and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at R18_SIZE
 # px, default 128: AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px:
 # 2x2). On 2 CPU cores a 128 px cell takes about 4x a 64 px one, so the CPU runs use R18_SIZE=64, UC Merced's setting.
-# Results land in results/pfam/aid_$DEVICE, results/criteria/aid_$DEVICE, runs/aid_budget_$DEVICE.
+# Results land in results/pfam/aid_$DEVICE, results/criteria/aid_$DEVICE, results/balance/aid_$DEVICE (work files
+# of the budget runs in runs/aid_budget_$DEVICE). The budget's seed-s base is trained unless
+# runs/aid_budget_$DEVICE/base-s<seed>/model.safetensors exists (the CPU run reused compare's seed-0 base: same recipe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/aid_sub100}
@@ -54,9 +56,14 @@ budget() {
       --seed "$seed" --device "$DEVICE" --no-progress --out "$base"
     [ -f "$out/sens-s$seed/sensitivity.json" ] || "$PK" sensitivity "$base/model.safetensors" --data "$DATA" \
       --criterion l2 --device "$DEVICE" --no-progress --out "$out/sens-s$seed"
+    keep="results/balance/aid_$DEVICE"  # what is committed: the scan and each run's result.json
+    mkdir -p "$keep" && cp "$out/sens-s$seed/sensitivity.json" "$keep/sensitivity-s$seed.json"
     for drop in 1 3; do
       BASE="$base/model.safetensors" DATA="$DATA" SCAN="$out/sens-s$seed/sensitivity.json" OUT="$out" SEED="$seed" \
         MAX_DROP="$drop" PK="$PK" bash benchmarks/budget_vs_uniform.sh
+      for run in "$out"/budget-d"$drop"-*-s"$seed" "$out"/uniform-*-s"$seed"; do
+        [ -f "$run/result.json" ] && cp "$run/result.json" "$keep/$(basename "$run").json"
+      done
     done
   done
 }
