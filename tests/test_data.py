@@ -324,6 +324,25 @@ def test_train_loader_drop_rules(small_ds) -> None:
     assert len(make_loader(small_ds, "train", batch_size=10, drop_last=True)) == 3
 
 
+def test_calibration_batches_take_classes_in_turn(small_ds) -> None:
+    """The training split is stored class by class; calibration batches must not be its first few classes."""
+    from prunekit.data import calibration_batches
+
+    got = calibration_batches(small_ds, batches=2, batch_size=3)
+    ys = torch.cat([y for _, y in got])
+    assert [len(y) for _, y in got] == [3, 3] and sorted(ys[:3].tolist()) == [0, 1, 2]
+    assert torch.bincount(ys, minlength=3).tolist() == [2, 2, 2]
+    x_all, y_all = batches(make_loader(small_ds, "train", batch_size=64, train=False))  # un-augmented, normalized
+    rows = {int(r): i for i, r in enumerate(small_ds.splits["train"])}
+    from prunekit.data.loader import calibration_order
+
+    picked = [rows[int(r)] for r in calibration_order(small_ds)[:6]]
+    assert torch.equal(torch.cat([x for x, _ in got]), x_all[picked]) and torch.equal(ys, y_all[picked])
+    assert torch.equal(calibration_batches(small_ds, 2, 3)[1][0], got[1][0])  # fixed order
+    everything = calibration_order(small_ds)
+    assert sorted(everything.tolist()) == small_ds.splits["train"].tolist()  # a permutation of the split
+
+
 def test_loader_bad_arguments(small_ds) -> None:
     with pytest.raises(ConfigError, match="'valid'"):
         make_loader(small_ds, "valid")

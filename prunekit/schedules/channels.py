@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..apply.verify import verify_plan
-from ..data import make_loader
+from ..data import calibration_batches
 from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph
 from ..importance import score_groups
@@ -43,8 +43,9 @@ def input_shape(state: TrainState, input_size: Optional[int], known: Optional[Li
 
 
 class CalibrationBatches:
-    """The first ``n`` training batches in split order, unaugmented and the same on every DDP rank (so every rank
-    scores alike and picks the same channels), re-iterable, for data-driven criteria (``ctx["data"]``)."""
+    """``n`` unaugmented training batches with the classes taking turns (``prunekit.data.calibration_batches``), the
+    same on every DDP rank (so every rank scores alike and picks the same channels), re-iterable, for data-driven
+    criteria (``ctx["data"]``)."""
 
     def __init__(self, loader: Any, n: int) -> None:
         self.loader, self.n = loader, n
@@ -53,9 +54,8 @@ class CalibrationBatches:
         ds = getattr(self.loader, "ds", None)
         if ds is None:  # not a prunekit loader: take its own first batches
             return itertools.islice(iter(self.loader), self.n)
-        fixed = make_loader(ds, getattr(self.loader, "split", "train"), batch_size=self.loader.batch_size,
-                            train=False, device=self.loader.device)
-        return itertools.islice(iter(fixed), self.n)
+        return iter(calibration_batches(ds, self.n, self.loader.batch_size, device=self.loader.device,
+                                        split=getattr(self.loader, "split", "train")))
 
 
 def calibration(state: TrainState, n: int) -> Optional[CalibrationBatches]:
