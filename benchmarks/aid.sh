@@ -5,7 +5,7 @@
 #   DEVICE=cpu bash benchmarks/aid.sh pfam            # 1. PFAM / SFP / soft FPGM / unpruned from scratch, params -40%
 #   DEVICE=cuda bash benchmarks/aid.sh compare        # 2. criteria at 2x and 3x MACs (prunekit compare)
 #   DEVICE=cuda bash benchmarks/aid.sh budget         # 3. accuracy budget (--max-drop 1, 3) vs uniform at equal MACs
-#   bash benchmarks/aid.sh report                     # tables (docs/aid/, docs/pfam/, docs/criteria/) from the cells
+#   bash benchmarks/aid.sh report                     # tables (docs/aid/, docs/pfam/) from the cells
 #
 # SEEDS (default "0 1 2"), TARGETS (compare, default "macs=2x macs=3x"), MODELS (compare, default both) and THREADS (CPU intra-op threads, default: torch's) can be set. resnet18 runs at R18_SIZE
 # px, default 128: AID's 150 px images keep 73% of their pixels and the stride-32 network ends on a 4x4 map (64 px:
@@ -73,6 +73,17 @@ report() {
     [ -d "results/pfam/aid_$dev" ] || continue
     "$PY" benchmarks/pfam_from_scratch.py --report-only --results "results/pfam/aid_$dev" --name "pfam_aid_$dev"
     "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --name "pfam_vgg_small_$dev"
+  done
+  for dev in cpu cuda; do
+    [ -d "results/criteria/aid_$dev/cells" ] || continue
+    for t in 2x 3x; do  # against UC Merced's five-seed GPU cells (same protocol)
+      "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/criteria/aid_$dev/cells" --ucmerced results/criteria/f20_gpu \
+        --target "macs=$t" --against best --name "criteria_vgg_small_${t}_${dev}_vs_ucm_gpu"
+    done
+  done
+  for dev in cpu cuda; do
+    [ -d "results/balance/aid_$dev" ] || continue
+    "$PY" benchmarks/budget_table.py "results/balance/aid_$dev" --name "budget_vs_uniform_aid_$dev"
   done
 }
 
