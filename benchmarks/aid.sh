@@ -72,7 +72,7 @@ report() {
   for dev in cpu cuda; do
     [ -d "results/pfam/aid_$dev" ] || continue
     "$PY" benchmarks/pfam_from_scratch.py --report-only --results "results/pfam/aid_$dev" --name "pfam_aid_$dev"
-    "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --name "pfam_vgg_small_$dev"
+    "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --name "pfam_vgg_small_${dev}_vs_ucm_cpu"
   done
   for dev in cpu cuda; do
     [ -d "results/criteria/aid_$dev/cells" ] || continue
