@@ -73,6 +73,10 @@ report() {
     [ -d "results/pfam/aid_$dev" ] || continue
     "$PY" benchmarks/pfam_from_scratch.py --report-only --results "results/pfam/aid_$dev" --name "pfam_aid_$dev"
     "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --name "pfam_vgg_small_${dev}_vs_ucm_cpu"
+    for size in 64 128; do  # UC Merced's resnet18 cells: GPU ones first, the CPU fpgm_soft cells fill in
+      "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/pfam/aid_$dev" --model torchvision/resnet18 \
+        --image-size "$size" --ucmerced results/pfam/gpu results/pfam/cpu --name "pfam_resnet18_${size}px_${dev}_vs_ucm"
+    done
   done
   for dev in cpu cuda; do
     [ -d "results/criteria/aid_$dev/cells" ] || continue

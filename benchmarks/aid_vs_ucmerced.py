@@ -1,7 +1,8 @@
 """Does a method's rank on AID agree with its rank on UC Merced? One table from two result folders.
 
     .venv/bin/python benchmarks/aid_vs_ucmerced.py                       # the PFAM cells (issue 21, question 1)
-    .venv/bin/python benchmarks/aid_vs_ucmerced.py --model torchvision/resnet18 --aid results/pfam/aid_gpu
+    .venv/bin/python benchmarks/aid_vs_ucmerced.py --model torchvision/resnet18 --aid results/pfam/aid_gpu \
+        --ucmerced results/pfam/gpu results/pfam/cpu  # a cell in the first folder wins over the same cell later
 
 Reads the one-JSON-per-cell results of ``benchmarks/pfam_from_scratch.py`` for one model and target on both
 datasets (same recipe, same device kind), and writes ``docs/aid/<name>.md``: per method the test accuracy mean ± sd
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -25,13 +27,14 @@ from prunekit.allocate.reduce import check_reduce, parse_reduce  # noqa: E402
 from prunekit.report.tables import markdown_table  # noqa: E402
 
 
-def cells(folder: Path, model: str, target: str, epochs: int, finetune_lr: Optional[float] = None
-          ) -> Dict[str, Dict[int, float]]:
+def cells(folder: Path, model: str, target: str, epochs: int, finetune_lr: Optional[float] = None,
+          image_size: int = 64) -> Dict[str, Dict[int, float]]:
     """method -> seed -> test accuracy (%), for one model and target (the unpruned cells have no target).
 
     Reads both cell kinds: ``pfam_from_scratch.py``'s (method, test_accuracy, epochs) and ``prunekit compare``'s
     (criterion, test_acc, base_epochs; only its 20-epoch fine-tuning cells at ``finetune_lr``, uniform scope, no
-    distillation). Targets match by amount, so ``macs=2x`` and ``macs=0.5`` are the same cell."""
+    distillation). Targets match by amount, so ``macs=2x`` and ``macs=0.5`` are the same cell; only cells at
+    ``image_size`` px count (a pfam cell names its size in its key)."""
     want = _amount(target)
     out: Dict[str, Dict[int, float]] = {}
     for f in sorted(folder.glob("*.json")):
@@ -40,10 +43,14 @@ def cells(folder: Path, model: str, target: str, epochs: int, finetune_lr: Optio
             if (r.get("finetune_epochs") != 20 or r.get("finetune_lr", 0.01) != finetune_lr
                     or r.get("scope") != "uniform" or r.get("distill")):
                 continue
-            method, acc, ep = r["criterion"], r["test_acc"], r["base_epochs"]
+            method, acc, ep, size = r["criterion"], r["test_acc"], r["base_epochs"], r["image_size"]
         else:
             method, acc, ep = r["method"], r["test_accuracy"], r["epochs"]
-        if r["model"] == model and ep == epochs and (r["target"] in (None, "none") or _amount(r["target"]) == want):
+            found = re.search(r"-(\d+)px-", r.get("key", ""))
+            size = int(found.group(1)) if found else None  # early probe cells named no size: not compared
+        if r["model"] != model or size != image_size or ep != epochs:
+            continue
+        if r["target"] in (None, "none") or _amount(r["target"]) == want:
             out.setdefault(method, {})[int(r["seed"])] = 100 * acc
     return out
 
@@ -115,19 +122,29 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="vgg_small")
     p.add_argument("--target", default="params=0.4")
+    p.add_argument("--image-size", type=int, default=64, help="read only the cells at this input size")
     p.add_argument("--epochs", type=int, default=30, help="epochs from scratch (compare cells: the base's)")
     p.add_argument("--aid", type=Path, default=REPO / "results" / "pfam" / "aid_cpu")
-    p.add_argument("--ucmerced", type=Path, default=REPO / "results" / "pfam" / "cpu")
+    p.add_argument("--ucmerced", type=Path, nargs="+", default=[REPO / "results" / "pfam" / "cpu"],
+                   help="UC Merced cell folders; a (method, seed) found in an earlier one is kept")
     p.add_argument("--against", choices=["unpruned", "best"], default="unpruned",
                    help="paired differences against the unpruned network or the best pruned method")
     p.add_argument("--finetune-lr", type=float, default=0.05, help="compare cells: the fine-tuning lr to read")
     p.add_argument("--name", default="pfam_vgg_small_cpu")
     a = p.parse_args(argv)
-    aid, ucm = (cells(d, a.model, a.target, a.epochs, a.finetune_lr) for d in (a.aid, a.ucmerced))
+    aid = cells(a.aid, a.model, a.target, a.epochs, a.finetune_lr, a.image_size)
+    if not aid:  # nothing to compare: leave any committed table alone
+        print(f"no AID cells for {a.model} at {a.image_size} px, {a.target} in {shown(a.aid)}: nothing written")
+        return
+    ucm: Dict[str, Dict[int, float]] = {}
+    for folder in reversed(a.ucmerced):  # earlier folders last, so their cells win
+        for m, accs in cells(folder, a.model, a.target, a.epochs, a.finetune_lr,
+                                 a.image_size).items():
+            ucm.setdefault(m, {}).update(accs)
     ucm = {m: accs for m, accs in ucm.items() if m in aid}  # ranks among the methods run on both
     what = "from scratch" if a.against == "unpruned" else "base, then pruned and fine-tuned 20 epochs"
-    text = (f"# {a.model}, {a.target}, {a.epochs} epochs {what}: AID against UC Merced\n\n"
-            f"AID cells: `{shown(a.aid)}`; UC Merced cells: `{shown(a.ucmerced)}`. "
+    text = (f"# {a.model} at {a.image_size} px, {a.target}, {a.epochs} epochs {what}: AID against UC Merced\n\n"
+            f"AID cells: `{shown(a.aid)}`; UC Merced cells: {', '.join(f'`{shown(d)}`' for d in a.ucmerced)}. "
             "Test accuracy mean ± sd (seeds); differences paired by seed.\n\n" + table(aid, ucm, a.against) + "\n")
     out = REPO / "docs" / "aid" / f"{a.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
