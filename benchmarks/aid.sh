@@ -80,9 +80,11 @@ report() {
   done
   for dev in cpu cuda; do
     [ -d "results/criteria/aid_$dev/cells" ] || continue
-    for t in 2x 3x; do  # against UC Merced's five-seed GPU cells (same protocol)
-      "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/criteria/aid_$dev/cells" --ucmerced results/criteria/f20_gpu \
-        --target "macs=$t" --against best --name "criteria_vgg_small_${t}_${dev}_vs_ucm_gpu"
+    for model in vgg_small torchvision/resnet18; do
+      for t in 2x 3x; do  # against UC Merced's five-seed GPU cells (same protocol, 64 px)
+        "$PY" benchmarks/aid_vs_ucmerced.py --aid "results/criteria/aid_$dev/cells" --ucmerced results/criteria/f20_gpu \
+          --model "$model" --target "macs=$t" --against best --name "criteria_${model##*/}_${t}_${dev}_vs_ucm_gpu"
+      done
     done
   done
   for dev in cpu cuda; do
