@@ -43,16 +43,23 @@ def cells(folder: Path, model: str, target: str, epochs: int, finetune_lr: Optio
             if (r.get("finetune_epochs") != 20 or r.get("finetune_lr", 0.01) != finetune_lr
                     or r.get("scope") != "uniform" or r.get("distill")):
                 continue
-            method, acc, ep, size = r["criterion"], r["test_acc"], r["base_epochs"], r["image_size"]
+            method, acc, ep = r["criterion"], r["test_acc"], r["base_epochs"]
         else:
             method, acc, ep = r["method"], r["test_accuracy"], r["epochs"]
-            found = re.search(r"-(\d+)px-", r.get("key", ""))
-            size = int(found.group(1)) if found else None  # early probe cells named no size: not compared
-        if r["model"] != model or size != image_size or ep != epochs:
+        if r["model"] != model or _image_size(r) != image_size or ep != epochs:
             continue
         if r["target"] in (None, "none") or _amount(r["target"]) == want:
             out.setdefault(method, {})[int(r["seed"])] = 100 * acc
     return out
+
+
+def _image_size(cell: Dict) -> Optional[int]:
+    """A cell's input size: recorded by compare and by newer pfam cells; older pfam cells name it only in their key
+    (``...-64px-...``), early probe cells nowhere (None: never compared)."""
+    if "image_size" in cell:
+        return int(cell["image_size"])
+    found = re.search(r"-(\d+)px-", cell.get("key", ""))
+    return int(found.group(1)) if found else None
 
 
 def _amount(target: str) -> Tuple[str, float]:
@@ -138,8 +145,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     ucm: Dict[str, Dict[int, float]] = {}
     for folder in reversed(a.ucmerced):  # earlier folders last, so their cells win
-        for m, accs in cells(folder, a.model, a.target, a.epochs, a.finetune_lr,
-                                 a.image_size).items():
+        for m, accs in cells(folder, a.model, a.target, a.epochs, a.finetune_lr, a.image_size).items():
             ucm.setdefault(m, {}).update(accs)
     ucm = {m: accs for m, accs in ucm.items() if m in aid}  # ranks among the methods run on both
     what = "from scratch" if a.against == "unpruned" else "base, then pruned and fine-tuned 20 epochs"

@@ -65,7 +65,7 @@ def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict
     t0 = time.perf_counter()
     res = prune_job(cell_options(method, target, seed, a, REPO / "runs" / "pfam" / key))
     wall = time.perf_counter() - t0  # of this process: a cell resumed after a kill counts only its last part
-    row = {"key": key, "model": a.model, "method": method, "target": None if method == "unpruned" else target,
+    row = {"key": key, "model": a.model, "image_size": a.image_size, "method": method, "target": None if method == "unpruned" else target,
            "seed": seed, "epochs": a.epochs, "test_accuracy": res["after"]["accuracy"],
            "params": res["after"]["params"], "macs": res["after"]["macs"],
            "params_reduction": 1 - res["after"]["params"] / res["before"]["params"],
