@@ -19,6 +19,7 @@ DATA=${DATA:-../shared/data/aid_sub100}
 DEVICE=${DEVICE:-cpu}
 SEEDS=${SEEDS:-0 1 2}
 R18_SIZE=${R18_SIZE:-128}
+TAG=${TAG:-aid}  # names the budget step's folders; TAG=ucmerced DATA=../shared/data/ucmerced reruns UC Merced's
 PY=${PY:-.venv/bin/python}
 PK=${PK:-.venv/bin/prunekit}
 [ -n "${THREADS:-}" ] && export OMP_NUM_THREADS=$THREADS
@@ -49,14 +50,14 @@ compare() {
 }
 
 budget() {
-  out="runs/aid_budget_$DEVICE"
+  out="runs/${TAG}_budget_$DEVICE"
   for seed in $SEEDS; do
     base="$out/base-s$seed"
     [ -f "$base/model.safetensors" ] || "$PK" train --model vgg_small --data "$DATA" --image-size 64 --epochs 30 \
       --seed "$seed" --device "$DEVICE" --no-progress --out "$base"
     [ -f "$out/sens-s$seed/sensitivity.json" ] || "$PK" sensitivity "$base/model.safetensors" --data "$DATA" \
       --criterion l2 --device "$DEVICE" --no-progress --out "$out/sens-s$seed"
-    keep="results/balance/aid_$DEVICE"  # what is committed: the scan and each run's result.json
+    keep="results/balance/${TAG}_$DEVICE"  # what is committed: the scan and each run's result.json
     mkdir -p "$keep" && cp "$out/sens-s$seed/sensitivity.json" "$keep/sensitivity-s$seed.json"
     for drop in 1 3; do
       BASE="$base/model.safetensors" DATA="$DATA" SCAN="$out/sens-s$seed/sensitivity.json" OUT="$out" SEED="$seed" \
@@ -90,6 +91,11 @@ report() {
   for dev in cpu cuda; do
     [ -d "results/balance/aid_$dev" ] || continue
     "$PY" benchmarks/budget_table.py "results/balance/aid_$dev" --name "budget_vs_uniform_aid_$dev"
+  done
+  for dev in cpu cuda; do  # UC Merced's rerun by the same step (TAG=ucmerced)
+    [ -d "results/balance/ucmerced_$dev" ] || continue
+    "$PY" benchmarks/budget_table.py "results/balance/ucmerced_$dev" --name "budget_vs_uniform_ucmerced_$dev" \
+      --docs docs/balance
   done
 }
 

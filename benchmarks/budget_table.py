@@ -4,7 +4,7 @@
 
 Pairs each ``budget-d<D>-e<E>-f<F>-s<S>.json`` (``prunekit prune --max-drop D`` result, as
 ``benchmarks/budget_vs_uniform.sh`` or ``benchmarks/aid.sh budget`` keeps it) with the
-``uniform-macs<r>-f<F>-s<S>.json`` run at the MACs the budget removed, and writes ``docs/aid/<name>.md``: one row per
+``uniform-macs<r>-f<F>-s<S>.json`` run at the MACs the budget removed, and writes ``<docs>/<name>.md`` (default ``docs/aid``): one row per
 run, then per budget the mean test accuracy of both and their difference paired by seed (with t from 2 seeds).
 """
 from __future__ import annotations
@@ -82,6 +82,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--name", default="budget_vs_uniform_aid_cpu")
+    p.add_argument("--docs", type=Path, default=REPO / "docs" / "aid", help="folder the table is written to")
     a = p.parse_args(argv)
     found = pairs(a.folder)
     if not found:
@@ -90,7 +91,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             "(`budget-*`: `prunekit prune --max-drop`, `uniform-*`: `--reduce macs=<what the budget removed>`, "
             "both `--criterion l2` and the same fine-tuning). Test accuracy %.\n\n"
             + markdown_table(rows(found)) + "\n\n" + markdown_table(summary(found)) + "\n")
-    out = REPO / "docs" / "aid" / f"{a.name}.md"
+    a.docs.mkdir(parents=True, exist_ok=True)
+    out = a.docs / f"{a.name}.md"
     out.write_text(text)
     print(text)
 

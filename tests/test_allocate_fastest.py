@@ -110,3 +110,50 @@ def test_candidates_are_timed_at_the_latency_batch(monkeypatch):
     assert seen == [(8, *SHAPE)] and alloc.record["fastest"]["batch"] == 8
     prunekit.prune(model, x, reduce="latency=1.5x", latency_batch=4)
     assert seen[-1] == (4, *SHAPE)
+
+
+def INSIDE_DEAR(model) -> float:
+    """ms = conv MACs + a per-channel cost for the normalizations inside the blocks (as a depthwise layer on a
+    block's expanded channels costs time but few MACs): at the same MACs, the split that cuts the streams less and
+    the blocks' insides more is the faster one."""
+    inside = [m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n.endswith("bn1")]
+    return count_macs(model, SHAPE)[0] / 1000 + 20.0 * sum(m.num_features for m in inside)
+
+
+def test_residual_streams_are_the_groups_that_cross_a_block_boundary():
+    from prunekit.graph import build_graph
+
+    model, x = _resnet(), torch.randn(1, *SHAPE)
+    graph = build_graph(model, (x,))
+    streams = graph.stream_modules()
+    assert streams and set(streams) < set(graph.prunable_modules())
+    blocks = graph.residual_blocks
+    for g in graph.groups:
+        if not g.prunable:
+            continue
+        mods = {m.module for m in g.members}
+        crosses = any(any(m == b or m.startswith(b + ".") for m in mods)
+                      and any(not (m == b or m.startswith(b + ".")) for m in mods) for b in blocks)
+        assert (g.module in streams) == crosses, g.module
+    vgg = create_model("vgg_small", num_classes=5).eval()
+    assert build_graph(vgg, (x,)).stream_modules() == []  # no residual block, no stream
+
+
+def test_stream_candidates_land_on_the_target_and_keep_their_stream_ratio():
+    from prunekit.graph import build_graph
+
+    model, x = _resnet(), torch.randn(1, *SHAPE)
+    found = fastest_at(model, x, TARGET, latency_fn=INSIDE_DEAR, points=0)
+    streams = build_graph(model, (x,)).stream_modules()
+    assert {c.stream for c in found.candidates} == {None, 0.0, 0.25}
+    assert all(abs(c.reduction - 0.5) <= 0.01 for c in found.candidates)
+    for c in found.candidates:
+        if c.stream is not None:
+            assert all(c.overrides[name] == c.stream for name in streams)
+    assert found.chosen.stream == 0.0  # the insides cost time per channel: cut there
+    assert found.record()["stream_ratio"] == 0.0
+    pruned, _ = prune_structured(_resnet(), x, **found.plan_kwargs())
+    assert count_macs(pruned, SHAPE)[0] == found.chosen.macs
+    assert INSIDE_DEAR(pruned) / INSIDE_DEAR(model) == pytest.approx(found.chosen.relative)
+    no_streams = fastest_at(model, x, TARGET, latency_fn=INSIDE_DEAR, points=0, stream_ratios=())
+    assert [c.stream for c in no_streams.candidates] == [None]

@@ -68,7 +68,8 @@ def fastest_split(req: AllocationRequest) -> Allocation:
     return Allocation(found.plan_kwargs(), {
         "reduce_achieved": record["reached"], "allocation": "fastest", "fastest": record,
         "reduce_target": reach(found.metric, found.target, found.chosen.reduction),
-        "fastest_arm": f"{found.chosen.arm}: {found.chosen.blocks} blocks, channel ratio {found.chosen.ratio}"})
+        "fastest_arm": f"{found.chosen.arm}: {found.chosen.blocks} blocks, channel ratio {found.chosen.ratio}"
+                       + (f", residual streams {found.chosen.stream}" if found.chosen.stream is not None else "")})
 
 
 @ALLOCATORS.register("latency_target")

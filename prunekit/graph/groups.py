@@ -91,6 +91,22 @@ class DependencyGraph:
                 names.append(g.module)
         return names
 
+    def stream_modules(self) -> List[str]:
+        """Prunable modules whose channels run through a residual connection (members inside and outside one of
+        ``residual_blocks``): the stream every block reads and adds to. Cutting it narrows every block's
+        normalizations, activations and depthwise layers at once; the other groups live inside one block."""
+        def inside(name: str, block: str) -> bool:
+            return name == block or name.startswith(block + ".")
+
+        names: List[str] = []
+        for g in self.groups:
+            mods = {m.module for m in g.members}
+            if g.prunable and g.module not in names and any(
+                    any(inside(m, b) for m in mods) and not all(inside(m, b) for m in mods)
+                    for b in self.residual_blocks):
+                names.append(g.module)
+        return names
+
     def __repr__(self) -> str:
         lines = [f"DependencyGraph({len(self.groups)} groups)"]
         for g in self.groups:
