@@ -12,8 +12,9 @@ has residual streams, with the streams cut less (``stream_ratios``: the groups e
 the groups inside the blocks take the rest): a stream channel narrows every block's normalizations, activations and
 depthwise layers, which cost time but few MACs (in ONNX Runtime that split made mobilenet_v2 0.84 -> 0.93 of the
 MACs promise, resnet50 0.97 -> 0.93, so it is measured per model, not assumed). Every candidate lands on the same
-reduction (within ``tol``), so they differ only in where the cut falls; each is timed round-robin with the dense model, the fastest few are timed again, and
-the one with the lowest mean latency relative to its dense twin is kept. Every candidate is in ``candidates``.
+reduction (within ``tol``), so they differ only in where the cut falls; each is timed round-robin with the dense
+model, the fastest few and the uniform cut are timed ``FINAL_ROUNDS`` more times, and the one with the lowest median
+latency relative to its dense twin is kept. Every candidate is in ``candidates``.
 
 What it does not weigh is accuracy: on UC Merced, removing blocks kept as much accuracy as removing channels at
 the same MACs after fine-tuning (docs/structured/depth_accuracy.md), but that is one dataset and one network.
@@ -21,7 +22,7 @@ the same MACs after fine-tuning (docs/structured/depth_accuracy.md), but that is
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from statistics import mean
+from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
@@ -36,7 +37,10 @@ from .latency import LatencyFn
 from .latency_target import PairFn, paired_timer
 from .reduce import check_reduce, search_ratio
 
-RETIMES = 3  # candidates timed a second time: one timing of each ranks them, the closest few need another
+RETIMES = 3  # finalists: one timing of each candidate ranks them, the closest few (and the uniform cut) need more
+FINAL_ROUNDS = 3  # more timings of each finalist, round-robin: two candidates' latencies differ by less than one
+# timing's noise (the same candidate timed twice moved by up to 7% in ONNX Runtime here), so one or two timings
+# picked a slower split over the uniform cut about as often as a faster one
 STREAM_RATIOS = (0.0, 0.25)  # ratios tried for the residual streams besides the uniform one
 
 
@@ -56,8 +60,9 @@ class SplitCandidate:
 
     @property
     def relative(self) -> float:
-        """Latency as a fraction of the dense model's (mean over its timings; lower is faster)."""
-        return mean(self.timings)
+        """Latency as a fraction of the dense model's (median of its timings, so one disturbed timing does not
+        decide; lower is faster)."""
+        return median(self.timings)
 
     @property
     def arm(self) -> str:
@@ -94,7 +99,7 @@ class FastestSplit:
                 "blocks_available": self.blocks_available,
                 "depth_criterion": self.depth_criterion, "speedup": round(1 / c.relative, 3),
                 "why": "the lowest latency relative to the dense model among candidates at the same target "
-                       f"(the fastest {RETIMES} timed twice)",
+                       f"(the fastest {RETIMES} and the uniform cut timed {FINAL_ROUNDS} more times, median)",
                 "candidates": [k.row() for k in self.candidates]}
 
 
@@ -141,7 +146,11 @@ def fastest_at(model: nn.Module, example_inputs: Any, reduce: Dict[str, float],
             c.timings.append(ms / dense_ms)
 
     timed(candidates)
-    timed(sorted(candidates, key=lambda c: c.relative)[:RETIMES] if len(candidates) > 1 else [])
+    if len(candidates) > 1:
+        finalists = sorted(candidates, key=lambda c: c.relative)[:RETIMES]
+        finalists += [c for c in candidates if c.arm == "width" and c.stream is None and c not in finalists]
+        for _ in range(FINAL_ROUNDS):
+            timed(finalists)
     chosen = min(candidates, key=lambda c: (c.relative, -c.macs))
     return FastestSplit(metric, target, chosen, candidates, depth_criterion, n_all)
 
