@@ -9,9 +9,10 @@ them. So at one target the candidates are n whole residual blocks (lowest-scored
 plus the uniform channel ratio that fills the rest of the target, for a few n from 0 (width alone) up to the
 fewest blocks that reach it alone. Each block count is tried with one ratio for every group and, where the model
 has residual streams, with the streams cut less (``stream_ratios``: the groups every block adds to keep that ratio,
-the groups inside the blocks take the rest): a stream channel narrows every block's normalizations, activations and
-depthwise layers, which cost time but few MACs (in ONNX Runtime that split made mobilenet_v2 0.84 -> 0.93 of the
-MACs promise, resnet50 0.97 -> 0.93, so it is measured per model, not assumed). Every candidate lands on the same
+the groups inside the blocks take the rest): cutting the insides harder shrinks, more than a uniform cut does, the
+layers whose time grows with the width but whose MACs are few (depthwise convolutions on a block's expanded
+channels, their normalizations and activations). In ONNX Runtime that lifts the mobile networks and is not chosen
+on resnet50, so it is measured per model, not assumed (docs/structured.md, "Speed"). Every candidate lands on the same
 reduction (within ``tol``), so they differ only in where the cut falls; each is timed round-robin with the dense
 model, the fastest few and the uniform cut are timed ``FINAL_ROUNDS`` more times, and the one with the lowest median
 latency relative to its dense twin is kept. Every candidate is in ``candidates``.
