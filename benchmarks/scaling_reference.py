@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -23,11 +22,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from prunekit.export import ExportError, OrtModule  # noqa: E402
 from prunekit.files import atomic_path  # noqa: E402
 from prunekit.measure import count_macs  # noqa: E402
 from prunekit.measure.latency import measure_latency_together  # noqa: E402
+from structured_speed import geo  # noqa: E402  (the same geo-mean as the benchmark it is a reference for)
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "vgg16", "efficientnet_b0", "convnext_tiny", "densenet121"]
 SIZES = ((1, 224), (32, 64))  # (batch, image side) as structured_speed.py times them
@@ -62,10 +63,6 @@ def reference(name: str, runtime: str, repeats: int) -> Dict[str, Any]:
     return row
 
 
-def geo(values: List[float]) -> Optional[float]:
-    return round(math.exp(sum(map(math.log, values)) / len(values)), 3) if values else None
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runtime", choices=["eager", "ort"], default="eager")
@@ -75,10 +72,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = [reference(name, a.runtime, a.repeats) for name in a.models]
-    summary = {f"b{b}": geo([r[f"b{b}_eff"] for r in rows if f"b{b}_eff" in r]) for b, _ in SIZES}
+    effs = {f"b{b}": [r[f"b{b}_eff"] for r in rows if f"b{b}_eff" in r] for b, _ in SIZES}
+    summary = {k: round(geo(v), 3) if v else None for k, v in effs.items()}
     print("geo-mean speedup / MACs reduction:", summary)
     with atomic_path(a.out) as tmp:
-        Path(tmp).write_text(json.dumps({"runtime": a.runtime, "threads": 1, "sizes": SIZES, "rows": rows,
+        tmp.write_text(json.dumps({"runtime": a.runtime, "threads": 1, "sizes": SIZES, "rows": rows,
                                          "geomean": summary}, indent=1))
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .graph import DependencyGraph, Group, build_graph, single_thread
+from .graph import DependencyGraph, Group, build_graph, single_thread, within
 from .importance import score_blocks, score_groups
 
 PLAN_FORMAT = "prunekit.plan/1"
@@ -189,7 +189,7 @@ def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio
     for g in graph.groups:
         best = ""
         for prefix, r in overrides.items():
-            if (g.module == prefix or g.module.startswith(prefix + ".")) and len(prefix) >= len(best):
+            if within(g.module, prefix) and len(prefix) >= len(best):
                 best = prefix
                 if not 0.0 <= r < 1.0:
                     raise ConfigError(f"override {prefix!r}={r} is out of range; use a fraction in [0, 1)")

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from ..errors import PrunekitError
-from .groups import DependencyGraph, Group, Member, build_groups
+from .groups import DependencyGraph, Group, Member, build_groups, within
 from .run import run_trace
 
-__all__ = ["build_graph", "DependencyGraph", "Group", "Member", "single_thread"]
+__all__ = ["build_graph", "DependencyGraph", "Group", "Member", "single_thread", "within"]
 
 
 @contextlib.contextmanager

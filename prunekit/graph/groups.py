@@ -14,6 +14,12 @@ import torch
 from .trace import MemberRecord, Recording
 
 
+def within(name: str, prefix: str) -> bool:
+    """True when module ``name`` is ``prefix`` or lies inside it (dotted names: "layer1.0" is in "layer1", "layer10"
+    is not)."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 @dataclass
 class Member:
     """Slice ``dim`` of ``module.attr``; ``index[i]`` = the group channel that owns position i (-1: not ours).
@@ -93,16 +99,13 @@ class DependencyGraph:
 
     def stream_modules(self) -> List[str]:
         """Prunable modules whose channels run through a residual connection (members inside and outside one of
-        ``residual_blocks``): the stream every block reads and adds to. Cutting it narrows every block's
-        normalizations, activations and depthwise layers at once; the other groups live inside one block."""
-        def inside(name: str, block: str) -> bool:
-            return name == block or name.startswith(block + ".")
-
+        ``residual_blocks``): the stream every block of a stage reads and adds to. The other groups live inside one
+        block (a bottleneck's or an inverted residual's expanded channels), so they can be cut apart from it."""
         names: List[str] = []
         for g in self.groups:
             mods = {m.module for m in g.members}
             if g.prunable and g.module not in names and any(
-                    any(inside(m, b) for m in mods) and not all(inside(m, b) for m in mods)
+                    any(within(m, b) for m in mods) and not all(within(m, b) for m in mods)
                     for b in self.residual_blocks):
                 names.append(g.module)
         return names

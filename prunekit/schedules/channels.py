@@ -16,7 +16,7 @@ from torch import nn
 from ..apply.verify import verify_plan
 from ..data import calibration_batches
 from ..errors import ConfigError
-from ..graph import DependencyGraph, build_graph
+from ..graph import DependencyGraph, build_graph, within
 from ..importance import score_groups
 from ..plan import GroupPlan, Plan, select
 from ..train.callbacks import TrainState
@@ -106,7 +106,7 @@ def plan_to_ratio(model: nn.Module, example: torch.Tensor, ratio: float, criteri
 def _ratio_of(module: str, ratio: float, overrides: Optional[Dict[str, float]]) -> float:
     best, value = "", ratio
     for prefix, r in (overrides or {}).items():
-        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) >= len(best):
+        if within(module, prefix) and len(prefix) >= len(best):
             best, value = prefix, r
     return value
 
