@@ -42,10 +42,12 @@ class Plan:
     ignore: List[str] = field(default_factory=list)
     settings: Dict[str, Any] = field(default_factory=dict)
     skipped: Dict[str, str] = field(default_factory=dict)  # group key -> why it was left whole
+    input_dtypes: List[str] = field(default_factory=list)  # "float32", "int64" (token ids) ... per input
 
     def example_inputs(self) -> Tuple[torch.Tensor, ...]:
-        """Zero tensors of the recorded input shapes (enough to re-trace the model)."""
-        return tuple(torch.zeros(s) for s in self.input_shapes)
+        """Zero tensors of the recorded input shapes and dtypes (enough to re-trace the model; token id 0 is valid)."""
+        dtypes = self.input_dtypes or ["float32"] * len(self.input_shapes)
+        return tuple(torch.zeros(s, dtype=getattr(torch, d)) for s, d in zip(self.input_shapes, dtypes))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able data, tagged with the plan format so a reader can refuse anything else."""
@@ -60,7 +62,8 @@ class Plan:
             raise ConfigError(f"not a prunekit plan (format={d.get('format')!r}); expected {PLAN_FORMAT!r}")
         return cls(groups=[GroupPlan(**g) for g in d["groups"]], input_shapes=d["input_shapes"],
                    blocks=list(d.get("blocks", [])), ignore=list(d.get("ignore", [])),
-                   settings=dict(d.get("settings", {})), skipped=dict(d.get("skipped", {})))
+                   settings=dict(d.get("settings", {})), skipped=dict(d.get("skipped", {})),
+                   input_dtypes=list(d.get("input_dtypes", [])))
 
     def to_json(self, indent: Optional[int] = None) -> str:
         """The plan as JSON: save it, edit it by hand, replay it with ``apply_plan`` on a fresh copy."""
@@ -154,8 +157,9 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
             groups.append(GroupPlan(g.key, g.module, g.size, remove))
     settings = dict(ratio=ratio, criterion=criterion, scope=scope, overrides=overrides or {}, round_to=multiple,
                     min_channels=min_channels, prune_heads=prune_heads, depth=depth, seed=seed)
-    plan = Plan(groups, [list(x.shape) for x in inputs if isinstance(x, torch.Tensor)], ignore=ignore,
-                settings=settings)
+    tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+    plan = Plan(groups, [list(x.shape) for x in tensors], ignore=ignore, settings=settings,
+                input_dtypes=[str(x.dtype).removeprefix("torch.") for x in tensors])
     return plan, graph
 
 
