@@ -32,6 +32,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .export import OrtModule
+from .measure import InputSpec
 
 FORMS = ("eager", "fold_bn", "channels_last", "compile", "ort")
 
@@ -81,7 +82,7 @@ def compiled(model: nn.Module) -> nn.Module:
 
 
 def _ort(model: nn.Module, example: torch.Tensor) -> nn.Module:
-    return OrtModule(model.eval(), tuple(example.shape[1:]))
+    return OrtModule(model.eval(), InputSpec.from_example(example))
 
 
 BUILDERS: Dict[str, Callable[[nn.Module, torch.Tensor], nn.Module]] = {

@@ -8,9 +8,13 @@ down-conversion fails and it silently writes 18), falling back to TorchScript on
 straight to TorchScript, which is what the default ``opset=17`` uses. The path actually used is returned, so a
 report can say which one produced the file.
 
+The input is a per-sample image shape ``(3, H, W)`` or an ``InputSpec`` (``prunekit.measure.InputSpec``: token
+ids, several inputs); the graph's inputs are named ``input`` (one) or ``input_0``, ``input_1``, ... and every one
+has a symbolic batch axis.
+
 Example::
 
-    info = export_onnx(model, "pruned.onnx", input_shape=(3, 64, 64))
+    info = export_onnx(model, "pruned.onnx", input_shape=(3, 224, 224))
     print(info["bytes"], info["max_abs_diff"])
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +34,7 @@ from torch import nn
 
 from .errors import ConfigError, PrunekitError
 from .files import atomic_path
-from .measure.state import borrowed, check_input_shape, dummy_input
+from .measure.state import InputLike, InputSpec, borrowed, dummy_inputs, input_spec
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 
@@ -39,18 +43,25 @@ class ExportError(PrunekitError):
     """The model could not be exported, or the exported file does not compute what the PyTorch model computes."""
 
 
-def _export(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_batch: bool, dynamo: bool) -> None:
-    kwargs: dict[str, Any] = dict(input_names=["input"], output_names=["output"], opset_version=opset, dynamo=dynamo)
+def input_names(count: int) -> List[str]:
+    """The ONNX graph's input names: ``input`` for one input, ``input_0``, ``input_1``, ... for several."""
+    return ["input"] if count == 1 else [f"input_{i}" for i in range(count)]
+
+
+def _export(model: nn.Module, x: Tuple[torch.Tensor, ...], dest: Path, opset: int, dynamic_batch: bool,
+            dynamo: bool) -> None:
+    names = input_names(len(x))
+    kwargs: dict[str, Any] = dict(input_names=names, output_names=["output"], opset_version=opset, dynamo=dynamo)
     if dynamo:
         kwargs.update(external_data=False, verbose=False)  # one self-contained file, renamed atomically
         if dynamic_batch:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim.DYNAMIC},)
+            kwargs["dynamic_shapes"] = tuple({0: torch.export.Dim.DYNAMIC} for _ in x)
     elif dynamic_batch:
-        kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
+        kwargs["dynamic_axes"] = {**{n: {0: "batch"} for n in names}, "output": {0: "batch"}}
     with warnings.catch_warnings(), _output_kept_on_success():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript path announces its deprecation
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(model, (x,), str(dest), **kwargs)
+        torch.onnx.export(model, tuple(x), str(dest), **kwargs)
 
 
 @contextmanager
@@ -90,7 +101,8 @@ def _brief(exc: Exception) -> str:
     return first[:300]
 
 
-def _export_any(model: nn.Module, x: torch.Tensor, dest: Path, opset: int, dynamic_batch: bool, exporter: str) -> str:
+def _export_any(model: nn.Module, x: Tuple[torch.Tensor, ...], dest: Path, opset: int, dynamic_batch: bool,
+                exporter: str) -> str:
     """Run the chosen exporter; return the name of the one that produced ``dest``."""
     has_onnxscript = importlib.util.find_spec("onnxscript") is not None
     if exporter == "dynamo" or (exporter == "auto" and has_onnxscript and opset >= 18):
@@ -119,19 +131,27 @@ def _flat_outputs(out: Any) -> list[np.ndarray]:
     return []
 
 
-def _verify(model: nn.Module, onnx_path: Path, batches: Sequence[int], input_shape: tuple[int, ...],
+def ort_feed(session: Any, x: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    """onnxruntime's input dict for positional inputs ``x`` (floats as float32); an input the exporter dropped
+    because the graph never reads it is left out."""
+    wanted = {i.name for i in session.get_inputs()}
+    arrays = [t.detach().cpu().float().numpy() if t.is_floating_point() else t.detach().cpu().numpy() for t in x]
+    return {n: a for n, a in zip(input_names(len(x)), arrays) if n in wanted}
+
+
+def _verify(model: nn.Module, onnx_path: Path, batches: Sequence[int], spec: InputSpec,
             atol: float, rtol: float) -> float:
     """Largest |onnxruntime - PyTorch| over the given batch sizes; raise if any exceeds atol + rtol * max|ref|."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
     worst = 0.0
     for batch in batches:
-        x = dummy_input(model, batch, input_shape, torch.device("cpu")).float()
+        made = dummy_inputs(model, batch, spec, torch.device("cpu"))
+        x = tuple(t.float() if t.is_floating_point() else t for t in made)
         with torch.inference_mode():
-            expected = _flat_outputs(model(x))
-        got = session.run(None, {input_name: x.numpy()})
+            expected = _flat_outputs(model(*x))
+        got = session.run(None, ort_feed(session, x))
         if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
             raise ExportError(f"ONNX outputs at batch {batch} have shapes {[g.shape for g in got]}, "
                               f"PyTorch gives {[e.shape for e in expected]}; export with dynamic_batch=False")
@@ -155,7 +175,7 @@ def _file_opset(path: Path) -> int:
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
-    input_shape: Sequence[int] = (3, 64, 64),
+    input_shape: InputLike = (3, 64, 64),
     opset: int = 17,
     dynamic_batch: bool = True,
     verify: bool = True,
@@ -165,13 +185,15 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export ``model`` (eval mode, on CPU) to ONNX at ``path`` and check it.
 
-    With ``dynamic_batch`` the batch axis is symbolic and verification runs at batch 2 and 1, so a batch size
-    baked into the graph is caught. The file appears under ``path`` only once checking passed. Returns
-    ``{"path", "bytes", "max_abs_diff" (None without verify), "opset" (as written), "exporter"}``.
+    ``input_shape`` is a per-sample image shape ``(3, H, W)`` or an ``InputSpec`` (the input a checkpoint records:
+    ``prunekit.storage.checkpoint.recorded_input``). With ``dynamic_batch`` every input's batch axis is symbolic and
+    verification runs at batch 2 and 1, so a batch size baked into the graph is caught. The file appears under
+    ``path`` only once checking passed. Returns ``{"path", "bytes", "max_abs_diff" (None without verify), "opset"
+    (as written), "exporter", "input" (the exported input spec, per-sample shapes and dtypes)}``.
     """
     import onnx
 
-    shape = check_input_shape(input_shape)
+    spec = input_spec(input_shape)
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter={exporter!r} is unknown; use one of {', '.join(EXPORTERS)}")
     if not isinstance(opset, int) or opset < 11:
@@ -179,16 +201,16 @@ def export_onnx(
     final = Path(path)
     batches = (2, 1) if dynamic_batch else (1,)
     with borrowed(model, "cpu"), atomic_path(final) as tmp:
-        x = dummy_input(model, batches[0], shape, torch.device("cpu"))
+        x = dummy_inputs(model, batches[0], spec, torch.device("cpu"))
         used = _export_any(model, x, tmp, opset, dynamic_batch, exporter)
         try:
             onnx.checker.check_model(str(tmp))
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"exported ONNX file fails onnx.checker: {exc}") from exc
-        max_diff = _verify(model, tmp, batches, shape, atol, rtol) if verify else None
+        max_diff = _verify(model, tmp, batches, spec, atol, rtol) if verify else None
         written_opset = _file_opset(tmp)
     return {"path": str(final), "bytes": final.stat().st_size, "max_abs_diff": max_diff,
-            "opset": written_opset, "exporter": used}
+            "opset": written_opset, "exporter": used, "input": spec.to_dict()}
 
 
 class OrtModule(nn.Module):
@@ -200,27 +222,28 @@ class OrtModule(nn.Module):
     ``threads`` defaults to torch's intra-op thread count so both runtimes are timed alike.
     """
 
-    def __init__(self, model: nn.Module, input_shape: Sequence[int], threads: int | None = None, opset: int = 17):
+    def __init__(self, model: nn.Module, input_shape: InputLike, threads: int | None = None, opset: int = 17):
         super().__init__()
         import tempfile
 
         import onnxruntime as ort
 
-        self.input_shape = check_input_shape(input_shape)
+        self.spec = input_spec(input_shape)
+        self.input_shape = self.spec.shapes[0]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         with tempfile.TemporaryDirectory(prefix="prunekit-ort-") as tmp:
             path = Path(tmp) / "model.onnx"
-            export_onnx(model, path, self.input_shape, opset=opset, dynamic_batch=True, verify=False)
+            export_onnx(model, path, self.spec, opset=opset, dynamic_batch=True, verify=False)
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *x: torch.Tensor) -> torch.Tensor:
         """Run ``x`` through the ONNX Runtime session on the CPU; raises ConfigError for another input shape."""
-        if tuple(x.shape[1:]) != self.input_shape:
-            raise ConfigError(f"OrtModule was exported for inputs of shape {self.input_shape}, got "
-                              f"{tuple(x.shape[1:])}; build another OrtModule for that shape")
-        out = self.session.run(None, {self.input_name: x.detach().cpu().float().numpy()})[0]
+        got = tuple(tuple(t.shape[1:]) for t in x)
+        if got != self.spec.shapes:
+            raise ConfigError(f"OrtModule was exported for inputs of shape {self.spec.label()}, got "
+                              f"{[list(s) for s in got]}; build another OrtModule for that shape")
+        out = self.session.run(None, ort_feed(self.session, x))[0]
         return torch.from_numpy(out)

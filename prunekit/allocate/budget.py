@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch import nn
 
 from ..errors import ConfigError
-from ..measure import count_macs, count_params
+from ..measure import InputSpec, count_macs, count_params
 from .sensitivity import ScoreFn, Sensitivity, overrides_pruner
 
 
@@ -74,7 +74,7 @@ def budget_search(model: nn.Module, example_inputs: Any, sens: Sensitivity, scor
     if not max_drop >= 0:
         raise ConfigError(f"max_drop={max_drop} must be >= 0 (in the score's units, e.g. 0.01 = one accuracy point)")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     dense_macs, dense_params = count_macs(model, shape)[0], count_params(model)
     _, pruned = overrides_pruner(model, inputs, criterion, make_plan_kwargs)  # traced and scored once
     cells = ladder(sens)

@@ -19,6 +19,7 @@ from torch import nn
 from ..apply.structured import apply_plan
 from ..errors import ConfigError
 from ..graph import build_graph
+from ..measure import InputSpec
 from ..plan import make_plan, plan_inputs
 from .reduce import _trial_size, check_reduce, model_size
 
@@ -41,7 +42,7 @@ def search_depth(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     """The smallest number of blocks whose removal reaches ``reduce`` (``{"macs": 0.3}`` or ``{"params": ...}``)."""
     metric, target = check_reduce(reduce)
     inputs = plan_inputs(example_inputs)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     kwargs = {k: v for k, v in make_plan_kwargs.items() if k not in ("ratio", "depth", "depth_blocks")}
     graph = build_graph(model, inputs, ignore=list(kwargs.get("ignore", ())))
     if not graph.residual_blocks:

@@ -31,7 +31,7 @@ from torch import nn
 from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
 from ..graph import build_graph
-from ..measure import count_macs, count_params
+from ..measure import InputSpec, count_macs, count_params
 from ..plan import plan_inputs
 from .depth import search_depth
 from .latency import LatencyFn
@@ -119,7 +119,7 @@ def fastest_at(model: nn.Module, example_inputs: Any, reduce: Dict[str, float],
     """
     metric, target = check_reduce(reduce)
     inputs = plan_inputs(example_inputs)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     if pair_fn is None:
         pair_fn = paired_timer(inputs) if latency_fn is None else lambda a, b: (latency_fn(a), latency_fn(b))
     kwargs = {k: v for k, v in plan_kwargs.items()
@@ -169,7 +169,7 @@ def _block_counts(model: nn.Module, inputs: Any, reduce: Dict[str, float], n_all
 
 
 def _candidate(model: nn.Module, inputs: Any, graph: Any, reduce: Dict[str, float], n: int, depth_criterion: str,
-               tol: float, shape: tuple, kwargs: Dict[str, Any],
+               tol: float, shape: InputSpec, kwargs: Dict[str, Any],
                fixed: Dict[str, float]) -> Optional[Tuple[SplitCandidate, nn.Module]]:
     """n blocks plus the channel ratio (and overrides) that land on the target, the groups in ``fixed`` at their
     own ratio, with the pruned twin; None when n blocks already overshoot it (the comparison would then favour the

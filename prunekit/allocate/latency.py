@@ -35,6 +35,7 @@ from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
 from ..export import OrtModule
 from ..graph import build_graph
+from ..measure import InputSpec
 from ..measure.latency import measure_latency
 from ..measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
 from .reduce import check_reduce, model_size, reach, search_ratio, warn_if_short
@@ -75,11 +76,10 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
     """Median latency (ms) at the first input's batch size, shape and device, by ``prunekit.measure``'s
     ``measure_latency`` (warm-up until runs settle, CUDA synchronized)."""
     x = inputs[0]
-    batch = int(x.shape[0])
+    batch, spec = int(x.shape[0]), InputSpec.from_example(inputs)
 
     def fn(model: nn.Module) -> float:
-        median, _ = measure_latency(model, tuple(x.shape[1:]), (batch,), warmup=warmup, repeats=repeats,
-                                    device=x.device)
+        median, _ = measure_latency(model, spec, (batch,), warmup=warmup, repeats=repeats, device=x.device)
         return median[batch]
 
     return fn
@@ -104,8 +104,8 @@ def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> T
     if runtime == "eager":
         return timed, runtime_label(runtime)
     if runtime == "ort":
-        shape = tuple(inputs[0].shape[1:])
-        return (lambda m: timed(OrtModule(m, shape))), runtime_label(runtime)
+        spec = InputSpec.from_example(inputs)
+        return (lambda m: timed(OrtModule(m, spec))), runtime_label(runtime)
     raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
 
 
@@ -131,7 +131,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     if not 0.0 < probe < 1.0 or not 0.0 < max_ratio < 1.0 or alpha < 0:
         raise ConfigError(f"probe={probe}, max_ratio={max_ratio} must be fractions in (0, 1) and alpha={alpha} >= 0")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     latency_fn = latency_fn or timed_latency(inputs)
     store = LatencyCache.resolve(cache)
     key = {"what": "latency_alloc probes", "runtime": runtime or runtime_label("eager"),
@@ -223,7 +223,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
 
 
 def _probe(model: nn.Module, modules: List[str], pruned: Callable[..., nn.Module], latency_fn: LatencyFn,
-           probe: float, dense_macs: int, shape: Tuple[int, ...]) -> Tuple[Dict[str, float], Dict[str, int], float]:
+           probe: float, dense_macs: int, shape: InputSpec) -> Tuple[Dict[str, float], Dict[str, int], float]:
     """Each group pruned alone at ``probe``: ms saved and MACs saved; the dense model timed back to back with each
     probe (slow drifts of the machine's speed cancel), its median returned as the dense latency."""
     saved_ms: Dict[str, float] = {}

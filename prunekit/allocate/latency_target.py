@@ -28,7 +28,7 @@ from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
 from ..graph import build_graph
 from ..export import OrtModule
-from ..measure import count_macs, count_params, measure_latency_together
+from ..measure import InputSpec, count_macs, count_params, measure_latency_together
 from ..plan import plan_inputs
 from .latency import LatencyFn
 from .reduce import _bracketed, _shrink
@@ -45,7 +45,7 @@ def paired_timer(inputs: Tuple[Any, ...], runtime: str = "eager", repeats: int =
     ``repeats`` runs: other jobs on the machine only add time, and a search compares many pairs, so a median that
     one busy stretch shifts would rank candidates by the machine's load rather than by their cost."""
     x = inputs[0]
-    shape, batch = tuple(x.shape[1:]), int(x.shape[0])
+    shape, batch = InputSpec.from_example(inputs), int(x.shape[0])
     if runtime not in ("eager", "ort"):
         raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
     exported: Dict[int, nn.Module] = {}
@@ -140,7 +140,7 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
     if not 0.0 < target < 1.0:
         raise ConfigError(f"latency target {target} must be a fraction in (0, 1), e.g. latency=2x or latency=0.5")
     inputs = plan_inputs(example_inputs)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     if pair_fn is None:
         pair_fn = paired_timer(inputs) if latency_fn is None else lambda a, b: (latency_fn(a), latency_fn(b))
     kwargs = {k: v for k, v in plan_kwargs.items()

@@ -27,7 +27,8 @@ from ..apply.structured import apply_plan
 from ..errors import ConfigError
 from ..graph import build_graph, meta_twin
 from ..importance import score_groups
-from ..measure import count_macs, count_params
+from ..measure import InputSpec, count_macs, count_params
+from ..measure.state import InputLike
 from ..plan import make_plan
 
 METRICS = ("params", "macs")
@@ -116,8 +117,9 @@ def check_reduce(reduce: Dict[str, float]) -> Tuple[str, float]:
     return metric, float(value)
 
 
-def model_size(model: nn.Module, metric: str, input_shape: Tuple[int, ...]) -> int:
-    """Parameters or MACs of ``model`` at ``input_shape`` (C, H, W), whichever ``metric`` names."""
+def model_size(model: nn.Module, metric: str, input_shape: InputLike) -> int:
+    """Parameters or MACs of ``model`` at ``input_shape`` (an InputSpec, or an image shape (C, H, W)), whichever
+    ``metric`` names."""
     return count_params(model) if metric == "params" else count_macs(model, input_shape)[0]
 
 
@@ -151,7 +153,7 @@ def _bracketed(f: Callable[[float], float], target: float, lo: float, hi: float,
             hi, f_hi, last = x, val, last + "hi"
 
 
-def _trial_size(model: nn.Module, plan: Any, graph: Any, metric: str, shape: Tuple[int, ...]) -> Optional[int]:
+def _trial_size(model: nn.Module, plan: Any, graph: Any, metric: str, shape: InputLike) -> Optional[int]:
     """Size of what ``plan`` makes of ``model``, counted on a meta-device twin: shapes only, no weights copied and no
     arithmetic (vgg16's trial 0.65 s -> 0.02 s); None when the twin cannot be pruned or run there."""
 
@@ -178,7 +180,7 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
 
     metric, target = check_reduce(reduce)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     scope = make_plan_kwargs.get("scope", "uniform")
     trial_criterion = criterion if scope == "global" else "l2"
     base = model_size(model, metric, shape)

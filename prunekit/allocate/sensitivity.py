@@ -22,7 +22,7 @@ from ..apply.oneshot import pruned_copy
 from ..errors import ConfigError
 from ..graph import build_graph
 from ..importance import score_groups
-from ..measure import count_macs
+from ..measure import InputSpec, count_macs
 
 ScoreFn = Callable[[nn.Module], float]
 
@@ -107,7 +107,7 @@ def layer_sensitivity(model: nn.Module, example_inputs: Any, score_fn: ScoreFn,
     """
     ratios = _check_ratios(ratios)
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    shape = tuple(inputs[0].shape[1:])
+    shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     graph, pruned = overrides_pruner(model, inputs, criterion, make_plan_kwargs)
     known = graph.prunable_modules()
     layers = list(layers) if layers is not None else known

@@ -23,9 +23,10 @@ from .counts import count_macs, count_nonzero, count_params
 from .latency import measure_latency, measure_latency_together
 from .memory import peak_forward_memory
 from .record import Measurement
-from .state import borrowed, check_batch_sizes, check_input_shape
+from .state import InputLike, InputSpec, borrowed, check_batch_sizes, input_spec
 
 __all__ = [
+    "InputSpec",
     "Measurement",
     "count_params",
     "count_nonzero",
@@ -49,7 +50,7 @@ def _file_size(file_path: str | os.PathLike | None) -> int | None:
 
 def measure_model(
     model: nn.Module,
-    input_shape: Sequence[int] = (3, 64, 64),
+    input_shape: InputLike = (3, 64, 64),
     batch_sizes: Sequence[int] = (1, 32),
     file_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -61,6 +62,7 @@ def measure_model(
     """Measure everything at once. ``latency=False`` skips the timed runs and peak memory (fast, deterministic).
 
     MACs are counted on ``device`` too, so a model too big for the CPU can be measured on the GPU.
+    ``input_shape``: a per-sample image shape ``(3, H, W)`` or an ``InputSpec`` (token ids, several inputs).
     """
     return measure_models([model], input_shape, batch_sizes, [file_path], device, warmup, repeats, latency,
                           max_seconds)[0]
@@ -68,7 +70,7 @@ def measure_model(
 
 def measure_models(
     models: Sequence[nn.Module],
-    input_shape: Sequence[int] = (3, 64, 64),
+    input_shape: InputLike = (3, 64, 64),
     batch_sizes: Sequence[int] = (1, 32),
     file_paths: Sequence[str | os.PathLike | None] | None = None,
     device: str | torch.device = "cpu",
@@ -80,21 +82,21 @@ def measure_models(
     """``measure_model`` for models that will be compared (a model and its pruned version): their latencies are
     timed round-robin in one session (``measure_latency_together``), so before/after speedups are not skewed by
     the machine's load changing between two separate measurements."""
-    shape = check_input_shape(input_shape)
+    spec = input_spec(input_shape)
     sizes = check_batch_sizes(batch_sizes)
     paths = list(file_paths) if file_paths is not None else [None] * len(models)
     if len(paths) != len(models):
         raise ConfigError(f"{len(models)} models but {len(paths)} file paths; give one path (or None) per model")
     file_bytes = [_file_size(p) for p in paths]  # a wrong path fails before any timing
-    timed = measure_latency_together(models, shape, sizes, warmup, repeats, device, max_seconds) if latency \
+    timed = measure_latency_together(models, spec, sizes, warmup, repeats, device, max_seconds) if latency \
         else [({}, {}) for _ in models]
     out = []
     for model, nbytes, (median, spread) in zip(models, file_bytes, timed):
         with borrowed(model, device) as dev:
-            macs, flops = count_macs(model, shape)
-            peak = peak_forward_memory(model, shape, sizes[-1], dev) if latency else None
+            macs, flops = count_macs(model, spec)
+            peak = peak_forward_memory(model, spec, sizes[-1], dev) if latency else None
         out.append(Measurement(params=count_params(model), nonzero_params=count_nonzero(model), macs=macs,
                                flops=flops, file_bytes=nbytes, latency_ms=median,
                                latency_spread_ms=spread, threads=torch.get_num_threads(), device=str(dev),
-                               input_shape=shape, peak_memory_bytes=peak))
+                               input_shape=spec.shapes[0], peak_memory_bytes=peak))
     return out

@@ -10,13 +10,13 @@ add per MAC), so ``macs = flops // 2``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .state import borrowed, check_input_shape, dummy_input
+from .state import InputLike, borrowed, dummy_inputs, input_spec
 
 
 def count_params(model: nn.Module) -> int:
@@ -59,17 +59,21 @@ def _extra_formulas() -> dict[Any, Any]:
     return ops
 
 
-def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 64, 64)) -> tuple[int, int]:
+def count_macs(model: nn.Module, input_shape: InputLike = (3, 64, 64)) -> tuple[int, int]:
     """``(macs, flops)`` of one forward pass at batch 1, on the model's own device, in eval mode.
+
+    ``input_shape`` is a per-sample image shape ``(3, H, W)`` or an :class:`~prunekit.measure.state.InputSpec`
+    (``InputSpec.from_example(input_ids)`` for a token model). A model on the meta device is counted from shapes
+    alone.
 
     The fused multi-head-attention fast path of ``nn.MultiheadAttention`` is switched off while counting, because
     its single fused kernel is invisible to the counter (vit_b_16 would lose a third of its MACs); the maths is
     the same, so the count is that of the model as it runs.
     """
-    shape = check_input_shape(input_shape)
+    spec = input_spec(input_shape)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     with borrowed(model) as device:
-        x = dummy_input(model, 1, shape, device)
+        x = dummy_inputs(model, 1, spec, device)
         try:
             torch.backends.mha.set_fastpath_enabled(False)
             try:
@@ -84,8 +88,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int] = (3, 64, 64)) -> tu
     return flops // 2, flops
 
 
-def _count_flops(model: nn.Module, x: torch.Tensor, grad: bool) -> int:
+def _count_flops(model: nn.Module, x: tuple[torch.Tensor, ...], grad: bool) -> int:
     counter = FlopCounterMode(display=False, custom_mapping=_extra_formulas())
     with torch.set_grad_enabled(grad), counter:
-        model(x)
+        model(*x)
     return int(counter.get_total_flops())

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .state import borrowed, check_batch_sizes, check_input_shape, dummy_input
+from .state import InputLike, borrowed, check_batch_sizes, dummy_inputs, input_spec
 
 
 def _sync(device: torch.device) -> None:
@@ -26,14 +26,14 @@ def _iqr(samples: list[float]) -> float:
     return q3 - q1
 
 
-def _timed_run(model: nn.Module, x: torch.Tensor) -> float:
+def _timed_run(model: nn.Module, x: tuple[torch.Tensor, ...]) -> float:
     t0 = time.perf_counter()
-    model(x)
-    _sync(x.device)
+    model(*x)
+    _sync(x[0].device)
     return (time.perf_counter() - t0) * 1000.0
 
 
-def _warm_up(model: nn.Module, x: torch.Tensor, warmup: int, deadline: float | None) -> None:
+def _warm_up(model: nn.Module, x: tuple[torch.Tensor, ...], warmup: int, deadline: float | None) -> None:
     """At least ``warmup`` runs, then on until two runs in a row agree within 20% (at most 5x ``warmup`` runs).
 
     A fresh process needs several forwards at each new shape (oneDNN kernel creation, thread pool start): on a
@@ -50,7 +50,7 @@ def _warm_up(model: nn.Module, x: torch.Tensor, warmup: int, deadline: float | N
 
 def measure_latency(
     model: nn.Module,
-    input_shape: Sequence[int],
+    input_shape: InputLike,
     batch_sizes: Sequence[int] = (1, 32),
     warmup: int = 3,
     repeats: int = 10,
@@ -73,7 +73,7 @@ def measure_latency(
 
 def measure_latency_together(
     models: Sequence[nn.Module],
-    input_shape: Sequence[int],
+    input_shape: InputLike,
     batch_sizes: Sequence[int] = (1, 32),
     warmup: int = 3,
     repeats: int = 10,
@@ -90,7 +90,7 @@ def measure_latency_together(
 
     ``max_seconds`` caps each batch size's time for all models together (at least one round is always made).
     """
-    shape = check_input_shape(input_shape)
+    spec = input_spec(input_shape)  # an image shape (3, H, W) or an InputSpec
     sizes = check_batch_sizes(batch_sizes)
     if warmup < 0 or repeats < 1:
         raise ConfigError(f"warmup={warmup}, repeats={repeats}: need warmup >= 0 and repeats >= 1")
@@ -100,7 +100,7 @@ def measure_latency_together(
     with ExitStack() as stack, torch.inference_mode():
         devs = [stack.enter_context(borrowed(m, device)) for m in models]
         for batch in sizes:
-            xs = [dummy_input(m, batch, shape, d) for m, d in zip(models, devs)]
+            xs = [dummy_inputs(m, batch, spec, d) for m, d in zip(models, devs)]
             start = time.perf_counter()
             warm_deadline = None if max_seconds is None else start + max_seconds / 2
             for m, x in zip(models, xs):

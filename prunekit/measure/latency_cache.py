@@ -21,12 +21,13 @@ import logging
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from ..files import atomic_path, cache_root
+from .state import InputLike, input_spec
 
 FORMAT = 1
 log = logging.getLogger(__name__)
@@ -53,9 +54,12 @@ def device_fingerprint(device: Union[str, torch.device] = "cpu") -> Dict[str, An
     return out
 
 
-def arch_fingerprint(model: nn.Module, input_shape: Sequence[int]) -> str:
-    """Hash of the layer structure and input shape: two checkpoints of one architecture share it."""
-    text = f"{type(model).__module__}.{type(model).__qualname__}\n{tuple(input_shape)}\n{model!r}"
+def arch_fingerprint(model: nn.Module, input_shape: InputLike) -> str:
+    """Hash of the layer structure and input (an image shape or an InputSpec): two checkpoints of one architecture
+    share it. One float32 input hashes as its shape alone, as entries written before InputSpec did."""
+    spec = input_spec(input_shape)
+    inputs = tuple(spec.shapes[0]) if spec.dtypes == ("float32",) else spec.to_dict()
+    text = f"{type(model).__module__}.{type(model).__qualname__}\n{inputs}\n{model!r}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from .state import borrowed, check_input_shape, dummy_input
+from .state import InputLike, borrowed, dummy_inputs, input_spec
 
 
 @contextmanager
@@ -42,7 +42,7 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def _cpu_peak(model: nn.Module, x: torch.Tensor) -> int | None:
+def _cpu_peak(model: nn.Module, x: tuple[torch.Tensor, ...]) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
     if torch._C._autograd._profiler_enabled():
@@ -54,7 +54,7 @@ def _cpu_peak(model: nn.Module, x: torch.Tensor) -> int | None:
     except RuntimeError:
         return None
     try:
-        model(x)
+        model(*x)
     finally:
         with _quiet_native_stderr():
             prof.stop()
@@ -75,26 +75,27 @@ def _cpu_peak(model: nn.Module, x: torch.Tensor) -> int | None:
     return int(peak)
 
 
-def _cuda_peak(model: nn.Module, x: torch.Tensor) -> int:
-    torch.cuda.synchronize(x.device)
-    torch.cuda.reset_peak_memory_stats(x.device)
-    before = torch.cuda.memory_allocated(x.device)
-    model(x)
-    torch.cuda.synchronize(x.device)
-    return int(torch.cuda.max_memory_allocated(x.device) - before)
+def _cuda_peak(model: nn.Module, x: tuple[torch.Tensor, ...]) -> int:
+    device = x[0].device
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    model(*x)
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - before)
 
 
 def peak_forward_memory(
-    model: nn.Module, input_shape: Sequence[int], batch_size: int, device: str | torch.device = "cpu"
+    model: nn.Module, input_shape: InputLike, batch_size: int, device: str | torch.device = "cpu"
 ) -> int | None:
     """Bytes of peak extra memory during one eval-mode forward at ``batch_size``; ``None`` if it cannot be measured.
 
     Runs one untimed forward first so lazy one-off allocations (kernel caches, mkldnn primitives) do not count.
     """
-    shape = check_input_shape(input_shape)
+    spec = input_spec(input_shape)
     with borrowed(model, device) as dev, torch.inference_mode():
-        x = dummy_input(model, int(batch_size), shape, dev)
-        model(x)
+        x = dummy_inputs(model, int(batch_size), spec, dev)
+        model(*x)
         if dev.type == "cuda":
             return _cuda_peak(model, x)
         if dev.type == "cpu":
