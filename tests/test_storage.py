@@ -84,9 +84,10 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
         prunekit.load(path)
 
 
-def test_model_without_architecture_cannot_be_saved(tmp_path):
-    with pytest.raises(CheckpointError, match="create_model"):
-        prunekit.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+def test_model_prunekit_did_not_build_needs_its_instance_to_load(tmp_path):
+    path = prunekit.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match=r"torch\.nn\.modules\.linear\.Linear.*model=Linear\(\.\.\.\)"):
+        prunekit.load(path)
 
 
 def test_extras_and_nested_state_round_trip(tmp_path):

@@ -4,13 +4,19 @@ A checkpoint is untrusted input: its description decides which constructor runs 
 channels get allocated and what input size later commands feed the model. Only fields prunekit itself writes, of
 the types it writes, pass; constructor kwargs come from an allow-list (:data:`ARCH_KWARGS`), so a file cannot ask
 for a hub download, a pretrained file path or any other argument prunekit never records.
+
+A model prunekit did not build is described by ``module`` (its class name, for information: nothing is imported
+from it) instead of ``arch``; the caller hands ``load`` the instance. Module attributes a file may set are the
+shape attributes structured pruning changes (``SHAPE_ATTRS``), to ints or lists of ints, and nothing else.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Mapping
 
+from ..apply.structured_fix import SHAPE_ATTRS
 from ..apply.structured_state import STRUCTURE_FORMAT
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
+from ..measure.state import InputSpec
 
 MAX_DIM = 1 << 20  # no channel count, width or tensor dimension prunekit builds comes near a million
 MAX_NAME = 4096  # a class name, module name or dataset path
@@ -69,11 +75,46 @@ def check_description(desc: Any, where: str) -> None:
     if not isinstance(desc, dict):
         raise CheckpointError(f"{where}: the prunekit description is a {type(desc).__name__}, not an object; "
                               "the file was edited or damaged, re-create it with prunekit")
-    check_arch(desc.get("arch"), where)
+    if "arch" in desc:
+        check_arch(desc.get("arch"), where)
+    else:
+        check_module(desc.get("module"), where)
+        if desc.get("structure") is None:
+            raise CheckpointError(f"{where}: the description of a {desc['module']['qualname']} has no pruned-structure "
+                                  "record; the file was edited, re-create it with prunekit.save")
     check_structure(desc.get("structure"), where)
+    check_tied(desc.get("tied", {}), where)
+    if desc.get("input") is not None:
+        check_input(desc["input"], where)
     data = desc.get("data")
     if data is not None:
-        check_data(data, desc["arch"]["num_classes"], where)
+        check_data(data, desc["arch"]["num_classes"] if "arch" in desc else None, where)
+
+
+def check_module(module: Any, where: str) -> None:
+    """The record of a model prunekit did not build: ``{"qualname": "package.module.Class"}`` (information only)."""
+    if not isinstance(module, dict) or not _text(module.get("qualname")) or not module["qualname"]:
+        raise CheckpointError(f"{where}: the description names neither a prunekit architecture ('arch') nor the "
+                              "saved model's class ('module'); re-create the checkpoint with prunekit.save")
+
+
+def check_tied(tied: Any, where: str) -> None:
+    """Tied tensors: ``{alias: source}`` names, e.g. ``{"lm_head.weight": "transformer.wte.weight"}``."""
+    if not _mapping(tied, lambda v: _text(v) and bool(v)):
+        raise CheckpointError(f"{where}: the description's 'tied' must map tensor names to tensor names (the file "
+                              "was edited?)")
+
+
+def check_input(record: Any, where: str) -> None:
+    """The recorded model input: ``{"shapes": [[per-sample sizes]], "dtypes": [names]}`` (``InputSpec.to_dict``)."""
+    try:
+        spec = InputSpec.from_dict(record)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: the description's input record is malformed ({e}); the file was edited, "
+                              "re-create it") from None
+    if any(d > MAX_DIM for s in spec.shapes for d in s):
+        raise CheckpointError(f"{where}: the description's input {spec.label()} has a size above {MAX_DIM}; the "
+                              "file was edited")
 
 
 def check_arch(arch: Any, where: str) -> None:
@@ -110,16 +151,20 @@ def check_structure(structure: Any, where: str) -> None:
     for table in ("params", "buffers"):
         if not _mapping(structure.get(table, {}), lambda v: v == [] or shape(v)):
             raise CheckpointError(f"{bad}: '{table}' must map tensor names to shapes (lists of sizes)")
-    attr_value = _int(0, MAX_DIM)
-    if not _mapping(structure.get("attrs", {}), lambda v: _mapping(v, lambda x: attr_value(x) or shape(x))):
+    if not _mapping(structure.get("attrs", {}), lambda v: _mapping(v, _attr_value)):
         raise CheckpointError(f"{bad}: 'attrs' must map module names to {{attribute: size}}")
+    for attrs in structure.get("attrs", {}).values():
+        off = sorted(set(attrs) - set(SHAPE_ATTRS))
+        if off:
+            raise CheckpointError(f"{bad}: it sets attribute {off[0]!r}, which is not a shape attribute a checkpoint "
+                                  f"may set ({', '.join(SHAPE_ATTRS)})")
     identity = structure.get("identity", [])
     if not isinstance(identity, list) or not all(_text(n) and n for n in identity):
         raise CheckpointError(f"{bad}: 'identity' must list module names")
 
 
-def check_data(data: Any, num_classes: int, where: str) -> None:
-    """Refuse a data section whose fields have the wrong types or disagree with the class count."""
+def check_data(data: Any, num_classes: int | None, where: str) -> None:
+    """Refuse a data section whose fields have the wrong types or disagree with the class count (when known)."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: the description's data section is a {type(data).__name__}, not an object")
     for key, ok in DATA_FIELDS.items():
@@ -127,9 +172,17 @@ def check_data(data: Any, num_classes: int, where: str) -> None:
             raise CheckpointError(f"{where}: the description's data {key}={_short(data[key])} is out of range or of "
                                   "the wrong type (the file was edited?)")
     classes = data.get("classes")
-    if classes is not None and len(classes) != num_classes:
+    if classes is not None and num_classes is not None and len(classes) != num_classes:
         raise CheckpointError(f"{where}: the description lists {len(classes)} class names but a model of "
                               f"{num_classes} classes; the file was edited, re-create it")
+
+
+def _attr_value(v: Any, depth: int = 0) -> bool:
+    """A shape attribute's value as ``structure_of`` records it: an int (a bool is one too), or a list of at most 64
+    such values, nested at most twice (``normalized_shape``, ``kernel_size``-like tuples)."""
+    if isinstance(v, bool) or (isinstance(v, int) and -MAX_DIM <= v <= MAX_DIM):
+        return True
+    return isinstance(v, list) and depth < 2 and len(v) <= 64 and all(_attr_value(x, depth + 1) for x in v)
 
 
 def _mapping(v: Any, ok: Callable[[Any], bool]) -> bool:

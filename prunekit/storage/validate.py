@@ -72,7 +72,7 @@ def check_against_tensors(desc: Any, tensors: Dict[str, torch.Tensor], where: st
         raise CheckpointError(f"{where} does not fit its description ({name}): missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}")
     for key, value in weights.items():
-        _same_kind(key, value, own[key], where)
+        same_kind(key, value, own[key], where)
     held = sum(t.numel() for t in tensors.values())
     if original > max(MAX_ORIGINAL_ELEMENTS, 2 * held):
         raise CheckpointError(f"{where}: the description's {name} has {original:,} elements "
@@ -85,7 +85,8 @@ def check_against_tensors(desc: Any, tensors: Dict[str, torch.Tensor], where: st
                                       "was edited or damaged")
 
 
-def _same_kind(key: str, value: torch.Tensor, want: torch.Tensor, where: str) -> None:
+def same_kind(key: str, value: torch.Tensor, want: torch.Tensor, where: str) -> None:
+    """The file's tensor ``key`` has the shape of the model's and is float where the model keeps floats."""
     if value.shape != want.shape:
         raise CheckpointError(f"{where} does not fit its description: {key} is {tuple(value.shape)} in the file but "
                               f"{tuple(want.shape)} in the described model")
