@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .allocate.round_to import AUTO, resolve_round_to
 from .importance import BLOCK_CRITERIA
+from .measure.state import parse_input_size
 from .paths import check_output_file, check_output_folder
 from .schedules.config import ScheduleConfig
 from .sparse.nm import parse_nm
@@ -273,7 +274,33 @@ class DemoOptions(RunOptions):
     ratio: float = Field(0.5, ge=0, lt=1, description="channel ratio removed")
 
 
-class InfoOptions(RunOptions):
+class InputSizeOption(BaseModel):
+    cli_group: ClassVar[str] = "model input"
+
+    input_size: Optional[str] = Field(
+        None, description="the input to measure / export at instead of the one the checkpoint records (its pruning "
+                          "example, else its data's image size): per-sample sizes without the batch, dims joined by "
+                          "'x', inputs by ',': 3x224x224, or 224 for a square image at the recorded channels, or 128 "
+                          "for 128 token ids (dtypes stay the recorded ones)")
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size_format(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            parse_input_size(v)  # ConfigError (a ValueError) names the bad value and the format
+        return v
+
+
+class InstanceOption(BaseModel):
+    cli_group: ClassVar[str] = "model input"
+
+    model: Optional[str] = Field(
+        None, description="for a checkpoint saved from a model prunekit does not build by name (prunekit.save of a "
+                          "plain torchvision/timm model): the architecture to load it into, e.g. torchvision/resnet50 "
+                          "(built fresh, then given the saved pruned shapes)")
+
+
+class InfoOptions(RunOptions, InputSizeOption, InstanceOption):
     checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
     latency: bool = Field(False, description="also measure latency")
 
@@ -285,7 +312,7 @@ class SizeOptions(RunOptions):
         "fp32", description="value format to estimate for a plain checkpoint")
 
 
-class ExportOptions(RunOptions):
+class ExportOptions(RunOptions, InputSizeOption, InstanceOption):
     checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
     onnx: Path = Field(Path("model.onnx"), description="where to write the ONNX file")
     opset: int = Field(17, ge=9, le=23, description="ONNX opset")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from ..measure.state import InputSpec
 from ..report import compare_rows, format_table
 from ..report.compare import human, metric_info
 from ..report.tables import markdown_table
@@ -59,7 +60,8 @@ def prune(r: Dict[str, Any]) -> str:
 
 def export(r: Dict[str, Any]) -> str:
     """Where the ONNX file went and how far onnxruntime's outputs are from PyTorch's."""
-    return (f"{r['path']} ({human(r['bytes'], 'bytes')}, ONNX opset {r['opset']}, {r['exporter']} exporter)\n"
+    shape = f", input {InputSpec.from_dict(r['input']).label()} (batch dynamic)" if r.get("input") else ""
+    return (f"{r['path']} ({human(r['bytes'], 'bytes')}, ONNX opset {r['opset']}, {r['exporter']} exporter{shape})\n"
             f"verified with onnxruntime: largest output difference from PyTorch {r['max_abs_diff']:.2g}")
 
 
@@ -67,9 +69,11 @@ def checkpoint_info(r: Dict[str, Any]) -> str:
     """What a user asks of a checkpoint at a glance; the whole description stays behind ``--json``."""
     desc, m = r["description"], r["measurement"]
     arch, data = desc.get("arch") or {}, desc.get("data") or {}
-    rows = [("checkpoint", r["checkpoint"]),
-            ("model", f"{arch.get('name', '?')}, {arch.get('num_classes', '?')} classes, input "
-                      f"{'x'.join(str(d) for d in m.get('input_shape', []))}")]
+    shape = InputSpec.from_dict(r["input"]).label() if r.get("input") else \
+        "x".join(str(d) for d in m.get("input_shape", []))
+    model = f"{arch.get('name', '?')}, {arch.get('num_classes', '?')} classes" if arch else \
+        (desc.get("module") or {}).get("qualname", "?")
+    rows = [("checkpoint", r["checkpoint"]), ("model", f"{model}, input {shape}")]
     if data:
         split = (f"split seed {data['split_seed']}, test {data['test_frac']:g}, val {data['val_frac']:g}"
                  if "split_seed" in data else "split not recorded")

@@ -10,7 +10,12 @@ from ..config import DataOptions
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..files import atomic_path
+from ..measure import InputSpec
+from ..measure.state import parse_input_size
+from ..models import create_model
 from ..storage import checkpoint as ckpt
+
+IMAGENET_CLASSES = 1000  # what torchvision/timm constructors build by default; the saved structure resizes it
 
 
 def load_data(opts: DataOptions, seed: int, image_size: Optional[int] = None,
@@ -42,6 +47,23 @@ def checkpoint_split(opts: DataOptions, desc: Dict[str, Any], path: Any) -> Tupl
             raise ConfigError(f"checkpoint {path} was split with {flag} {value:g}, but {flag} {asked:g} was given; "
                               f"drop {flag} (the checkpoint's split is reused so its test images stay unseen)")
     return int(data["split_seed"]), recorded
+
+
+def load_given(opts: Any, device: Any = "cpu") -> ckpt.Checkpoint:
+    """``opts.checkpoint`` loaded; with ``--model NAME`` into a fresh ``create_model(NAME)`` (a checkpoint saved from a
+    model prunekit does not build by name needs one; the saved structure gives it the pruned shapes)."""
+    if not getattr(opts, "model", None):
+        return ckpt.load_checkpoint(opts.checkpoint, device)
+    classes = (ckpt.read_description(opts.checkpoint).get("data") or {}).get("classes")
+    instance = create_model(opts.model, len(classes) if classes else IMAGENET_CLASSES)
+    return ckpt.load_checkpoint(opts.checkpoint, device, model=instance)
+
+
+def model_input(opts: Any, desc: Dict[str, Any]) -> InputSpec:
+    """The input a checkpoint's model is measured / exported at: ``--input-size`` when given (in the recorded
+    dtypes), else the one the checkpoint records (``recorded_input``)."""
+    recorded = ckpt.recorded_input(desc)
+    return parse_input_size(opts.input_size, recorded) if getattr(opts, "input_size", None) else recorded
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -5,11 +5,12 @@ from typing import Any, Dict
 
 from ..config import ExportOptions
 from ..export import export_onnx
-from ..storage import checkpoint as ckpt
+from .common import load_given, model_input
 
 
 def export_job(opts: ExportOptions) -> Dict[str, Any]:
-    """ONNX export of a checkpoint, verified against PyTorch with onnxruntime."""
-    model = ckpt.load(opts.checkpoint)
-    size = (model.prunekit_description.get("data") or {}).get("input_size", 64)
-    return export_onnx(model, opts.onnx, input_shape=(3, size, size), opset=opts.opset)
+    """ONNX export of a checkpoint at the input it records (or ``--input-size``) with a dynamic batch axis, verified
+    against PyTorch with onnxruntime."""
+    loaded = load_given(opts)
+    return export_onnx(loaded.model.eval(), opts.onnx, input_shape=model_input(opts, loaded.description),
+                       opset=opts.opset)

@@ -207,6 +207,20 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     return tensors, desc
 
 
+def read_description(path: str | Path) -> Dict[str, Any]:
+    """The description alone (a plain file's header only; a compressed file is read whole). Never unpickles."""
+    p = Path(path)
+    if p.is_file() and not is_compressed(p):
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                desc = json.loads((f.metadata() or {})[META_KEY])
+        except Exception:  # unreadable, no description, bad JSON: read() says which, in its words
+            return read(p)[1]
+        _check_header(desc, p)
+        return desc
+    return read(p)[1]
+
+
 def _check_header(desc: Any, p: Path) -> None:
     described = isinstance(desc, dict) and (isinstance(desc.get("arch"), dict) or
                                             ("arch" not in desc and isinstance(desc.get("module"), dict)))
@@ -238,7 +252,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", model:
         check_description(desc, str(path))
         cls = desc["module"]["qualname"].rsplit(".", 1)[-1]
         raise CheckpointError(f"{path} holds a {desc['module']['qualname']}, which prunekit does not build by name; "
-                              f"load it into a fresh, unpruned instance: prunekit.load(path, model={cls}(...))")
+                              f"load it into a fresh, unpruned instance: prunekit.load(path, model={cls}(...)), or "
+                              "on the command line --model NAME (e.g. torchvision/resnet50)")
     else:
         model = _rebuilt(desc, tensors, path)
         if "tied" in desc:
