@@ -98,7 +98,7 @@ class Plan:
 def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
               scope: str = "uniform", overrides: Optional[Dict[str, float]] = None, ignore: Iterable[str] = (),
               round_to: Optional[int] = None, min_channels: int = 1, prune_heads: bool = False,
-              depth: float = 0.0, data: Any = None, seed: int = 0,
+              prune_hidden: bool = True, depth: float = 0.0, data: Any = None, seed: int = 0,
               depth_blocks: Optional[int] = None, depth_criterion: str = "magnitude",
               return_graph: bool = False, graph: Optional[DependencyGraph] = None,
               scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
@@ -107,7 +107,11 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
     round_to: keep channel counts multiples of this int (a measured "auto" multiple is resolved before, by
     ``prunekit.allocate.resolve_round_to``);
-    prune_heads: remove whole attention heads instead of shrinking head_dim; depth: fraction of
+    prune_heads: remove whole attention heads instead of shrinking head_dim (heads whose dims cannot go one by one,
+    under RoPE or grouped-query attention, always go whole); prune_hidden=False keeps whole every group that a
+    LayerNorm/RMSNorm/GroupNorm normalizes (a transformer's hidden size, ConvNeXt's stage widths), whose removal is
+    never exact, so what is removed (heads, MLP neurons, BatchNorm channels) leaves the function unchanged where its
+    weights were zero; depth: fraction of
     identity-residual blocks replaced by nn.Identity (or ``depth_blocks``: how many), the lowest first by the block
     criterion ``depth_criterion`` (``prunekit.importance.BLOCK_CRITERIA``: magnitude, contribution, skip_loss;
     the data-driven ones run on ``data``, else on ``example_inputs``); graph: the dependency graph of
@@ -120,7 +124,7 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     """
     with single_thread():
         plan, graph = _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                                 min_channels, prune_heads, depth, data, seed, graph, scores)
+                                 min_channels, prune_heads, depth, data, seed, graph, scores, prune_hidden)
         if depth > 0 or depth_blocks:
             plan.blocks, block_scores = _pick_blocks(graph, model, depth, depth_blocks, depth_criterion,
                                                      {"data": data, "example": plan_inputs(example_inputs)})
@@ -138,7 +142,8 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
                overrides: Optional[Dict[str, float]], ignore: Iterable[str], round_to: Optional[int],
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int,
                graph: Optional[DependencyGraph] = None,
-               scores: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[Plan, DependencyGraph]:
+               scores: Optional[Dict[str, torch.Tensor]] = None,
+               prune_hidden: bool = True) -> Tuple[Plan, DependencyGraph]:
     _check(ratio, scope, min_channels, depth, round_to)
     ignore = list(ignore)
     inputs = plan_inputs(example_inputs)
@@ -147,6 +152,9 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
     if scores is None and (ratio > 0 or overrides):  # depth alone (ratio 0) needs no channel scores
         scores = score_groups(graph, model, criterion, ctx={"data": data, "seed": seed})
     scores = scores or {}
+    if not prune_hidden:
+        normalized = {g.key for g in graph.groups if g.normalized}
+        scores = {k: v for k, v in scores.items() if k not in normalized}
     ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
     groups = []
     for g in graph.groups:
@@ -156,7 +164,8 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
         if remove:
             groups.append(GroupPlan(g.key, g.module, g.size, remove))
     settings = dict(ratio=ratio, criterion=criterion, scope=scope, overrides=overrides or {}, round_to=multiple,
-                    min_channels=min_channels, prune_heads=prune_heads, depth=depth, seed=seed)
+                    min_channels=min_channels, prune_heads=prune_heads, prune_hidden=prune_hidden, depth=depth,
+                    seed=seed)
     tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
     plan = Plan(groups, [list(x.shape) for x in tensors], ignore=ignore, settings=settings,
                 input_dtypes=[str(x.dtype).removeprefix("torch.") for x in tensors])
@@ -211,8 +220,15 @@ def _keep_count(n: int, ratio: float, multiple: Optional[int], floor: int) -> in
 
 def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int], min_channels: int,
            prune_heads: bool) -> List[int]:
-    """Indices of the lowest-scored channels to remove, honouring rows (heads/groups), pins and minimums."""
-    pinned = g.pinned if g.pinned is not None else torch.zeros(g.size, dtype=torch.bool)
+    """Indices of the lowest-scored channels to remove, honouring rows (heads/groups), pins and minimums.
+
+    Whole attention heads go (q, k and v rows of each together) when ``prune_heads`` asks for it or when the heads'
+    dims cannot go one by one (RoPE rotates them by a fixed table; GQA shares key/value heads).
+    """
+    soft = g.dim_pinned if g.dim_pinned is not None else torch.zeros(g.size, dtype=torch.bool)
+    if g.heads and (prune_heads or bool(soft[[c for h in g.heads for c in h]].all())):
+        return _select_heads(g, scores, ratio)
+    pinned = g.hard_pins() | soft
     s = scores.clone()
     s[pinned] = float("inf")
     if g.rows is None:
@@ -248,6 +264,17 @@ def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int]
         n_free_drop = free.numel() - _keep_count(free.numel(), ratio, multiple, 1)
         remove += free[torch.argsort(s[free], stable=True)[:n_free_drop]].tolist()
     return sorted(remove)
+
+
+def _select_heads(g: Group, scores: torch.Tensor, ratio: float) -> List[int]:
+    """Channels of the lowest-scored whole heads (score = sum over the head's q, k and v channels); one head stays."""
+    assert g.heads is not None
+    removable = g.removable_heads()
+    n = len(g.heads)
+    n_drop = min(len(removable), n - 1, int(math.floor(ratio * n + 1e-9)))
+    head_score = {i: float(scores[g.heads[i]].sum()) for i in removable}
+    drop = sorted(removable, key=lambda i: (head_score[i], i))[:n_drop]
+    return sorted(c for i in drop for c in g.heads[i])
 
 
 def _pick_blocks(graph: DependencyGraph, model: nn.Module, depth: float, depth_blocks: Optional[int],

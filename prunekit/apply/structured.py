@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..graph import DependencyGraph, build_graph, single_thread
 from ..plan import Plan
 from .structured_fix import fix_attributes, snapshot
+from .structured_heads import fix_heads, head_drop
 
 __all__ = ["apply_plan", "zero_channels",
            "channel_masks", "slices_for", "prune_optimizer_state"]
@@ -48,8 +49,11 @@ def slices_for(graph: DependencyGraph, plan: Plan) -> Dict[Tuple[str, str, str],
                               f"architecture or input shape (replay it on the model it was made for)") from None
         if g.size != keep.numel():
             raise ConfigError(f"plan group {key!r} has {keep.numel()} channels but the model has {g.size}")
-        for m in g.members:
-            drop = (m.index >= 0) & ~keep[m.index.clamp(min=0)]
+        for m, by_head in [(m, False) for m in g.members] + [(m, True) for m in g.head_members]:
+            if by_head:  # a per-head slice (relative position bias): goes with its whole head
+                drop = head_drop(g, keep, m.index)
+            else:
+                drop = (m.index >= 0) & ~keep[m.index.clamp(min=0)]
             kind = "param" if m.kind == "grouped_in" else m.kind
             entry = drops.setdefault((m.module, m.attr, kind), {})
             k = ("grouped", m.dim) if m.kind == "grouped_in" else m.dim
@@ -112,6 +116,7 @@ def _apply(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph],
     old_attrs = snapshot(model)
     modules = dict(model.named_modules())
     swapped: Dict[int, nn.Parameter] = {}
+    replaced: List[torch.Tensor] = []
     all_ops: Dict[int, List[SliceOp]] = {}
     with torch.no_grad():
         for (mname, attr, kind), lst in ops.items():
@@ -126,10 +131,15 @@ def _apply(model: nn.Module, plan: Plan, graph: Optional[DependencyGraph],
                 p = nn.Parameter(new, requires_grad=t.requires_grad)
                 mod._parameters[attr] = p
                 swapped[id(t)] = p
+                replaced.append(t)  # alive until the end, so its id cannot be reused by a new tensor
                 all_ops[id(t)] = lst
             else:
                 mod._buffers[attr] = new
-    _fix_heads(model, graph, plan, modules)
+    for mod in model.modules():  # tied weights (GPT-2's lm_head is wte): every holder gets the sliced tensor
+        for attr, p in mod._parameters.items():
+            if p is not None and id(p) in swapped:
+                mod._parameters[attr] = swapped[id(p)]
+    fix_heads(model, graph, channel_masks(plan), modules, old_attrs)
     fix_attributes(model, old_attrs)
     for block in plan.blocks:
         _replace(model, block, nn.Identity())
@@ -142,29 +152,6 @@ def prune_optimizer_state(optimizer: torch.optim.Optimizer, swapped: Dict[int, n
                           ops: Dict[int, List[SliceOp]]) -> None:
     """Lower-level form of ``apply_plan(..., optimizer=...)`` (old param id -> new param, slicing ops)."""
     carry_optimizer_state(optimizer, swapped, ops)
-
-
-def _fix_heads(model: nn.Module, graph: DependencyGraph, plan: Plan, modules: Dict[str, nn.Module]) -> None:
-    """Attention modules whose reshape split channels into heads get num_heads / head_dim updated."""
-    masks = channel_masks(plan)
-    for g in graph.groups:
-        if g.key not in masks or g.rows is None or not g.scopes:
-            continue
-        kept = masks[g.key][g.rows].sum(1)
-        per_row = int(kept.max())
-        rows_alive = int((kept > 0).sum())
-        for scope, shape in g.scopes:
-            mod = modules.get(scope)
-            if mod is None or len(shape) < 2:
-                continue
-            heads, head_dim = shape[-2], shape[-1]
-            new_heads = heads * rows_alive // g.rows.shape[0]
-            if getattr(mod, "head_dim", None) == head_dim:
-                mod.head_dim = per_row
-            if getattr(mod, "num_heads", None) == heads:
-                mod.num_heads = new_heads
-            if getattr(mod, "attn_dim", None) == heads * head_dim:
-                mod.attn_dim = new_heads * per_row
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

@@ -16,7 +16,8 @@ from torch.nn.modules.instancenorm import _InstanceNorm
 SHAPE_ATTRS = (
     "in_channels", "out_channels", "groups", "in_features", "out_features", "num_features", "normalized_shape",
     "num_channels", "num_groups", "num_parameters", "embedding_dim", "embed_dim", "kdim", "vdim", "num_heads",
-    "head_dim", "attn_dim", "hidden_dim",
+    "head_dim", "attn_dim", "hidden_dim", "nf", "num_attention_heads", "attention_head_size", "all_head_size",
+    "split_size", "n_heads", "n_head", "head_size", "num_key_value_heads",
 )
 
 
@@ -52,6 +53,8 @@ def fix_attributes(model: nn.Module, old: Dict[str, Dict[str, object]]) -> None:
             mod.num_parameters = mod.weight.numel()
         elif isinstance(mod, nn.Embedding):
             mod.embedding_dim = mod.weight.shape[1]
+        elif type(mod).__name__ == "Conv1D" and isinstance(getattr(mod, "nf", None), int):
+            mod.nf = mod.weight.shape[1]  # transformers' Conv1D (GPT-2): weight [in, out], forward views to nf
         elif isinstance(mod, nn.MultiheadAttention) and mod.in_proj_weight is not None:
             mod.embed_dim = mod.kdim = mod.vdim = mod.in_proj_weight.shape[1]
             mod.head_dim = mod.embed_dim // mod.num_heads

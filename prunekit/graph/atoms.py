@@ -27,6 +27,8 @@ class AtomTable:
         self._same: List[torch.Tensor] = []
         self._space: List[torch.Tensor] = []
         self._frozen: List[torch.Tensor] = []
+        self._pinned: List[torch.Tensor] = []
+        self._normed: List[torch.Tensor] = []
 
     def new(self, n: int) -> torch.Tensor:
         """Allocate ``n`` fresh atoms that form one channel space."""
@@ -58,6 +60,27 @@ class AtomTable:
         flat = torch.unique(flat[flat > 0])
         if flat.numel():
             self._frozen.append(torch.stack([flat, torch.zeros_like(flat)], 1))
+
+    def pin(self, ids: torch.Tensor) -> None:
+        """Atoms that cannot go one by one but may go with their whole row (a head's dims that RoPE's cos/sin or a
+        per-head-dim norm weight index, shared by every head: removing whole heads keeps them consistent)."""
+        flat = ids.reshape(-1)
+        self._pinned.append(torch.unique(flat[flat > 0]))
+
+    def mark_normalized(self, ids: torch.Tensor) -> None:
+        """Atoms that a normalisation or mean reads together (LayerNorm, RMSNorm, GroupNorm over channels): removing
+        one changes the statistics the others are scaled by, so their removal is never exact."""
+        flat = ids.reshape(-1)
+        self._normed.append(torch.unique(flat[flat > 0]))
+
+    def flagged(self, same: torch.Tensor, which: str) -> torch.Tensor:
+        """Bool per component label: some atom of it was pinned (``which="pinned"``) or normalised (``"normed"``)."""
+        out = torch.zeros(self.count, dtype=torch.bool)
+        lists = self._pinned if which == "pinned" else self._normed
+        if lists:
+            out[same[torch.cat(lists)]] = True
+        out[0] = False
+        return out
 
     def link_space(self, ids: torch.Tensor) -> None:
         """Put all atoms of ``ids`` in one channel space (used by head/group blockings)."""

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from .heads import head_param_dim, head_units
 from .trace import MemberRecord, Recording
 
 
@@ -45,7 +46,11 @@ class Group:
     """Coupled channels: removing channel ``c`` removes position(s) ``c`` of every member.
 
     ``rows`` (optional, [n_rows, per_row]) lists channels laid out in blocks (attention heads, conv groups,
-    channel-shuffle halves) that must all keep the same number of channels. ``pinned`` channels never go.
+    channel-shuffle halves) that must all keep the same number of channels. ``pinned`` channels never go;
+    ``dim_pinned`` ones never go alone but may go with their whole head (RoPE's rotated dims). ``heads`` lists the
+    channels of each attention head (q, k and v rows together; ``fixed_heads`` cannot go whole) and
+    ``head_members`` the parameter slices indexed by head (``index`` = head number). ``normalized``: a
+    LayerNorm/RMSNorm/GroupNorm (or a mean) reads these channels together, so removing any is never exact.
     """
 
     key: str
@@ -55,16 +60,37 @@ class Group:
     row_kind: str = ""
     scopes: List[Tuple[str, Tuple[int, ...]]] = field(default_factory=list)
     pinned: Optional[torch.Tensor] = None
+    dim_pinned: Optional[torch.Tensor] = None
+    heads: Optional[List[List[int]]] = None
+    fixed_heads: set = field(default_factory=set)
+    head_members: List[Member] = field(default_factory=list)
+    normalized: bool = False
 
     @property
     def module(self) -> str:
         """Module that first produces this group's channels (used for overrides and printing)."""
         return self.members[0].module if self.members else ""
 
+    def hard_pins(self) -> torch.Tensor:
+        """Bool per channel: never removed."""
+        return self.pinned if self.pinned is not None else torch.zeros(self.size, dtype=torch.bool)
+
+    def removable_heads(self) -> List[int]:
+        """Indices of the heads that may go whole (not fixed, no channel pinned for good)."""
+        if not self.heads:
+            return []
+        hard = self.hard_pins()
+        return [i for i, h in enumerate(self.heads) if i not in self.fixed_heads and not bool(hard[h].any())]
+
     @property
     def prunable(self) -> bool:
-        """True when the group has more than one channel and not every channel is pinned."""
-        return self.size > 1 and (self.pinned is None or not bool(self.pinned.all()))
+        """True when the group has more than one channel and some channel can go alone, or some head whole."""
+        if self.size <= 1:
+            return False
+        stuck = self.hard_pins()
+        if self.dim_pinned is not None:
+            stuck = stuck | self.dim_pinned
+        return not bool(stuck.all()) or (len(self.heads or []) > 1 and bool(self.removable_heads()))
 
     def modules(self) -> List[str]:
         """Sorted names of every module with a slice in this group."""
@@ -127,6 +153,11 @@ def build_groups(rec: Recording) -> DependencyGraph:
     is_channel = torch.zeros(rec.atoms.count, dtype=torch.bool)
     is_channel[same[rec.producer]] = True
     is_channel[0] = False
+    head_labels = torch.zeros(rec.atoms.count, dtype=torch.bool)
+    for heads, _ in rec.head_links:
+        head_labels[same[heads]] = True
+    head_labels[0] = False
+    head_params: List[Tuple[str, str, str, torch.Tensor]] = []
 
     records: List[MemberRecord] = list(rec.members)
     pinned_labels: List[int] = []
@@ -138,6 +169,8 @@ def build_groups(rec: Recording) -> DependencyGraph:
         lab = same[atoms]
         valid = is_channel[lab]
         if not bool(valid.any()):
+            if bool(head_labels[lab].any()):
+                head_params.append((mod, attr, rec.param_kind.get(key, "param"), lab))
             continue
         dim = _separable_dim(torch.where(valid, lab, torch.full_like(lab, -1)))
         if dim is None:
@@ -165,7 +198,7 @@ def build_groups(rec: Recording) -> DependencyGraph:
     for s_, g in groups.items():
         first = g.members[0]
         g.key, g.size = f"{first.name}:{first.dim}", sizes[s_]
-    for b in rec.blockings:
+    for b in sorted(rec.blockings, key=lambda b: b.grid.shape[-1]):  # finest rows first: coarser ones then refine
         _apply_blocking(b, same, space, is_channel, chan, groups)
     for lbl in pinned_labels:
         g = groups.get(int(space[lbl]))
@@ -173,10 +206,60 @@ def build_groups(rec: Recording) -> DependencyGraph:
             if g.pinned is None:
                 g.pinned = torch.zeros(g.size, dtype=torch.bool)
             g.pinned[int(chan[lbl])] = True
+    _attach_heads(rec, same, space, chan, groups, head_params, head_labels)
+    _flag_channels(rec, same, space, chan, is_channel, groups)
     blocks = sorted(rec.residual_blocks)
     inner = [b for b in blocks if not any(o != b and o.startswith(b + ".") for o in blocks)]
     ordered = [groups[s_] for s_ in order if s_ in groups]
     return DependencyGraph(ordered, inner, rec.visited, list(rec.output_shapes))
+
+
+def _attach_heads(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: torch.Tensor,
+                  groups: Dict[int, Group], head_params: list, head_labels: torch.Tensor) -> None:
+    """``Group.heads`` from the trace's head links, and parameters indexed by head as ``head_members``."""
+    by_space, fixed, index = head_units(rec, same, space, chan)
+    for s_, heads in by_space.items():
+        g = groups.get(s_)
+        if g is None or len(heads) < 2:
+            continue
+        flat = [c for h in heads for c in h]
+        if len(flat) != len(set(flat)) or len({len(h) for h in heads}) != 1:
+            continue  # heads that overlap or differ in width cannot be removed as units
+        g.heads, g.fixed_heads = heads, set(fixed.get(s_, set()))
+    for mod, attr, kind, lab in head_params:
+        valid = head_labels[lab]
+        dim = head_param_dim(lab, valid)
+        if dim is None:
+            continue
+        line = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)[:, 0]
+        where = [index.get(int(x)) if bool(head_labels[x]) else None for x in line]
+        spaces = {w[0] for w in where if w is not None}
+        g = groups.get(next(iter(spaces))) if len(spaces) == 1 else None
+        if g is None or g.heads is None:
+            continue
+        idx = torch.tensor([w[1] if w is not None else -1 for w in where], dtype=torch.long)
+        g.head_members.append(Member(mod, attr, dim, kind, idx))
+
+
+def _flag_channels(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: torch.Tensor,
+                   is_channel: torch.Tensor, groups: Dict[int, Group]) -> None:
+    """Soft pins (``Group.dim_pinned``) and normalised groups (``Group.normalized``) from the atom flags."""
+    for which in ("pinned", "normed"):
+        labels = (rec.atoms.flagged(same, which) & is_channel & (chan >= 0)).nonzero().squeeze(1)
+        for lab in labels.tolist():
+            g = groups.get(int(space[lab]))
+            if g is None:
+                continue
+            if which == "normed":
+                g.normalized = True
+                continue
+            if g.dim_pinned is None:
+                g.dim_pinned = torch.zeros(g.size, dtype=torch.bool)
+            g.dim_pinned[int(chan[lab])] = True
+
+
+def _soft_pin_all(g: Group) -> None:
+    g.dim_pinned = torch.ones(g.size, dtype=torch.bool)
 
 
 def _channel_labels(atoms: torch.Tensor, same: torch.Tensor, is_channel: torch.Tensor) -> torch.Tensor:
@@ -225,9 +308,14 @@ def _apply_blocking(b, same, space, is_channel, chan, groups) -> None:
         return
     spaces = set(space[b.grid[valid]].tolist())
     owners = [groups[s] for s in spaces if s in groups]
+    pin = _soft_pin_all if b.kind == "heads" else _pin_all  # heads may still go whole (checked by head units)
+    if b.kind == "heads":  # the module whose forward split these heads: its head attributes follow a plan
+        for g in owners:
+            if (b.scope, tuple(b.grid.shape)) not in g.scopes:
+                g.scopes.append((b.scope, tuple(b.grid.shape)))
     if not bool(valid.all()) or len(owners) != 1:
         for g in owners:  # part frozen, or spread over groups: keep it simple and safe
-            g.pinned = torch.ones(g.size, dtype=torch.bool)
+            pin(g)
         return
     g = owners[0]
     rows = chan[lab].reshape(-1, b.grid.shape[-1])
@@ -237,10 +325,8 @@ def _apply_blocking(b, same, space, is_channel, chan, groups) -> None:
     new = set(uniq)
     flat = [c for r in new for c in r]
     if len(flat) != len(set(flat)):
-        g.pinned = torch.ones(g.size, dtype=torch.bool)
+        pin(g)
         return
-    if b.kind == "heads":
-        g.scopes.append((b.scope, tuple(b.grid.shape)))
     if g.rows is not None:
         old = {tuple(sorted(r.tolist())) for r in g.rows}
         if old == new or _refines(old, new):
@@ -249,12 +335,16 @@ def _apply_blocking(b, same, space, is_channel, chan, groups) -> None:
             merged = old | new
             flat = [c for r in merged for c in r]
             if len(flat) != len(set(flat)) or len({len(r) for r in merged}) != 1:
-                g.pinned = torch.ones(g.size, dtype=torch.bool)
+                pin(g)
                 return
             new = merged
     rows = torch.tensor(sorted(new))
     g.rows = rows
     g.row_kind = b.kind if not g.row_kind or g.row_kind == b.kind else "mixed"
+
+
+def _pin_all(g: Group) -> None:
+    g.pinned = torch.ones(g.size, dtype=torch.bool)
 
 
 def _refines(fine: set, coarse: set) -> bool:

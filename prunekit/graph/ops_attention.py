@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 
 from .idops import columns, varies
-from .ops_layers import _arg, _channel_out, _param
+from .ops_layers import _arg, _bias, _channel_out, _param
 from .trace import Recorder, register
 
 
@@ -47,6 +47,7 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
             rec.member(pb[0], pb[1], 0, col, kind=pb[2])
         out_atoms = rec.new_channels(b.shape[1])
         rec.member(pb[0], pb[1], 1, out_atoms, kind=pb[2])
+        _bias(rec, bias, out_atoms, name)  # transformers' Conv1D: addmm(bias, x, W)
         rec.set_ids(out, _channel_out(out_atoms, out.dim() - 1, out.shape))
         return
     if pa is not None:
@@ -59,6 +60,14 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
         kb = _first(ib, -1).squeeze(-1)
         ka, kb = torch.broadcast_tensors(ka, kb)
         rec.atoms.join(ka, kb)
+        heads = _link_rows(rec, ia, -1, None)  # q @ k^T: the scores get one head atom per head
+        if heads is not None and _link_rows(rec, ib, -2, heads) is heads and out.dim() >= 3:
+            rec.set_ids(out, heads.view(-1, 1, 1).expand(out.shape))
+            return
+    elif ia is not None and ib is not None:
+        heads = _score_heads(rec, ia)  # probabilities @ v: v's rows belong to the scores' heads
+        if heads is not None:
+            _link_rows(rec, ib, -1, heads)
     ca = _carry(ia, -1) if ia is not None and varies(ia, -2) else None
     cb = _carry(ib, -2) if ib is not None and varies(ib, -1) else None
     res = _join_carries(rec, [c.expand(out.shape) if c is not None and c.dim() == out.dim() else None
@@ -71,16 +80,78 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 
 @register("scaled_dot_product_attention")
 def sdpa(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
-    """scaled_dot_product_attention: joins q's and k's channels (the contracted head dim); the output takes
-    v's channel ids.
+    """scaled_dot_product_attention: joins q's and k's channels (the contracted head dim), links each head's q, k and
+    v rows (so whole heads go together) and a per-head ``attn_mask`` (a relative position bias) to the head; the
+    output takes v's channel ids. Grouped-query attention (fewer k/v heads, ``enable_gqa``) maps query head h to
+    key/value head h // (Hq / Hkv), so a key/value head goes with the query heads that share it.
     """
     q, k, v = args[0], args[1], args[2]
+    mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
     iq, ik, iv = rec.ids(q), rec.ids(k), rec.ids(v)
+    hq = q.shape[-3] if q.dim() >= 3 else 1
     if iq is not None and ik is not None:
-        a, b = torch.broadcast_tensors(_first(iq, -2), _first(ik, -2))
+        a, b = torch.broadcast_tensors(_first(iq, -2), _per_query_head(_first(ik, -2), hq))
         rec.atoms.join(a, b)
+    heads = _link_rows(rec, iq, -1, None)
+    if heads is not None:
+        _link_rows(rec, ik, -1, heads)
+        _link_rows(rec, iv, -1, heads)
+        _join_head_mask(rec, mask, heads)
     if iv is not None:
-        rec.set_ids(out, _first(iv, -2).expand(out.shape))
+        rec.set_ids(out, _per_query_head(_first(iv, -2), hq).expand(out.shape))
+
+
+def _per_query_head(ids: torch.Tensor, hq: int) -> torch.Tensor:
+    """k/v ids with their heads repeated to the query's head count (grouped-query attention), else unchanged."""
+    if ids.dim() >= 3 and 1 < ids.shape[-3] < hq and hq % ids.shape[-3] == 0:
+        return ids.repeat_interleave(hq // ids.shape[-3], dim=-3)
+    return ids
+
+
+def head_rows(ids: Optional[torch.Tensor], ch_dim: int) -> Optional[torch.Tensor]:
+    """[H, D] channel atoms of a per-head activation laid out [..., H, tokens, D] (``ch_dim`` -1) or
+    [..., H, D, tokens] (``ch_dim`` -2): None unless the ids vary by head and by channel and nowhere else."""
+    if ids is None or ids.dim() < 3:
+        return None
+    hd, cd = ids.dim() - 3, ch_dim % ids.dim()
+    if not varies(ids, hd) or not varies(ids, cd):
+        return None
+    if any(varies(ids, d) for d in range(ids.dim()) if d not in (hd, cd)):
+        return None
+    rows = ids[tuple(slice(None) if d in (hd, cd) else 0 for d in range(ids.dim()))]
+    return rows if cd > hd else rows.t()
+
+
+def _link_rows(rec: Recorder, ids: Optional[torch.Tensor], ch_dim: int,
+               heads: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Link the per-head rows of ``ids`` to ``heads`` (fresh head atoms when None); returns the head atoms used."""
+    if ids is None:
+        return heads
+    if heads is not None:
+        ids = _per_query_head(ids, heads.numel())
+    rows = head_rows(ids, ch_dim)
+    if rows is None or (heads is not None and rows.shape[0] != heads.numel()) or bool((rows < 0).any()):
+        return heads
+    if heads is None:
+        heads = rec.new_heads(rows.shape[0])
+    rec.link_heads(heads, rows)
+    return heads
+
+
+def _join_head_mask(rec: Recorder, mask: Any, heads: torch.Tensor) -> None:
+    """A mask/bias with one slice per head (Swin's relative position bias) is sliced with the heads."""
+    im = rec.ids(mask) if isinstance(mask, torch.Tensor) else None
+    if im is None or im.dim() < 3 or im.shape[-3] != heads.numel() or not varies(im, im.dim() - 3):
+        return
+    rec.atoms.join(im, heads.view(-1, 1, 1))
+
+
+def _score_heads(rec: Recorder, ia: torch.Tensor) -> Optional[torch.Tensor]:
+    """The head atoms of attention scores/probabilities (ids that vary by head only), else None."""
+    if ia.dim() < 3 or varies(ia, -1) or varies(ia, -2) or not varies(ia, ia.dim() - 3):
+        return None
+    heads = ia[tuple(slice(None) if d == ia.dim() - 3 else 0 for d in range(ia.dim()))]
+    return heads if all(int(h) in rec.head_atoms for h in heads.tolist()) else None
 
 
 @register("multi_head_attention_forward")

@@ -29,7 +29,7 @@ _UNARY = [
     "__invert__", "logical_not", "bitwise_not", "isinf", "positive", "__pos__", "gelu_", "relu_", "rrelu",
     "erfinv", "sinh", "cosh", "atan", "asin", "acos", "deg2rad", "rad2deg", "sgn", "fill_", "zero_", "normal_",
     "uniform_", "bernoulli", "bernoulli_", "stochastic_depth", "pin_memory", "share_memory_", "as_subclass",
-    "softmin", "relu6_", "hardswish_", "elu_", "leaky_relu_",
+    "softmin", "relu6_", "hardswish_", "elu_", "leaky_relu_", "int", "long", "bool", "short", "byte", "char",
 ]
 
 
@@ -66,6 +66,8 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
             result = ids
             continue
         if _broadcast_over_varying(t, result):
+            if _spans_last(t, result):
+                rec.atoms.pin(result)  # RoPE's cos/sin: one value per head dim, shared by all heads
             continue  # one value shared by many channels (a scalar scale): no coupling
         a, b = compress_pair(result, ids)
         rec.atoms.join(a, b)
@@ -74,7 +76,9 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
     if result is None:
         return
     for t, ids in tracked:  # an untracked tensor that spans a channel dim can never shrink: pin those channels
-        if ids is None and t.numel() > 1:
+        if ids is None and t.numel() > 1 and _broadcast_over_varying(t, result) and _spans_last(t, result):
+            rec.atoms.pin(result)  # shared by every head: whole heads may still go
+        elif ids is None and t.numel() > 1:
             off = out.dim() - t.dim()
             for d in range(t.dim()):
                 if t.shape[d] > 1 and varies(result, d + off):
@@ -86,6 +90,11 @@ def elementwise(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -
             roots |= _roots(t)
         roots.discard(id(out))  # an in-place add (out += x) is not a residual over its own result
         out.__dict__["_pk_roots"] = roots
+
+
+def _spans_last(t: torch.Tensor, result: torch.Tensor) -> bool:
+    """True when ``t`` has one value per index of ``result``'s last dim and the ids vary along it (a per-dim table)."""
+    return t.dim() >= 1 and t.shape[-1] > 1 and varies(result, -1)
 
 
 def _broadcast_over_varying(t: torch.Tensor, result: torch.Tensor) -> bool:
@@ -108,6 +117,9 @@ def unary(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None
         return
     if ids.shape != out.shape:
         ids = ids.expand(out.shape)
+    dim = kwargs.get("dim", args[1] if len(args) > 1 and isinstance(args[1], int) else None)
+    if name.rstrip("_") in _ACROSS and isinstance(dim, int) and varies(ids, dim):
+        rec.atoms.mark_normalized(ids)  # a softmax across channels: every channel changes the others
     rec.set_ids(out, ids)
     if out is not x and "_pk_roots" in x.__dict__:  # act(x + f(x)) is still a residual over x, not over x + f(x)
         out.__dict__["_pk_roots"] = set(x.__dict__["_pk_roots"])
@@ -115,6 +127,10 @@ def unary(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None
 
 _REDUCE = ["mean", "sum", "amax", "amin", "std", "var", "norm", "logsumexp", "prod", "all", "any", "max", "min",
            "median", "nanmean", "nansum", "var_mean", "std_mean", "count_nonzero"]
+
+
+_STATISTICS = {"mean", "var", "std", "var_mean", "std_mean", "logsumexp", "median", "nanmean"}
+_ACROSS = {"softmax", "log_softmax", "softmin"}
 
 
 @register(*_REDUCE)
@@ -134,6 +150,8 @@ def reduction(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> 
     if dim is None:
         return
     dims = [dim] if isinstance(dim, int) else list(dim)
+    if name in _STATISTICS and any(varies(ids, d) for d in dims):
+        rec.atoms.mark_normalized(ids)  # a mean/variance over channels (RMSNorm written out): removal is not exact
     red = reduce_ids(ids, dims, keepdim)
     target = out[0] if isinstance(out, tuple) else out
     if isinstance(target, torch.Tensor) and tuple(red.shape) == tuple(target.shape):

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from .idops import columns
+from .idops import columns, varying_dims
 from .trace import Recorder, register
 
 
@@ -187,6 +187,7 @@ def group_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
         return
     groups = int(_arg(args, kwargs, 1, "num_groups"))
     col = columns(rec.atoms, ids, 1)
+    rec.atoms.mark_normalized(col)
     _norm_members(rec, col, [_arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")], name)
     if 1 < groups < col.shape[0]:
         rec.block(col.view(groups, -1), "groups")
@@ -208,7 +209,13 @@ def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
         rec.atoms.freeze(ids)
         rec.set_ids(out, ids)
         return
+    if len(varying_dims(ids)) > 1 and rec.all_produced(ids):  # over each head's dims (q/k norm): shared weight
+        rec.atoms.pin(ids)
+        rec.atoms.mark_normalized(ids)
+        rec.set_ids(out, ids)
+        return
     col = columns(rec.atoms, ids, -1)
+    rec.atoms.mark_normalized(col)
     tensors = [_arg(args, kwargs, 2, "weight")] + ([_arg(args, kwargs, 3, "bias")] if name == "layer_norm" else [])
     _norm_members(rec, col, tensors, name)
     if tensors[0] is None and rec.scope:

@@ -65,8 +65,11 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     x = args[0]
     ids = _sub(rec, x)
     if _meta_operands(args[1:], kwargs):  # indices computed on the meta device: values unknown
+        if rec.is_loose(ids) and name == "__getitem__" and ids.dim() == 2 and isinstance(args[1], torch.Tensor):
+            _gather_rows(rec, ids, args[1], out)  # a bias table [positions, heads] gathered by a position index
+            return
         if rec.is_loose(ids) or not varying_dims(ids):
-            return  # a parameter gathered by an index table (relative position bias): no channel meaning
+            return  # a parameter gathered by an index table: no channel meaning
         raise NeedsRealData(name)
     if name in ("view", "view_as"):
         name = "reshape" if name == "view" else "reshape_as"
@@ -100,6 +103,15 @@ def mirror(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
     if name in _SPLITTERS | {"flatten"} and isinstance(out, torch.Tensor) and not rec.is_loose(ids):
         _maybe_block(rec, ids, res)
         _check_merge(rec, ids, res)
+
+
+def _gather_rows(rec: Recorder, ids: torch.Tensor, index: torch.Tensor, out: Any) -> None:
+    """``table[index]`` with index values unknown (meta trace): any row may land anywhere, so the rows are joined
+    column by column and the result carries one row's ids; a table whose columns are heads is then sliced by head."""
+    if not isinstance(out, torch.Tensor) or index.dtype == torch.bool:
+        return
+    rec.atoms.join(ids, ids[:1].expand(ids.shape))
+    rec.set_ids(out, ids[0].expand(out.shape))
 
 
 def _split_constraint(rec: Recorder, name: str, args: tuple, kwargs: dict, ids: torch.Tensor) -> None:

@@ -82,6 +82,7 @@ class Recording:
     residual_blocks: List[str]
     visited: set
     output_shapes: List[torch.Size] = field(default_factory=list)
+    head_links: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 class Recorder:
@@ -110,6 +111,9 @@ class Recorder:
         self.residual_blocks: List[str] = []
         self.visited: set = set()
         self._atom_owner: List[Tuple[int, str]] = []  # (first atom, "module.attr") of atomised raw params
+        self.head_links: List[Tuple[torch.Tensor, torch.Tensor]] = []  # (head atoms [H], channel rows [H, D])
+        self._head_rows: Dict[int, torch.Tensor] = {}
+        self.head_atoms: set = set()
 
     # ---- scope -------------------------------------------------------------------------------------------
     @property
@@ -176,6 +180,16 @@ class Recorder:
                     return mname, attr, "param"
         return None
 
+    def all_produced(self, ids: torch.Tensor) -> bool:
+        """True when every atom in ``ids`` is a layer's output channel (no parameter element, frozen or -1)."""
+        flat = torch.unique(compress(ids).reshape(-1))
+        if not flat.numel() or int(flat[0]) <= 0:
+            return False
+        ok = torch.zeros(flat.numel(), dtype=torch.bool)
+        for a, b in self.producer_ranges:
+            ok |= (flat >= a) & (flat < b)
+        return bool(ok.all())
+
     def is_loose(self, ids: torch.Tensor) -> bool:
         """True when ``ids`` start with an element atom of a raw parameter (not an activation channel)."""
         flat = ids.reshape(-1)[:1] if ids.numel() else ids
@@ -216,6 +230,24 @@ class Recorder:
         self.blockings.append(BlockingRecord(self.scope, grid.clone(), kind))
         self._rows.update(frozenset(r.tolist()) for r in grid.reshape(-1, grid.shape[-1]))
 
+    def link_heads(self, heads: torch.Tensor, rows: torch.Tensor) -> None:
+        """Attention head ``heads[h]`` (a head atom, see ``new_heads``) reads or writes the channels ``rows[h]`` (its
+        q, k or v dims). Rows of one head share a channel space, so a plan sees q/k and v of a head as one unit and
+        removes whole heads together; the rows must also keep equal widths (one head size per module)."""
+        self.head_links.append((heads.clone(), rows.clone()))
+        for h, row in zip(heads.tolist(), rows):
+            first = self._head_rows.setdefault(h, row)
+            if first is not row:
+                self.atoms.link_space(torch.cat([first, row]))
+        self.atoms.link_space(rows)
+
+    def new_heads(self, n: int) -> torch.Tensor:
+        """``n`` head atoms: ids for the head dim of attention scores (never channels themselves); a parameter joined
+        to them (a relative position bias table) is sliced by head."""
+        heads = self.atoms.new_loose(n)
+        self.head_atoms.update(heads.tolist())
+        return heads
+
     def row_sets(self) -> set:
         """Atom sets of every blocking row recorded so far."""
         return self._rows
@@ -240,8 +272,8 @@ class Recorder:
                 t.__dict__.pop("_pk_ids", None)
                 t.__dict__.pop("_pk_roots", None)
         return Recording(self.atoms, list(self.members.values()), self.blockings, self.param_atoms,
-                         self.param_kind, producer,
-                         self.residual_blocks, self.visited)
+                         self.param_kind, producer, self.residual_blocks, self.visited,
+                         head_links=self.head_links)
 
 
 class _Mode(TorchFunctionMode):
@@ -263,6 +295,10 @@ class _Mode(TorchFunctionMode):
         handler = HANDLERS.get(name)
         if handler is None:
             if not _has_tensor(out):
+                return out
+            if _only_frozen(rec, args, kwargs):  # e.g. masks built from token ids: no channel to follow
+                for t in flatten_outputs(out):
+                    rec.set_ids(t, torch.zeros((), dtype=torch.long).expand(t.shape))
                 return out
             if rec.ignored(rec.scope):
                 for t in _tensors(args, kwargs):
@@ -289,6 +325,17 @@ def _any_tracked(rec: Recorder, args: tuple, kwargs: dict) -> bool:
     return any(rec.tracked(t) for t in _tensors(args, kwargs))
 
 
+def _only_frozen(rec: Recorder, args: tuple, kwargs: dict) -> bool:
+    """True when every tracked operand carries only frozen ids (model inputs such as token ids and what is computed
+    from them): any op on them yields frozen ids, whatever it does."""
+    for t in _tensors(args, kwargs):
+        if rec.tracked(t):
+            ids = rec.ids(t)
+            if ids is None or rec.is_loose(ids) or bool((compress(ids) > 0).any()):
+                return False
+    return True
+
+
 def _has_tensor(out: Any) -> bool:
     if isinstance(out, torch.Tensor):
         return True
@@ -298,9 +345,13 @@ def _has_tensor(out: Any) -> bool:
 
 
 def flatten_outputs(out: Any) -> List[torch.Tensor]:
-    """All tensors in a nested output (tensor, tuple, list, dict, namedtuple, dataclass-like)."""
+    """All tensors in a nested output (tensor, tuple, list, dict, namedtuple, dataclass-like). A key/value cache
+    (``transformers``' ``DynamicCache`` and kin) is state for the next call, not an output whose width must stay:
+    pruning key/value heads shrinks it, so it is left out."""
     if isinstance(out, torch.Tensor):
         return [out]
+    if type(out).__name__.endswith("Cache"):
+        return []
     if isinstance(out, dict):
         return [t for v in out.values() for t in flatten_outputs(v)]
     if isinstance(out, (list, tuple)):
