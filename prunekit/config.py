@@ -40,7 +40,9 @@ class RunOptions(BaseModel):
 class DataOptions(BaseModel):
     cli_group: ClassVar[str] = "data"
     data: Optional[str] = Field(None, description="class-per-folder dataset (UC Merced, AID, NWPU-RESISC45, EuroSAT, "
-                                                  "RSSCN7 layouts); default: the embedded UC Merced 64 px subset")
+                                                  "RSSCN7 layouts), or 'embedded' (the UC Merced 64 px subset shipped "
+                                                  "with prunekit); default: for a trained checkpoint the folder it "
+                                                  "records, for a model name the embedded subset")
     image_size: int = Field(64, ge=8, le=1024, description="square input size in pixels")
     test_frac: float = Field(0.2, gt=0, lt=1, description="test fraction per class (UC Merced protocol: 0.2)")
     val_frac: float = Field(0.1, ge=0, lt=1, description="validation fraction of the train part, for decisions")

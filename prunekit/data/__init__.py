@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .augment import Augment, apply_augment, draw_params
-    from .dataset import SceneDataset, channel_stats, default_data_dir, load_dataset
+    from .dataset import EMBEDDED, SceneDataset, channel_stats, default_data_dir, is_embedded, load_dataset
     from .folder import IMAGE_EXTENSIONS, FolderScan, scan_folder
     from .loader import SceneLoader, calibration_batches, make_loader
     from .record import data_section
@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _WHERE = {
     "SceneDataset": "dataset", "load_dataset": "dataset", "default_data_dir": "dataset", "channel_stats": "dataset",
+    "EMBEDDED": "dataset", "is_embedded": "dataset",
     "make_loader": "loader", "SceneLoader": "loader", "calibration_batches": "loader",
     "Augment": "augment", "apply_augment": "augment", "draw_params": "augment",
     "scan_folder": "folder", "FolderScan": "folder", "IMAGE_EXTENSIONS": "folder",

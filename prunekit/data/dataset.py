@@ -1,6 +1,7 @@
 """A scene-classification folder as tensors: decoded once, cached, split, with train-split normalization stats.
 
     ds = load_dataset()                               # the embedded UC Merced subset (21 classes x 50, 64 px)
+    ds = load_dataset("embedded")                     # the same, named (what a checkpoint records for it)
     ds = load_dataset("data/ucmerced", image_size=128, seed=1)
     ds.images[ds.splits["train"]], ds.labels, ds.classes, ds.mean, ds.std
 """
@@ -25,9 +26,21 @@ log = logging.getLogger("prunekit.data")
 Stats = Tuple[float, float, float]
 
 
+EMBEDDED = "embedded"  # the name of the shipped subset, as --data takes it and a checkpoint records it
+
+
 def default_data_dir() -> Path:
     """The embedded UC Merced subset shipped inside the package (works from an installed wheel too)."""
     return Path(__file__).resolve().parent / "embedded" / "ucmerced64"
+
+
+def is_embedded(source: str | os.PathLike | None) -> bool:
+    """True for ``"embedded"`` and for the shipped subset's folder, wherever prunekit was installed when a
+    checkpoint recorded it (files written before the name was recorded hold the absolute path)."""
+    if source is None:
+        return False
+    text = str(source)
+    return text == EMBEDDED or Path(text).parts[-3:] == ("data", "embedded", "ucmerced64")
 
 
 @dataclass
@@ -107,7 +120,7 @@ def load_dataset(root: str | os.PathLike | None = None, image_size: int = 64, se
                  test_frac: float = 0.2, val_frac: float = 0.1, on_bad_image: str = "skip",
                  cache_dir: str | os.PathLike | None = None, *, cache: bool = True,
                  workers: Optional[int] = None, pool: str = "thread") -> SceneDataset:
-    """Load an ImageFolder-layout folder (``None``: the embedded data) as a :class:`SceneDataset`.
+    """Load an ImageFolder-layout folder (``None`` or ``"embedded"``: the embedded data) as a :class:`SceneDataset`.
 
     Images are decoded once to ``image_size`` squares and cached (``cache=False`` skips the cache; ``workers`` sets
     the decode pool size, default all usable CPUs; ``pool`` is ``"thread"`` or ``"process"``, see
@@ -125,7 +138,7 @@ def load_dataset(root: str | os.PathLike | None = None, image_size: int = 64, se
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed={seed!r} must be an integer")
     check_fractions(test_frac, val_frac)
-    scan = scan_folder(default_data_dir() if root is None else root)
+    scan = scan_folder(default_data_dir() if root is None or str(root) == EMBEDDED else root)
     images, ok, errors, path = _decode_or_load(scan, image_size, cache_dir, cache, workers, pool)
 
     bad = [str(scan.path_of(i)) for i in sorted(errors)]

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from ..config import DataOptions
-from ..data import load_dataset
-from ..errors import ConfigError
+from ..data import EMBEDDED, is_embedded, load_dataset
+from ..errors import ConfigError, DataError
 from ..files import atomic_path
 from ..measure import InputSpec
 from ..measure.state import parse_input_size
@@ -19,11 +19,30 @@ IMAGENET_CLASSES = 1000  # what torchvision/timm constructors build by default; 
 
 
 def load_data(opts: DataOptions, seed: int, image_size: Optional[int] = None,
-              fractions: Optional[Tuple[float, float]] = None):
-    """The dataset split by ``seed`` and ``fractions`` (test, val; default the options')."""
+              fractions: Optional[Tuple[float, float]] = None, root: Optional[str] = None):
+    """The dataset (``root``, default ``--data``) split by ``seed`` and ``fractions`` (test, val; default the
+    options')."""
     test_frac, val_frac = fractions or (opts.test_frac, opts.val_frac)
-    return load_dataset(opts.data, image_size=image_size or opts.image_size, seed=seed, test_frac=test_frac,
+    return load_dataset(root or opts.data, image_size=image_size or opts.image_size, seed=seed, test_frac=test_frac,
                         val_frac=val_frac, on_bad_image=opts.on_bad_image)
+
+
+def checkpoint_data_root(opts: DataOptions, desc: Dict[str, Any], path: Any) -> str:
+    """The folder a trained checkpoint is used with: ``--data`` when given (``embedded``: the subset shipped with
+    prunekit), else the folder the checkpoint records, when it still exists; otherwise one line naming the recorded
+    folder. Never the embedded subset unless asked for or recorded."""
+    if opts.data is not None:
+        return opts.data
+    source = (desc.get("data") or {}).get("source")
+    if not source:
+        raise DataError(f"checkpoint {path} records no data folder; pass --data FOLDER (or --data {EMBEDDED} for the "
+                        "subset shipped with prunekit)")
+    if is_embedded(source):
+        return EMBEDDED
+    if not Path(source).is_dir():
+        raise DataError(f"checkpoint {path} was trained on {source}, which does not exist here; pass --data with "
+                        "that dataset's folder")
+    return source
 
 
 def checkpoint_split(opts: DataOptions, desc: Dict[str, Any], path: Any) -> Tuple[int, Tuple[float, float]]:
@@ -80,12 +99,13 @@ def _check_classes(model_desc: Dict[str, Any], ds, path: str) -> None:
 
 
 def data_for_checkpoint(opts: Any, loaded: Any, path: Any):
-    """The dataset a trained checkpoint is used with: at its input size, normalization and split
-    (:func:`checkpoint_split`, so its test images stay unseen whatever ``--seed``), refused with one line when its
-    classes differ."""
+    """The dataset a trained checkpoint is used with: its folder (:func:`checkpoint_data_root`), at its input size,
+    normalization and split (:func:`checkpoint_split`, so its test images stay unseen whatever ``--seed``), refused
+    with one line when its classes differ."""
     size = (loaded.description.get("data") or {}).get("input_size", opts.image_size)
+    root = checkpoint_data_root(opts, loaded.description, path)
     seed, fractions = checkpoint_split(opts, loaded.description, path)
-    ds = load_data(opts, seed, image_size=size, fractions=fractions)
+    ds = load_data(opts, seed, image_size=size, fractions=fractions, root=root)
     _check_classes(loaded.description, ds, path)
     _use_checkpoint_normalization(ds, loaded.description)
     return ds
