@@ -28,3 +28,12 @@ class CheckpointError(PrunekitError):
 
 class UnsupportedOpError(PrunekitError):
     """The pruning engine met an operation it cannot handle; the message names the module and suggests ignoring it."""
+
+
+class NothingPrunedError(PrunekitError):
+    """A structured plan asked to remove channels but none could go; the message says why (groups left whole)."""
+
+
+class PruningWarning(UserWarning):
+    """Pruning did less than asked, or otherwise than asked (groups left whole, heads removed whole); the CLI prints
+    it as one line on stderr."""

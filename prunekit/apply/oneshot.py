@@ -10,24 +10,31 @@ is checked the same way whoever asks for it; the schedules, which plan each roun
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Tuple
 
 import torch
 from torch import nn
 
-from ..graph import DependencyGraph
+from ..errors import NothingPrunedError, PruningWarning
+from ..graph import DependencyGraph, Group
 from ..plan import Plan, make_plan
 from .structured import apply_plan
+from .exact import check_exact
 from .verify import verify_plan
 
 
-def checked_plan(model: nn.Module, example_inputs: Any, verify: bool = True, **make_plan_kwargs: Any
-                 ) -> Tuple[Plan, DependencyGraph]:
-    """``make_plan`` then, unless ``verify`` is False, :func:`verify_plan`; returns ``(plan, graph)``."""
+def checked_plan(model: nn.Module, example_inputs: Any, verify: bool = True, exact: bool = False,
+                 **make_plan_kwargs: Any) -> Tuple[Plan, DependencyGraph]:
+    """``make_plan`` then, unless ``verify`` is False, :func:`verify_plan` (the forward runs) and, with ``exact``,
+    :func:`check_exact` (where removal is exact, the pruned model equals the masked original); returns
+    ``(plan, graph)``."""
     plan, graph = make_plan(model, example_inputs, return_graph=True, **make_plan_kwargs)
     if verify:
         inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
         verify_plan(model, plan, graph, inputs)
+        if exact:
+            check_exact(model, plan, graph, inputs)
     return plan, graph
 
 
@@ -43,8 +50,50 @@ def pruned_copy(model: nn.Module, example_inputs: Any, graph: DependencyGraph, *
 
 def prune_structured(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criterion: str = "l2",
                      **options: Any) -> Tuple[nn.Module, Plan]:
-    """Plan, dry-run and apply in one call; returns (model, plan). Options are those of ``make_plan`` and
-    ``verify`` (default True)."""
+    """Plan, dry-run, check and apply in one call; returns (model, plan). Options are those of ``make_plan``,
+    ``verify`` (default True) and ``exact`` (default True: the numeric check of :func:`check_exact`)."""
+    options.setdefault("exact", True)
     plan, graph = checked_plan(model, example_inputs, ratio=ratio, criterion=criterion, **options)
+    report_shortfall(model, plan, graph, asked=ratio > 0 or bool(options.get("overrides")))
     apply_plan(model, plan, graph=graph)
     return model, plan
+
+
+def group_params(model: nn.Module, group: Group) -> int:
+    """Parameter entries in the slices of ``group`` (what removing all of its channels would take away)."""
+    total = 0
+    for m in group.members:
+        t = getattr(model.get_submodule(m.module), m.attr, None) if m.kind in ("param", "grouped_in") else None
+        if isinstance(t, torch.Tensor) and t.dim():
+            per_index = t.numel() // (t.shape[m.dim] if m.kind == "param" else t.shape[m.dim] * m.index.shape[0])
+            total += int((m.index >= 0).sum()) * per_index
+    return total
+
+
+def report_shortfall(model: nn.Module, plan: Plan, graph: DependencyGraph, asked: bool) -> None:
+    """Say what the plan could not do: a NothingPrunedError when channels were asked for and none can go, a
+    PruningWarning naming the groups left whole (and the parameters they hold) or the heads removed whole."""
+    left = {key: group_params(model, graph.group(key)) for key in plan.skipped if _has_group(graph, key)}
+    for key, n in left.items():
+        plan.skipped[key] = f"{plan.skipped[key]} [{n:,} parameters]"
+    whole = plan.settings.get("whole_heads", [])
+    if asked and not plan.groups and not plan.blocks:
+        prunable = [g for g in graph.groups if g.prunable]
+        why = (f"{len(left)} group(s) holding {sum(left.values()):,} parameters were left whole, e.g. "
+               f"{next(iter(plan.skipped.items()))[0]}: {next(iter(plan.skipped.values()))}" if plan.skipped else
+               "the dependency graph has no prunable group (every channel reaches a model output or an op that "
+               "pins it)" if not prunable else "the ratio is too small to remove one channel of any group")
+        raise NothingPrunedError(f"structured pruning removed nothing: {why}; print(prunekit.graph.build_graph(model, "
+                                 "x)) lists the groups; pass ignore=[...] for a module the trace cannot follow")
+    if left:
+        first = next(iter(left))
+        warnings.warn(f"{len(left)} group(s) holding {sum(left.values()):,} parameters were left whole "
+                      f"(first: {first}: {plan.skipped[first]}); the rest was pruned", PruningWarning, stacklevel=3)
+    if whole:
+        warnings.warn(f"attention heads of {len(whole)} module(s) (first: {whole[0]}) were removed as whole heads: "
+                      "shrinking their head size would change the attention (its scale comes from the head size "
+                      "in forward)", PruningWarning, stacklevel=3)
+
+
+def _has_group(graph: DependencyGraph, key: str) -> bool:
+    return any(g.key == key for g in graph.groups)
