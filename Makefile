@@ -12,7 +12,7 @@ $(BIN)/prunekit: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench,hf]'
 	touch $(BIN)/prunekit
 
 install: $(BIN)/prunekit

@@ -121,6 +121,7 @@ def test_gpt2_round_trips_with_its_lm_head_tied(tmp_path):
         path = prunekit.save(saved, tmp_path / f"{name}.safetensors")
         loaded = prunekit.load(path, model=transformers.GPT2LMHeadModel(config))
         assert loaded.lm_head.weight is loaded.transformer.wte.weight, name
+        assert loaded.config.n_embd == saved.config.n_embd, name  # 24 after pruning: the config follows
         _same_state(saved, loaded)
         assert torch.equal(saved.eval()(ids).logits, loaded(ids).logits), name
         want = {"shapes": [[8]], "dtypes": ["int64"]} if name == "pruned" else None  # the plan's input

@@ -39,7 +39,7 @@ from ..models.state_load import load_tensors
 from ..sparse.kernels import apply_decisions
 from ..measure.state import InputSpec
 from .codec import is_compressed, read_compressed, write_compressed  # compressed sparse files: own magic bytes
-from .instance import fit_instance, match_ties
+from .instance import config_sizes, fit_instance, match_ties
 from .savable import check_savable, module_qualname, tied_names
 from .schema import check_description, check_structure
 from .validate import check_against_tensors, shapes_model
@@ -100,6 +100,9 @@ def build_description(model: nn.Module, input: Any = None, **sections: Any) -> D
         desc.update(version=VERSION, module={"qualname": module_qualname(model)}, structure=structure_of(model))
     check_structure(desc["structure"], "checkpoint")
     desc["tied"] = tied_names(model)
+    sizes = config_sizes(model) if arch is None else None
+    if sizes:
+        desc["config"] = sizes
     record = input_record(model, input)
     if record is not None:
         desc["input"] = record

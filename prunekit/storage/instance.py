@@ -4,11 +4,13 @@ prunekit rebuilds only the architectures it knows by name; any other model is bu
 unpruned instance), and the file says how pruning changed it (``structure``: every tensor's shape, the shape
 attributes, the blocks replaced by identity) and which tensors are one (``tied``). Nothing in the file is imported
 or called. The file is untrusted: its structure record is checked against the tensors it holds before any memory
-is allocated, and the instance against both before the weights are copied in (strictly).
+is allocated, and the instance against both before the weights are copied in (strictly). A Hugging Face model's
+``config`` sizes (``n_embd``, ``num_attention_heads`` ...), which pruning updates, are recorded as ``config``
+(int fields only) and set back on the instance's config, only where it has that int field.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -66,6 +68,8 @@ def fit_instance(model: nn.Module, desc: Dict[str, Any], tensors: Dict[str, torc
             raise CheckpointError(f"{where}: model= does not fit the saved structure: {e}") from None
     if "tied" in desc:
         match_ties(model, desc["tied"], where)
+    if desc.get("config"):
+        restore_config_sizes(model, desc["config"])
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or unexpected:
@@ -78,6 +82,24 @@ def fit_instance(model: nn.Module, desc: Dict[str, Any], tensors: Dict[str, torc
         same_kind(key, value, own[key], where)
     load_tensors(model, weights, strict=True)
     return model
+
+
+def config_sizes(model: nn.Module) -> Optional[Dict[str, int]]:
+    """The int fields of ``model.config`` (a Hugging Face model's sizes, which pruning keeps in step); None without
+    a config."""
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    if not callable(to_dict):
+        return None
+    return {k: v for k, v in to_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def restore_config_sizes(model: nn.Module, sizes: Dict[str, int]) -> None:
+    """Set the recorded sizes on ``model.config``, only fields it has as ints (nothing else is created or typed)."""
+    config = getattr(model, "config", None)
+    for key, value in sizes.items():
+        current = getattr(config, key, None)
+        if isinstance(current, int) and not isinstance(current, bool) and current != value:
+            setattr(config, key, value)
 
 
 def match_ties(model: nn.Module, tied: Dict[str, str], where: str) -> None:

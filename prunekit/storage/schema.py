@@ -84,6 +84,8 @@ def check_description(desc: Any, where: str) -> None:
                                   "record; the file was edited, re-create it with prunekit.save")
     check_structure(desc.get("structure"), where)
     check_tied(desc.get("tied", {}), where)
+    if not _mapping(desc.get("config", {}), _int(-2**63, 2**63 - 1)):
+        raise CheckpointError(f"{where}: the description's 'config' must map names to ints (the file was edited?)")
     if desc.get("input") is not None:
         check_input(desc["input"], where)
     data = desc.get("data")
