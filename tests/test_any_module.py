@@ -189,3 +189,13 @@ def test_a_description_cannot_set_other_attributes_or_import_anything(tmp_path):
     _rewrite(path, lambda d, t: d["structure"]["params"].update({"fc.weight": [4096, 4096]}))
     with pytest.raises(CheckpointError, match="fc.weight is \\(4, 4\\) in the file but \\(4096, 4096\\)"):
         prunekit.load(path, model=Widths())
+
+
+def test_the_compressed_format_loads_into_an_instance_too(tmp_path):
+    torch.manual_seed(0)
+    small = _prune_by_hand(TiedHead(), 4)
+    mask = {"@mask/head.weight": small.head.weight != 0}
+    path = prunekit.save(small, tmp_path / "c.pks", extras=mask, codec={"values": "fp32"})
+    loaded = ckpt.load_checkpoint(path, model=TiedHead())
+    assert loaded.model.head.weight is loaded.model.emb.weight and list(loaded.extras) == ["@mask/head.weight"]
+    _same_state(small, loaded.model)

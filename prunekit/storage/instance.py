@@ -80,6 +80,11 @@ def fit_instance(model: nn.Module, desc: Dict[str, Any], tensors: Dict[str, torc
                               "settings the file was saved from")
     for key, value in weights.items():
         same_kind(key, value, own[key], where)
+    for key, mask in tensors.items():
+        target = own.get(key[len("@mask/"):]) if key.startswith("@mask/") else mask
+        if target is None or mask.shape != target.shape:
+            raise CheckpointError(f"{where}: mask {key!r} names no tensor of that shape in the model; the file was "
+                                  "edited or damaged")
     load_tensors(model, weights, strict=True)
     return model
 
