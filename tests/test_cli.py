@@ -182,3 +182,23 @@ def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
     finally:
         os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def test_a_library_warning_is_one_line_on_stderr(capsys):
+    import warnings
+
+    from prunekit.cli.main import _warnings_as_lines
+    from prunekit.errors import PruningWarning
+
+    saved = warnings.showwarning
+    try:
+        _warnings_as_lines("prune")
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = warnings.showwarning  # catch_warnings restores; keep ours inside
+            _warnings_as_lines("prune")
+            warnings.warn("2 group(s) holding 1,024 parameters were left whole", PruningWarning)
+    finally:
+        warnings.showwarning = saved
+    err = capsys.readouterr().err
+    assert err == "prunekit prune: warning: 2 group(s) holding 1,024 parameters were left whole\n"

@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import __version__
@@ -36,6 +37,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if cmd is None:
         parser.print_help()
         return 2
+    _warnings_as_lines(cmd.name)
     try:
         opts = parse_options(cmd.options, ns)
         result = cmd.job(opts)
@@ -53,6 +55,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         except BrokenPipeError:  # the reader (e.g. `| head`) left early: the job is done, say nothing more
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _warnings_as_lines(command: str) -> None:
+    """A library warning (pruning did less than asked, a plan not verified) is one line on stderr, not a
+    file:line report."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001  (warnings' signature)
+        print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
 
 
 def emit(result: Dict[str, Any], json_output: bool, render: Callable[[Dict[str, Any]], str]) -> None:

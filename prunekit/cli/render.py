@@ -52,6 +52,9 @@ def prune(r: Dict[str, Any]) -> str:
     cut = (r.get("pruning") or {}).get("test_accuracy_after_cut")
     if cut is not None:
         table += f"\n(test accuracy right after the cut, before fine-tuning: {_pct(cut)})"
+    skipped = ((r.get("pruning") or {}).get("plan") or {}).get("skipped") or {}
+    if skipped:
+        table += f"\n({len(skipped)} group(s) left whole; first: {next(iter(skipped))}: {next(iter(skipped.values()))})"
     form = (r.get("pruning") or {}).get("latency_form")
     if form:
         table += f"\n(latency timed with both models in the {form} deploy form, prunekit.deploy)"
