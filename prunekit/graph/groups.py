@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .heads import head_param_dim, head_units
+from .heads import head_units
+from .idops import separable_dim
 from .trace import MemberRecord, Recording
 
 
@@ -172,7 +173,7 @@ def build_groups(rec: Recording) -> DependencyGraph:
             if bool(head_labels[lab].any()):
                 head_params.append((mod, attr, rec.param_kind.get(key, "param"), lab))
             continue
-        dim = _separable_dim(torch.where(valid, lab, torch.full_like(lab, -1)))
+        dim = separable_dim(torch.where(valid, lab, torch.full_like(lab, -1)))
         if dim is None:
             pinned_labels += torch.unique(lab[valid]).tolist()
             continue
@@ -227,8 +228,7 @@ def _attach_heads(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan:
             continue  # heads that overlap or differ in width cannot be removed as units
         g.heads, g.fixed_heads = heads, set(fixed.get(s_, set()))
     for mod, attr, kind, lab in head_params:
-        valid = head_labels[lab]
-        dim = head_param_dim(lab, valid)
+        dim = separable_dim(torch.where(head_labels[lab], lab, torch.full_like(lab, -1)))
         if dim is None:
             continue
         line = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)[:, 0]
@@ -360,14 +360,3 @@ def _refines(fine: set, coarse: set) -> bool:
             return False
         counts.add(len(parts))
     return len(counts) == 1
-
-
-def _separable_dim(lab: torch.Tensor) -> Optional[int]:
-    """The one dim along which the channel labels of a raw parameter vary (None if they mix)."""
-    for d in range(lab.dim()):
-        if lab.shape[d] <= 1:
-            continue
-        rows = lab.movedim(d, 0).reshape(lab.shape[d], -1)
-        if bool((rows == rows[:, :1]).all()):
-            return d
-    return None

@@ -85,15 +85,3 @@ def head_units(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: to
         if label in fixed_labels:
             fixed.setdefault(s, set()).add(i)
     return heads_by_space, fixed, index
-
-
-def head_param_dim(labels: torch.Tensor, valid: torch.Tensor) -> int | None:
-    """The one dim along which a head-indexed parameter's head labels vary (None if they mix)."""
-    lab = torch.where(valid, labels, torch.full_like(labels, -1))
-    for d in range(lab.dim()):
-        if lab.shape[d] <= 1:
-            continue
-        rows = lab.movedim(d, 0).reshape(lab.shape[d], -1)
-        if bool((rows == rows[:, :1]).all()):
-            return d
-    return None

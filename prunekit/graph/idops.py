@@ -83,3 +83,14 @@ def spatial_core(atoms: AtomTable, ids: torch.Tensor, n_lead: int = 2) -> torch.
         col = columns(atoms, compress(ids), 1)
         return col.view([1, -1] + [1] * (ids.dim() - 2)).expand(core.shape) if flat is not None else core
     return core
+
+
+def separable_dim(lab: torch.Tensor) -> Optional[int]:
+    """The one dim along which a raw parameter's labels vary (None if they mix): the dim it is sliced along."""
+    for d in range(lab.dim()):
+        if lab.shape[d] <= 1:
+            continue
+        rows = lab.movedim(d, 0).reshape(lab.shape[d], -1)
+        if bool((rows == rows[:, :1]).all()):
+            return d
+    return None
