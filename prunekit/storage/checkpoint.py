@@ -157,6 +157,9 @@ def save(model: nn.Module, path: str | Path, extras: Optional[Dict[str, torch.Te
         if not k.startswith("@"):
             raise ValueError(f"extra tensor names must start with '@', got {k!r}")
         tensors[k] = v.detach().cpu().contiguous()
+    for alias, source in (desc.get("tied") or {}).items():  # one copy of a tied weight; read() restores the alias
+        if source in tensors:
+            tensors.pop(alias, None)
     path = Path(path)
     with atomic_path(path) as tmp:
         if codec is not None:
@@ -192,7 +195,7 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     if is_compressed(p):
         tensors, desc = read_compressed(p)
         _check_header(desc, p)
-        return tensors, desc
+        return _with_ties(tensors, desc), desc
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
@@ -207,7 +210,17 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{p} has a corrupted prunekit description") from None
     _check_header(desc, p)
-    return tensors, desc
+    return _with_ties(tensors, desc), desc
+
+
+def _with_ties(tensors: Dict[str, torch.Tensor], desc: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """A tied weight is stored once (``save``); its aliases (``desc["tied"]``: alias -> stored name) read as it."""
+    tied = desc.get("tied")
+    if isinstance(tied, dict):
+        for alias, source in tied.items():
+            if isinstance(alias, str) and isinstance(source, str) and alias not in tensors and source in tensors:
+                tensors[alias] = tensors[source]
+    return tensors
 
 
 def read_description(path: str | Path) -> Dict[str, Any]:
