@@ -277,13 +277,22 @@ def test_hidden_size_is_cut_by_one_kept_index_set_across_the_stream(family):
     assert _out(pruned, x).shape == _out(model, x).shape
 
 
-def test_gpt2_ties_stay_tied_and_nothing_is_pruned_silently():
+def test_gpt2_ties_stay_tied_stored_once_and_nothing_is_pruned_silently(tmp_path):
     model = _gpt2().eval()
     x = _example("gpt2")
     pruned = prunekit.prune(model, x, ratio=0.5, criterion="l1")
     assert pruned.lm_head.weight is pruned.transformer.wte.weight
     assert pruned.prunekit_plan.skipped == {}
-    assert sum(p.numel() for p in pruned.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    n = sum(p.numel() for p in pruned.parameters())  # the tied weight counted once
+    assert n < 0.5 * sum(p.numel() for p in model.parameters())
+    path = prunekit.save(pruned, tmp_path / "gpt2.safetensors")
+    untied = copy.deepcopy(pruned)
+    untied.lm_head.weight = nn.Parameter(untied.lm_head.weight.detach().clone())
+    two_copies = prunekit.save(untied, tmp_path / "untied.safetensors").stat().st_size
+    assert two_copies - path.stat().st_size >= 4 * pruned.transformer.wte.weight.numel()  # stored once
+    loaded = prunekit.load(path, model=_gpt2())
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    assert torch.equal(_out(loaded, x), _out(pruned, x))
 
 
 def test_macs_target_counts_on_the_token_input():
