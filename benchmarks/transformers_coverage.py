@@ -6,7 +6,7 @@ Per model, in one table:
   hidden size at 50%) and after ``reduce="macs=2x"``, with the MACs reached (counted on the example input);
 - exactness: with heads and MLP pruned and the hidden size kept (``prune_hidden=False``), in float64, the max
   |pruned - masked original| (the original with every removed slice zeroed): removal of zero slices must change
-  nothing (<= 1e-5);
+  nothing (<= 1e-5); beside it the max |pruned - original|, which shows the removed slices mattered;
 - save -> ``prunekit.load(path, model=fresh instance)`` -> outputs bit-equal;
 - Torch-Pruning (the ``bench`` extra) with its documented recipe for these models (examples/transformers/
   prune_hf_bert.py, prune_hf_swin.py and examples/LLMs/prune_llm.py: ``num_heads`` per q/k/v projection,
@@ -132,7 +132,9 @@ def ours(spec: str, row: Dict[str, Any]) -> None:
     pruned = prunekit.prune(exact_model, xd, ratio=0.5, criterion="l1", prune_heads=True, prune_hidden=False)
     masked = zero_channels(copy.deepcopy(exact_model), pruned.prunekit_plan)
     with torch.no_grad():
-        row["exact_max_abs"] = float((_logits(pruned(xd)) - _logits(masked(xd))).abs().max())
+        out = _logits(pruned(xd))
+        row["exact_max_abs"] = float((out - _logits(masked(xd))).abs().max())
+        row["exact_vs_unmasked"] = float((out - _logits(exact_model(xd))).abs().max())  # what the removal changed
     row["exact_params"] = _params(pruned)
     row["exact_skipped"] = pruned.prunekit_plan.skipped
 
@@ -238,11 +240,13 @@ def table(rows: List[Dict[str, Any]]) -> str:
                 f"{m(r['ratio_params'])}" + (f" ({len(r['ratio_skipped'])} left whole)" if r.get("ratio_skipped") else ""),
                 f"{m(r['macs2x_params'])}, {r['macs2x_macs_kept']:.3f}" if "macs2x_params" in r
                 else f"FAIL: {r.get('ours_error', '')}",
-                f"{m(r['exact_params'])}, {r['exact_max_abs']:.1e}" if "exact_max_abs" in r else "",
+                (f"{m(r['exact_params'])}, {r['exact_max_abs']:.1e}" + (f" (vs unmasked {r['exact_vs_unmasked']:.1e})"
+                 if "exact_vs_unmasked" in r else "")) if "exact_max_abs" in r else "",
                 ("equal" if r.get("load_equal") else "DIFFERS") + (f" ({r['file_mb']} MB)" if "file_mb" in r else ""),
             ]
         tp = (f"{m(r['tp_params'])}" + ("" if r.get("tp_runs") else " (does not run)") if "tp_params" in r
-              else f"FAIL: {r.get('peer_error', '?')}")
+              else f"FAIL: {r['peer_error']}" if "peer_error" in r
+              else f"did not finish in {r['timeout']:.0f} s" if "timeout" in r else "not run")
         lines.append(f"| {r['model']} | {m(r['params'])} | " + " | ".join(ours_cells) + f" | {tp} |"
                      if "params" in r else f"| {r['model']} | FAIL: {r.get('ours_error')} | | | | | {tp} |")
     return "\n".join(lines)

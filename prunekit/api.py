@@ -32,8 +32,10 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     """Remove whole channels (filters, neurons, heads) and return a smaller dense model of the same classes.
 
     Args:
-        model: any PyTorch model (built-ins, torchvision, timm); left untouched unless ``inplace``.
-        example_inputs: a tensor (or tuple of tensors) the model takes, e.g. ``torch.randn(1, 3, 224, 224)``.
+        model: any PyTorch model (built-ins, torchvision, timm, Hugging Face transformers, your own ``nn.Module``);
+            left untouched unless ``inplace``.
+        example_inputs: a tensor (or tuple of tensors) the model takes, e.g. ``torch.randn(1, 3, 224, 224)`` or
+            token ids ``torch.randint(0, vocab, (1, 128))``; MACs targets are counted on it.
         criterion: which channels go: ``l1``, ``l2``, ``fpgm``, ``bn_scale``, ``random``; ``taylor``,
             ``mean_activation``, ``apoz`` and the ``pfam`` forms also need ``data`` (batches of ``(x, y)``).
         ratio: fraction of channels removed per layer (uniform scope) or overall (global); default 0.5.
@@ -46,10 +48,14 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
         round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
         latency_batch: the batch size measured latency targets and ``"fastest"`` time candidates at.
         ignore: module names kept whole (e.g. the classifier of a model whose head you need unchanged).
-        plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``, ...).
+        plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``,
+            ``prune_heads=True`` for whole attention heads, ``prune_hidden=False`` to keep a transformer's hidden
+            size, ...).
 
     Returns:
-        The pruned model; ``model.prunekit_plan`` holds the Plan (plain data: what was removed).
+        The pruned model; ``model.prunekit_plan`` holds the Plan (plain data: what was removed, and in
+        ``skipped`` what was left whole and why). A ``prunekit.errors.PruningWarning`` says when groups were left
+        whole or heads removed whole; ``NothingPrunedError`` when nothing asked for could be removed.
         ``prunekit.save`` records the pruned shapes, so ``prunekit.load`` rebuilds the model without pickle.
 
     Example:
