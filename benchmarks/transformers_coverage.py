@@ -51,7 +51,11 @@ def build(spec: str) -> Tuple[Any, Any, List[str], str]:
         return timm.create_model(name, num_classes=10), torch.randn(1, 3, 224, 224), ["head"], "logits"
     if source == "torchvision":
         import torchvision
-        return getattr(torchvision.models, name)(num_classes=10), torch.randn(1, 3, 224, 224), ["heads"], "logits"
+        model = getattr(torchvision.models, name)(num_classes=10)
+        for m in model.modules():  # torchvision zero-inits ViT's classifier: logits 0 whatever the pruning
+            if isinstance(m, torch.nn.Linear) and not bool(m.weight.any()):
+                torch.nn.init.normal_(m.weight, std=0.02)
+        return model, torch.randn(1, 3, 224, 224), ["heads"], "logits"
     import transformers as T
     tokens = torch.randint(1, 1000, (1, SEQ))
     image = torch.randn(1, 3, 224, 224)
@@ -174,8 +178,13 @@ def _tp_fix(model: Any, pruner: Any) -> None:
                     m.all_head_size = lin.out_features
                 if hasattr(m, "num_key_value_groups") and getattr(m, "k_proj", None) in pruner.num_heads:
                     m.num_key_value_groups = n // pruner.num_heads[m.k_proj]
-        if type(m).__name__ == "Attention" and hasattr(m, "qkv") and m.qkv in pruner.num_heads:
+        if type(m).__name__ == "Attention" and hasattr(m, "qkv") and m.qkv in pruner.num_heads:  # prune_timm_vit.py
             m.num_heads = pruner.num_heads[m.qkv]
+            m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+            if hasattr(m, "attn_dim"):  # timm >= 1.0.20 reshapes with attn_dim too (after the example was written)
+                m.attn_dim = m.num_heads * m.head_dim
+        if type(m).__name__ == "VisionTransformer" and hasattr(m, "conv_proj"):  # torchvision_pruning.py
+            m.hidden_dim = m.conv_proj.out_channels
     cfg = getattr(model, "config", None)
     if cfg is not None and hasattr(model, "get_output_embeddings") and model.get_output_embeddings() is not None:
         cfg.hidden_size = model.get_output_embeddings().in_features
@@ -193,10 +202,11 @@ def peer(spec: str, row: Dict[str, Any]) -> None:
         want = tuple(_logits(model(x)).shape)
     ignored = [model.get_submodule(n) for n in ignore_names]
     decoder = spec in ("hf/llama", "hf/mistral")
+    groups = {m: m.num_heads for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)}  # torchvision
     pruner = tp.pruner.BasePruner(
         model, x, importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
         global_pruning=False, pruning_ratio=0.5, num_heads=_tp_heads(model), prune_num_heads=True,
-        prune_head_dims=False, head_pruning_ratio=0.5, ignored_layers=ignored,
+        prune_head_dims=False, head_pruning_ratio=0.5, ignored_layers=ignored, channel_groups=groups,
         output_transform=lambda out: _logits(out).sum(), round_to=4 if decoder else None)
     for g in pruner.step(interactive=True):
         g.prune()
@@ -211,14 +221,21 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:160] if text else ''}"
 
 
-def run_one(spec: str, path: str) -> None:
+PEER_KEYS = ("tp_params", "tp_runs", "peer_error", "peer_trace", "timeout")
+
+
+def run_one(spec: str, path: str, keep_peer: bool = False) -> None:
     import warnings
 
     import torch
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
     row: Dict[str, Any] = {"model": spec}
-    for stage, fn in (("ours", ours), ("peer", peer)):
+    old = json.loads(Path(path).read_text()) if keep_peer and Path(path).exists() else None
+    stages = [("ours", ours)] + ([] if old is not None else [("peer", peer)])
+    if old is not None:  # the peer's earlier result stands (e.g. one that ran out of time)
+        row.update({k: v for k, v in old.items() if k in PEER_KEYS})
+    for stage, fn in stages:
         try:
             fn(spec, row)
         except Exception as e:  # the table records the failure with its reason
@@ -257,6 +274,8 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=MODELS)
     ap.add_argument("--rerun", action="store_true", help="redo models that already have a result file")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per model")
+    ap.add_argument("--keep-peer", action="store_true", help="with --rerun: redo prunekit's cells only, keeping "
+                    "the peer's recorded result")
     args = ap.parse_args(argv)
     rows_dir = RESULTS / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -266,7 +285,7 @@ def main(argv: List[str] | None = None) -> int:
         if path.exists() and not args.rerun:
             continue
         t = time.perf_counter()
-        proc = ctx.Process(target=run_one, args=(spec, str(path)))
+        proc = ctx.Process(target=run_one, args=(spec, str(path), args.keep_peer))
         proc.start()
         proc.join(args.timeout)
         if proc.is_alive():
