@@ -158,7 +158,11 @@ def build_groups(rec: Recording) -> DependencyGraph:
     for heads, _ in rec.head_links:
         head_labels[same[heads]] = True
     head_labels[0] = False
-    head_params: List[Tuple[str, str, str, torch.Tensor]] = []
+    is_channel &= ~head_labels  # a layer output joined to a head (a per-head bias MLP) goes with its head
+    head_params: List[Tuple[str, str, str, int, torch.Tensor]] = []  # (module, attr, kind, dim, head label per index)
+    for r in rec.members:
+        if r.atoms.dim() == 1 and bool(head_labels[same[r.atoms]].any()):
+            head_params.append((r.module, r.attr, r.kind, r.dim, same[r.atoms]))
 
     records: List[MemberRecord] = list(rec.members)
     pinned_labels: List[int] = []
@@ -170,8 +174,10 @@ def build_groups(rec: Recording) -> DependencyGraph:
         lab = same[atoms]
         valid = is_channel[lab]
         if not bool(valid.any()):
-            if bool(head_labels[lab].any()):
-                head_params.append((mod, attr, rec.param_kind.get(key, "param"), lab))
+            dim = separable_dim(torch.where(head_labels[lab], lab, torch.full_like(lab, -1)))
+            if bool(head_labels[lab].any()) and dim is not None:
+                line = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)[:, 0]
+                head_params.append((mod, attr, rec.param_kind.get(key, "param"), dim, line))
             continue
         dim = separable_dim(torch.where(valid, lab, torch.full_like(lab, -1)))
         if dim is None:
@@ -227,11 +233,7 @@ def _attach_heads(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan:
         if len(flat) != len(set(flat)) or len({len(h) for h in heads}) != 1:
             continue  # heads that overlap or differ in width cannot be removed as units
         g.heads, g.fixed_heads = heads, set(fixed.get(s_, set()))
-    for mod, attr, kind, lab in head_params:
-        dim = separable_dim(torch.where(head_labels[lab], lab, torch.full_like(lab, -1)))
-        if dim is None:
-            continue
-        line = lab.movedim(dim, 0).reshape(lab.shape[dim], -1)[:, 0]
+    for mod, attr, kind, dim, line in head_params:
         where = [index.get(int(x)) if bool(head_labels[x]) else None for x in line]
         spaces = {w[0] for w in where if w is not None}
         g = groups.get(next(iter(spaces))) if len(spaces) == 1 else None

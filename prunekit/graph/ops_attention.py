@@ -224,9 +224,14 @@ def einsum(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
 
 
 def _join_carries(rec: Recorder, carries: list) -> Optional[torch.Tensor]:
-    """Channel ids an output carries from both operands: the first one found, joined with the others."""
+    """Channel ids an output carries from both operands: the first one found, joined with the others. A parameter's
+    carry that is constant where the other varies (a per-head position bias beside v's per-dim channels) is one
+    value shared by many channels, not a channel of its own: it is dropped, not joined."""
     found = [c for c in carries if c is not None]
+    found.sort(key=lambda c: rec.is_loose(c))  # activation channels first
     for c in found[1:]:
+        if rec.is_loose(c) and any(varies(found[0], d) and not varies(c, d) for d in range(c.dim())):
+            continue
         rec.atoms.join(found[0], c)
     return found[0] if found else None
 

@@ -83,6 +83,8 @@ def conv(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
     _bias(rec, bias, out_atoms, name)
     if rec.owner.get(id(weight)) is None:  # a standardised weight: its row elements follow the output channel
         rec.atoms.join(rec.ids(weight).reshape(c_out, -1)[:, 0], out_atoms)
+        if col is not None:  # its statistics run over the input channels: removing one rescales the others
+            rec.atoms.mark_normalized(col)
     rec.set_ids(out, _channel_out(out_atoms, 1, out.shape))
 
 
