@@ -251,3 +251,66 @@ def test_scalar_scale_does_not_couple_channels():
 
     g = build_graph(Affine(), torch.randn(1, 3, 4, 4))
     assert len(g.groups) == 1 and g.groups[0].size == 8 and g.groups[0].pinned is None
+
+
+class BiasedHeads(nn.Module):
+    """Attention with a per-head bias: from an MLP over positions (timm swinv2_cr) or a gathered table (MaxViT),
+    applied with einsum (the table) or as an added score term (the MLP)."""
+
+    def __init__(self, table: bool, dim: int = 16, heads: int = 4, tokens: int = 5) -> None:
+        super().__init__()
+        self.num_heads, self.table, self.tokens = heads, table, tokens
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(2, 8), nn.Linear(8, heads)
+        self.bias_table = nn.Parameter(torch.randn(2 * tokens - 1, heads))
+        pos = torch.arange(tokens)
+        self.register_buffer("index", (pos[:, None] - pos[None, :] + tokens - 1).reshape(-1), persistent=False)
+        self.register_buffer("coords", torch.randn(tokens * tokens, 2), persistent=False)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.table:
+            bias = self.bias_table[self.index].view(n, n, -1).permute(2, 0, 1)
+            scores = torch.einsum("bhid,bhjd->bhij", q, k) + bias
+            out = torch.einsum("bhij,bhjd->bhid", scores.softmax(-1), v)
+        else:
+            bias = self.fc2(torch.relu(self.fc1(self.coords))).view(n, n, -1).permute(2, 0, 1)
+            out = ((q @ k.transpose(-2, -1)) * 0.5 + bias).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1)) + x
+
+
+def test_a_per_head_bias_goes_with_its_head_and_is_no_channel():
+    import copy
+
+    import prunekit
+    from prunekit.apply.structured import zero_channels
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    for table in (False, True):
+        model = BiasedHeads(table).double().eval()
+        g = build_graph(model, x)
+        assert not any(grp.module == "fc2" for grp in g.groups)  # the bias MLP's outputs are heads, not channels
+        qkv = next(grp for grp in g.groups if grp.module == "qkv")
+        assert qkv.size == 32 if table else len(qkv.heads) == 4  # v's channels stay channels (not one per head)
+        if table:
+            continue  # einsum attention: heads are not linked as units; head dims are pruned
+        small = prunekit.prune(model, x, ratio=0.5, prune_heads=True)
+        assert small.fc2.weight.shape[0] == 2 and small.qkv.weight.shape[0] == 24  # the bias rows of removed heads
+        masked = zero_channels(copy.deepcopy(model), small.prunekit_plan)
+        assert torch.allclose(small(x), masked(x), atol=1e-12)
+
+
+def test_a_standardised_weight_marks_its_inputs_normalised():
+    class WS(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            w = F.batch_norm(self.b.weight.reshape(1, 8, -1), None, None, training=True).reshape_as(self.b.weight)
+            return self.c(F.conv2d(torch.relu(self.a(x)), w, self.b.bias))
+
+    g = build_graph(WS(), torch.randn(1, 3, 4, 4))
+    assert g.group("a.weight:0").normalized and not g.group("b.weight:0").normalized
