@@ -228,8 +228,15 @@ def test_fuzz_damage_only_raises_checkpoint_error(tmp_path, good_file, data):
         buf += data.draw(st.binary(min_size=1, max_size=8))
     if bytes(buf) == good_file:
         return
-    with pytest.raises(CheckpointError):
-        _read_bytes(tmp_path, bytes(buf))
+    try:
+        tensors, desc = _read_bytes(tmp_path, bytes(buf))
+    except CheckpointError:
+        return
+    # a flip in bytes the zstd frame does not use (its padding) leaves every checksum true: then the file must read
+    # back exactly what was written, never a silently different result
+    good_tensors, good_desc = _read_bytes(tmp_path, good_file)
+    assert desc == good_desc and tensors.keys() == good_tensors.keys()
+    assert all(torch.equal(tensors[k], good_tensors[k]) for k in tensors)
 
 
 def test_crafted_header_with_valid_checksums_is_still_rejected(tmp_path):
