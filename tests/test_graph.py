@@ -314,3 +314,30 @@ def test_a_standardised_weight_marks_its_inputs_normalised():
 
     g = build_graph(WS(), torch.randn(1, 3, 4, 4))
     assert g.group("a.weight:0").normalized and not g.group("b.weight:0").normalized
+
+
+def test_sdpa_default_scale_makes_heads_go_whole():
+    """F.scaled_dot_product_attention without ``scale`` divides by sqrt(head size): shrinking heads would change
+    every softmax, so a plan removes whole heads (timm's fused Attention) and the result equals the masked original."""
+    import copy
+
+    import prunekit
+    from prunekit.apply.structured import zero_channels
+
+    class Fused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_heads, self.head_dim = 4, 4
+            self.qkv, self.proj = nn.Linear(16, 48), nn.Linear(16, 16)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)) + x
+
+    torch.manual_seed(0)
+    model, x = Fused().double().eval(), torch.randn(2, 5, 16, dtype=torch.float64)
+    small = prunekit.prune(model, x, ratio=0.5)
+    assert (small.num_heads, small.head_dim) == (2, 4)
+    masked = zero_channels(copy.deepcopy(model), small.prunekit_plan)
+    assert torch.allclose(small(x), masked(x), atol=1e-12)

@@ -9,7 +9,7 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import __version__
-from ..errors import PrunekitError
+from ..errors import PruningWarning, PrunekitError
 from . import commands
 from .options import add_options, parse_options
 
@@ -60,8 +60,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _warnings_as_lines(command: str) -> None:
     """A library warning (pruning did less than asked, a plan not verified) is one line on stderr, not a
     file:line report."""
+    default = warnings.showwarning
+
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001  (warnings' signature)
-        print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+        if issubclass(category, PruningWarning):
+            print(f"{PROG} {command}: warning: {message}", file=sys.stderr)
+        else:  # other libraries' warnings keep their own form: they are not prunekit's to word
+            default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
 
