@@ -341,3 +341,29 @@ def test_sdpa_default_scale_makes_heads_go_whole():
     assert (small.num_heads, small.head_dim) == (2, 4)
     masked = zero_channels(copy.deepcopy(model), small.prunekit_plan)
     assert torch.allclose(small(x), masked(x), atol=1e-12)
+
+
+def test_a_norm_over_each_heads_dims_pins_them_but_a_stream_norm_does_not():
+    """q/k norm (one weight over head_dim, shared by every head): dims cannot go, heads can. A stream LayerNorm whose
+    tokens come from two layers (a class token from its own Linear, as in PiT) stays an ordinary prunable stream."""
+    class QKNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_heads, self.head_dim = 4, 4
+            self.qkv, self.proj, self.q_norm = nn.Linear(16, 48), nn.Linear(16, 16), nn.LayerNorm(4)
+            self.cls, self.patch, self.norm, self.out = nn.Linear(16, 16), nn.Linear(16, 16), nn.LayerNorm(16), \
+                nn.Linear(16, 3)
+
+        def forward(self, x):
+            b, n, _ = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            a = F.scaled_dot_product_attention(self.q_norm(q), k, v, scale=0.5)
+            h = self.proj(a.transpose(1, 2).reshape(b, n, -1))
+            tokens = torch.cat([self.cls(h[:, :1]), self.patch(h[:, 1:])], 1)
+            return self.out(self.norm(tokens).mean(1))
+
+    g = build_graph(QKNorm(), torch.randn(2, 5, 16))
+    qkv = next(grp for grp in g.groups if grp.module == "qkv")
+    assert qkv.heads and len(qkv.heads) == 4 and qkv.dim_pinned is not None and qkv.prunable
+    stream = g.group("cls.weight:0")  # the tokens: the class token's Linear and the patches' Linear, one stream
+    assert {"patch", "norm", "out"} <= set(stream.modules()) and stream.normalized and stream.dim_pinned is None

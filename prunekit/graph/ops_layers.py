@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from .idops import columns, varying_dims
+from .idops import columns, compress, varying_dims
 from .trace import Recorder, register
 
 
@@ -211,7 +211,7 @@ def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
         rec.atoms.freeze(ids)
         rec.set_ids(out, ids)
         return
-    if len(varying_dims(ids)) > 1 and rec.all_produced(ids):  # over each head's dims (q/k norm): shared weight
+    if _per_head(rec, ids):  # a norm over each head's dims (q/k norm): its weight is shared by the heads
         rec.atoms.pin(ids)
         rec.atoms.mark_normalized(ids)
         rec.set_ids(out, ids)
@@ -223,6 +223,21 @@ def layer_norm(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) ->
     if tensors[0] is None and rec.scope:
         rec.member(rec.scope, "normalized_shape", 0, col, kind="attr")
     rec.set_ids(out, _channel_out(col, out.dim() - 1, out.shape))
+
+
+def _per_head(rec: Recorder, ids: torch.Tensor) -> bool:
+    """True when the normalised last dim holds heads' dims: every vector along it is a row of a heads blocking (the
+    reshape that split heads off), as for q/k norms; a stream whose tokens differ (a class token) is no such case."""
+    vd = varying_dims(ids)
+    if len(vd) < 2 or vd[-1] != ids.dim() - 1:
+        return False
+    core = compress(ids, keep=vd)
+    for d in range(core.dim()):
+        if d not in vd:
+            core = core.narrow(d, 0, 1)
+    rows = torch.unique(core.reshape(-1, ids.shape[-1]), dim=0)
+    known = rec.row_sets()
+    return all(frozenset(r.tolist()) in known for r in rows)
 
 
 @register("prelu")

@@ -180,16 +180,6 @@ class Recorder:
                     return mname, attr, "param"
         return None
 
-    def all_produced(self, ids: torch.Tensor) -> bool:
-        """True when every atom in ``ids`` is a layer's output channel (no parameter element, frozen or -1)."""
-        flat = torch.unique(compress(ids).reshape(-1))
-        if not flat.numel() or int(flat[0]) <= 0:
-            return False
-        ok = torch.zeros(flat.numel(), dtype=torch.bool)
-        for a, b in self.producer_ranges:
-            ok |= (flat >= a) & (flat < b)
-        return bool(ok.all())
-
     def is_loose(self, ids: torch.Tensor) -> bool:
         """True when ``ids`` start with an element atom of a raw parameter (not an activation channel)."""
         flat = ids.reshape(-1)[:1] if ids.numel() else ids
