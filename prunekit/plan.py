@@ -223,11 +223,13 @@ def select(g: Group, scores: torch.Tensor, ratio: float, multiple: Optional[int]
     """Indices of the lowest-scored channels to remove, honouring rows (heads/groups), pins and minimums.
 
     Whole attention heads go (q, k and v rows of each together) when ``prune_heads`` asks for it or when some of the
-    heads' dims cannot go one by one (RoPE rotates them by a fixed table; SDPA's default scale is 1/sqrt(head size));
-    every head keeps one width, so then no dim goes alone.
+    heads' dims cannot go one by one (RoPE rotates them by a fixed table; every head keeps one width, so then no dim
+    goes alone), or when the dims set the attention scale (SDPA's default 1/sqrt(head size)) in a group that is
+    otherwise removed exactly.
     """
     soft = g.dim_pinned if g.dim_pinned is not None else torch.zeros(g.size, dtype=torch.bool)
-    if g.heads and (prune_heads or bool(soft[[c for h in g.heads for c in h]].any())):
+    whole = prune_heads or bool(soft[[c for h in g.heads for c in h]].any()) if g.heads else False
+    if g.heads and (whole or (g.prefer_whole_heads and not g.normalized)):
         return _select_heads(g, scores, ratio)
     pinned = g.hard_pins() | soft
     s = scores.clone()

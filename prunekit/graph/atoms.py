@@ -29,6 +29,7 @@ class AtomTable:
         self._frozen: List[torch.Tensor] = []
         self._pinned: List[torch.Tensor] = []
         self._normed: List[torch.Tensor] = []
+        self._prefer: List[torch.Tensor] = []
 
     def new(self, n: int) -> torch.Tensor:
         """Allocate ``n`` fresh atoms that form one channel space."""
@@ -73,10 +74,17 @@ class AtomTable:
         flat = ids.reshape(-1)
         self._normed.append(torch.unique(flat[flat > 0]))
 
+    def prefer_whole(self, ids: torch.Tensor) -> None:
+        """Atoms of heads whose dims set their softmax scale (SDPA's default 1/sqrt(head size)): removing dims would
+        change the attention, so whole heads are preferred where the group is otherwise removed exactly."""
+        flat = ids.reshape(-1)
+        self._prefer.append(torch.unique(flat[flat > 0]))
+
     def flagged(self, same: torch.Tensor, which: str) -> torch.Tensor:
-        """Bool per component label: some atom of it was pinned (``which="pinned"``) or normalised (``"normed"``)."""
+        """Bool per component label: some atom of it was pinned (``which="pinned"``), normalised (``"normed"``) or
+        prefers whole heads (``"prefer"``)."""
         out = torch.zeros(self.count, dtype=torch.bool)
-        lists = self._pinned if which == "pinned" else self._normed
+        lists = {"pinned": self._pinned, "normed": self._normed, "prefer": self._prefer}[which]
         if lists:
             out[same[torch.cat(lists)]] = True
         out[0] = False

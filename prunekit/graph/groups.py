@@ -52,6 +52,8 @@ class Group:
     channels of each attention head (q, k and v rows together; ``fixed_heads`` cannot go whole) and
     ``head_members`` the parameter slices indexed by head (``index`` = head number). ``normalized``: a
     LayerNorm/RMSNorm/GroupNorm (or a mean) reads these channels together, so removing any is never exact.
+    ``prefer_whole_heads``: the heads' dims set their attention scale (SDPA's default), so dims go only where the
+    group is inexact anyway (tied to a normalised stream).
     """
 
     key: str
@@ -66,6 +68,7 @@ class Group:
     fixed_heads: set = field(default_factory=set)
     head_members: List[Member] = field(default_factory=list)
     normalized: bool = False
+    prefer_whole_heads: bool = False
 
     @property
     def module(self) -> str:
@@ -246,14 +249,15 @@ def _attach_heads(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan:
 def _flag_channels(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: torch.Tensor,
                    is_channel: torch.Tensor, groups: Dict[int, Group]) -> None:
     """Soft pins (``Group.dim_pinned``) and normalised groups (``Group.normalized``) from the atom flags."""
-    for which in ("pinned", "normed"):
+    for which in ("pinned", "normed", "prefer"):
         labels = (rec.atoms.flagged(same, which) & is_channel & (chan >= 0)).nonzero().squeeze(1)
         for lab in labels.tolist():
             g = groups.get(int(space[lab]))
             if g is None:
                 continue
-            if which == "normed":
-                g.normalized = True
+            if which != "pinned":
+                g.normalized = g.normalized or which == "normed"
+                g.prefer_whole_heads = g.prefer_whole_heads or which == "prefer"
                 continue
             if g.dim_pinned is None:
                 g.dim_pinned = torch.zeros(g.size, dtype=torch.bool)

@@ -98,7 +98,7 @@ def sdpa(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> None:
         _link_rows(rec, iv, -1, heads)
         _join_head_mask(rec, mask, heads)
     if kwargs.get("scale", args[6] if len(args) > 6 else None) is None and iq is not None:
-        rec.atoms.pin(iq)  # the default scale is 1/sqrt(head size): shrinking a head changes its softmax, so heads go whole
+        rec.atoms.prefer_whole(iq)  # the default scale is 1/sqrt(head size): shrinking a head changes its softmax
     if iv is not None:
         rec.set_ids(out, _per_query_head(_first(iv, -2), hq).expand(out.shape))
 
