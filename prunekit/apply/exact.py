@@ -32,13 +32,14 @@ def _outputs(model: nn.Module, inputs: Sequence[Any]) -> List[torch.Tensor]:
         return [t for t in flatten_outputs(model(*inputs)) if t.is_floating_point()]
 
 
-def _difference(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any]) -> Optional[float]:
+def _difference(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],
+                strict: bool = False) -> Optional[float]:
     """Max |pruned - masked original| over the outputs, relative to the outputs' scale; None when within tolerance."""
     masked = zero_channels(copy.deepcopy(model), plan, graph)
     try:
         pruned = _outputs(apply_plan(copy.deepcopy(model), plan, graph=graph), inputs)
-    except Exception:  # noqa: BLE001  a part of a plan that ran whole (a width tied to a normalised group): no verdict
-        return None
+    except Exception:  # noqa: BLE001  a part of a plan that ran whole (a width tied to a normalised group): no verdict,
+        return float("inf") if strict else None  # but a change the check proposes itself must run
     worst = 0.0
     for a, b in zip(pruned, _outputs(masked, inputs)):
         if a.shape != b.shape:
@@ -72,7 +73,7 @@ def check_exact(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Se
         bad = _disagreeing(model, plan, graph, inputs, rest)
         whole = {gp.key: _as_whole_heads(graph, gp) for gp in dims}
         good = [gp for gp in rest if not any(gp is b for b in bad)]
-        if dims and _difference(model, _only(plan, good + list(whole.values())), graph, inputs) is None:
+        if dims and _difference(model, _only(plan, good + list(whole.values())), graph, inputs, strict=True) is None:
             for gp in dims:  # head dims set the attention scale here (computed from the head size in forward)
                 gp.remove = whole[gp.key].remove
                 plan.settings.setdefault("whole_heads", []).append(gp.module)
@@ -116,10 +117,10 @@ def _retry_or_skip(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs:
     diff = _difference(model, _only(plan, [gp]), graph, inputs)
     if graph.group(gp.key).heads and not _whole_heads(graph, gp):
         whole = _as_whole_heads(graph, gp)
-        if whole.remove and _difference(model, _only(plan, [whole]), graph, inputs) is None:
+        if whole.remove and _difference(model, _only(plan, [whole]), graph, inputs, strict=True) is None:
             gp.remove = whole.remove
             plan.settings.setdefault("whole_heads", []).append(gp.module)
             return
     plan.groups = [x for x in plan.groups if x.key != gp.key]
-    plan.skipped[gp.key] = (f"left whole: removing these channels changes the output by {diff:.2g} (relative) "
+    plan.skipped[gp.key] = (f"left whole: removing these channels changes the output by {diff or float('nan'):.2g} (relative) "
                             "beyond zeroing them (a width the forward computes itself)")
