@@ -114,13 +114,13 @@ def _disagreeing(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: S
 
 def _retry_or_skip(model: nn.Module, plan: Plan, graph: DependencyGraph, inputs: Sequence[Any],
                    gp: GroupPlan) -> None:
-    diff = _difference(model, _only(plan, [gp]), graph, inputs)
     if graph.group(gp.key).heads and not _whole_heads(graph, gp):
         whole = _as_whole_heads(graph, gp)
         if whole.remove and _difference(model, _only(plan, [whole]), graph, inputs, strict=True) is None:
             gp.remove = whole.remove
             plan.settings.setdefault("whole_heads", []).append(gp.module)
             return
+    diff = _difference(model, _only(plan, [gp]), graph, inputs)
     plan.groups = [x for x in plan.groups if x.key != gp.key]
     plan.skipped[gp.key] = (f"left whole: removing these channels changes the output by {diff or float('nan'):.2g} (relative) "
                             "beyond zeroing them (a width the forward computes itself)")

@@ -8,7 +8,7 @@ Atom 0 is FROZEN: anything joined to it can never be removed (model inputs, mode
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List
 
 import torch
 
@@ -27,9 +27,7 @@ class AtomTable:
         self._same: List[torch.Tensor] = []
         self._space: List[torch.Tensor] = []
         self._frozen: List[torch.Tensor] = []
-        self._pinned: List[torch.Tensor] = []
-        self._normed: List[torch.Tensor] = []
-        self._prefer: List[torch.Tensor] = []
+        self._flags: Dict[str, List[torch.Tensor]] = {"pinned": [], "normed": [], "prefer": []}
 
     def new(self, n: int) -> torch.Tensor:
         """Allocate ``n`` fresh atoms that form one channel space."""
@@ -65,26 +63,27 @@ class AtomTable:
     def pin(self, ids: torch.Tensor) -> None:
         """Atoms that cannot go one by one but may go with their whole row (a head's dims that RoPE's cos/sin or a
         per-head-dim norm weight index, shared by every head: removing whole heads keeps them consistent)."""
-        flat = ids.reshape(-1)
-        self._pinned.append(torch.unique(flat[flat > 0]))
+        self._flag("pinned", ids)
 
     def mark_normalized(self, ids: torch.Tensor) -> None:
         """Atoms that a normalisation or mean reads together (LayerNorm, RMSNorm, GroupNorm over channels): removing
         one changes the statistics the others are scaled by, so their removal is never exact."""
-        flat = ids.reshape(-1)
-        self._normed.append(torch.unique(flat[flat > 0]))
+        self._flag("normed", ids)
 
     def prefer_whole(self, ids: torch.Tensor) -> None:
         """Atoms of heads whose dims set their softmax scale (SDPA's default 1/sqrt(head size)): removing dims would
         change the attention, so whole heads are preferred where the group is otherwise removed exactly."""
+        self._flag("prefer", ids)
+
+    def _flag(self, which: str, ids: torch.Tensor) -> None:
         flat = ids.reshape(-1)
-        self._prefer.append(torch.unique(flat[flat > 0]))
+        self._flags[which].append(torch.unique(flat[flat > 0]))
 
     def flagged(self, same: torch.Tensor, which: str) -> torch.Tensor:
         """Bool per component label: some atom of it was pinned (``which="pinned"``), normalised (``"normed"``) or
         prefers whole heads (``"prefer"``)."""
         out = torch.zeros(self.count, dtype=torch.bool)
-        lists = {"pinned": self._pinned, "normed": self._normed, "prefer": self._prefer}[which]
+        lists = self._flags[which]
         if lists:
             out[same[torch.cat(lists)]] = True
         out[0] = False

@@ -248,20 +248,20 @@ def _attach_heads(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan:
 
 def _flag_channels(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: torch.Tensor,
                    is_channel: torch.Tensor, groups: Dict[int, Group]) -> None:
-    """Soft pins (``Group.dim_pinned``) and normalised groups (``Group.normalized``) from the atom flags."""
-    for which in ("pinned", "normed", "prefer"):
-        labels = (rec.atoms.flagged(same, which) & is_channel & (chan >= 0)).nonzero().squeeze(1)
-        for lab in labels.tolist():
-            g = groups.get(int(space[lab]))
-            if g is None:
-                continue
-            if which != "pinned":
-                g.normalized = g.normalized or which == "normed"
-                g.prefer_whole_heads = g.prefer_whole_heads or which == "prefer"
-                continue
-            if g.dim_pinned is None:
-                g.dim_pinned = torch.zeros(g.size, dtype=torch.bool)
-            g.dim_pinned[int(chan[lab])] = True
+    """Soft pins (``Group.dim_pinned``), normalised groups (``Group.normalized``) and groups whose heads prefer to go
+    whole (``Group.prefer_whole_heads``), from the atom flags."""
+    def flagged(which: str) -> List[Tuple[Group, int]]:
+        labels = (rec.atoms.flagged(same, which) & is_channel & (chan >= 0)).nonzero().squeeze(1).tolist()
+        return [(groups[int(space[lab])], int(chan[lab])) for lab in labels if int(space[lab]) in groups]
+
+    for g, _ in flagged("normed"):
+        g.normalized = True
+    for g, _ in flagged("prefer"):
+        g.prefer_whole_heads = True
+    for g, c in flagged("pinned"):
+        if g.dim_pinned is None:
+            g.dim_pinned = torch.zeros(g.size, dtype=torch.bool)
+        g.dim_pinned[c] = True
 
 
 def _soft_pin_all(g: Group) -> None:

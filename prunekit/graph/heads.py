@@ -58,11 +58,8 @@ def head_units(rec: Recording, same: torch.Tensor, space: torch.Tensor, chan: to
                 fixed_labels.add(label)
             if not bool(ok.any()):
                 continue
-            keys = (space[labs[h][ok]] * n + ch[h][ok]).tolist()
-            label_chans.setdefault(label, []).extend(keys)
-            for k in keys[1:]:
-                uf.union(keys[0], k)
-    for label, keys in label_chans.items():
+            label_chans.setdefault(label, []).extend((space[labs[h][ok]] * n + ch[h][ok]).tolist())
+    for keys in label_chans.values():  # every row of one head label is one unit
         for k in keys[1:]:
             uf.union(keys[0], k)
     units: Dict[int, Dict[int, set]] = {}  # space -> root -> channels

@@ -85,6 +85,16 @@ def spatial_core(atoms: AtomTable, ids: torch.Tensor, n_lead: int = 2) -> torch.
     return core
 
 
+def varying_grid(ids: torch.Tensor, dims: List[int]) -> torch.Tensor:
+    """``ids`` with broadcast dims dropped and every dim outside ``dims`` cut to its first index: the grid of the
+    ids along ``dims`` (the dims they vary along)."""
+    grid = compress(ids, keep=dims)
+    for d in range(grid.dim()):
+        if d not in dims:
+            grid = grid.narrow(d, 0, 1)
+    return grid
+
+
 def separable_dim(lab: torch.Tensor) -> Optional[int]:
     """The one dim along which a raw parameter's labels vary (None if they mix): the dim it is sliced along."""
     for d in range(lab.dim()):

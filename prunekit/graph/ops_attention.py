@@ -61,7 +61,8 @@ def matmul(rec: Recorder, name: str, args: tuple, kwargs: dict, out: Any) -> Non
         ka, kb = torch.broadcast_tensors(ka, kb)
         rec.atoms.join(ka, kb)
         heads = _link_rows(rec, ia, -1, None)  # q @ k^T: the scores get one head atom per head
-        if heads is not None and _link_rows(rec, ib, -2, heads) is heads and out.dim() >= 3:
+        if heads is not None and out.dim() >= 3:
+            _link_rows(rec, ib, -2, heads)
             rec.set_ids(out, heads.view(-1, 1, 1).expand(out.shape))
             return
     elif ia is not None and ib is not None:

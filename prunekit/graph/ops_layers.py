@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 
-from .idops import columns, compress, varying_dims
+from .idops import columns, varying_dims, varying_grid
 from .trace import Recorder, register
 
 
@@ -231,13 +231,7 @@ def _per_head(rec: Recorder, ids: torch.Tensor) -> bool:
     vd = varying_dims(ids)
     if len(vd) < 2 or vd[-1] != ids.dim() - 1:
         return False
-    core = compress(ids, keep=vd)
-    for d in range(core.dim()):
-        if d not in vd:
-            core = core.narrow(d, 0, 1)
-    rows = torch.unique(core.reshape(-1, ids.shape[-1]), dim=0)
-    known = rec.row_sets()
-    return all(frozenset(r.tolist()) in known for r in rows)
+    return rec.known_rows(torch.unique(varying_grid(ids, vd).reshape(-1, ids.shape[-1]), dim=0))
 
 
 @register("prelu")

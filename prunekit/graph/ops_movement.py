@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .idops import columns, compress, reduce_ids, spatial_core, varies, varying_dims
+from .idops import columns, compress, reduce_ids, spatial_core, varies, varying_dims, varying_grid
 from .trace import Recorder, register
 
 _MIRROR = [
@@ -143,13 +143,8 @@ def _check_merge(rec: Recorder, before: torch.Tensor, after: torch.Tensor) -> No
     vb = varying_dims(before)
     if len(vb) < 2 or len(varying_dims(after)) >= len(vb):
         return
-    grid = compress(before, keep=vb)
-    for d in range(grid.dim()):
-        if d not in vb:
-            grid = grid.narrow(d, 0, 1)
-    rows = grid.reshape(-1, before.shape[vb[-1]])
-    known = rec.row_sets()
-    if all(frozenset(r.tolist()) in known for r in rows):
+    rows = varying_grid(before, vb).reshape(-1, before.shape[vb[-1]])
+    if rec.known_rows(rows):
         return
     rec.atoms.join(rows[:, :1].expand(rows.shape), rows)
 
@@ -161,11 +156,7 @@ def _maybe_block(rec: Recorder, before: torch.Tensor, after: torch.Tensor) -> No
     va = varying_dims(after)
     if len(va) < 2:
         return
-    grid = compress(after, keep=va)
-    for d in range(grid.dim()):
-        if d not in va:
-            grid = grid.narrow(d, 0, 1)
-    grid = grid.reshape([after.shape[d] for d in va])
+    grid = varying_grid(after, va).reshape([after.shape[d] for d in va])
     if (grid < 0).any():
         return
     rec.block(grid, "heads")

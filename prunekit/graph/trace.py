@@ -242,6 +242,10 @@ class Recorder:
         """Atom sets of every blocking row recorded so far."""
         return self._rows
 
+    def known_rows(self, rows: torch.Tensor) -> bool:
+        """True when every row of ``rows`` [n, width] is a row of a blocking recorded so far (heads split off)."""
+        return all(frozenset(r.tolist()) in self._rows for r in rows)
+
     def unsupported(self, op: str, why: str = "") -> None:
         """Raise UnsupportedOpError for ``op`` in the current module, naming the ``ignore`` entry that skips it."""
         where = self.scope or "<model>"
