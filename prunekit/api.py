@@ -28,7 +28,7 @@ PLAN_ATTR = "prunekit_plan"
 def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio: Optional[float] = None,
           reduce: Union[None, str, Dict[str, float]] = None, allocation: str = "uniform", scope: str = "uniform",
           round_to: Union[None, int, str] = None, data: Any = None, ignore: Iterable[str] = (),
-          latency_batch: int = 1, inplace: bool = False, **plan_options: Any) -> nn.Module:
+          latency_batch: int = 1, inplace: bool = False, exact: bool = True, **plan_options: Any) -> nn.Module:
     """Remove whole channels (filters, neurons, heads) and return a smaller dense model of the same classes.
 
     Args:
@@ -48,6 +48,8 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
         round_to: keep channel counts multiples of an int, or ``"auto"`` / ``"auto-ort"`` (measured here).
         latency_batch: the batch size measured latency targets and ``"fastest"`` time candidates at.
         ignore: module names kept whole (e.g. the classifier of a model whose head you need unchanged).
+        exact: check, before the real weights change, that where removal is exact the pruned model equals the
+            original with the removed slices zeroed (``prunekit.apply.exact``); False skips that pair of forwards.
         plan_options: anything else ``prunekit.plan.make_plan`` takes (``overrides``, ``min_channels``,
             ``prune_heads=True`` for whole attention heads, ``prune_hidden=False`` to keep a transformer's hidden
             size, ...).
@@ -79,7 +81,8 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
                                 reduce=target, plan_kwargs=plan_kwargs, options={"batch": latency_batch})
     alloc = allocate(kind, request)
-    work, plan = prune_structured(work, example_inputs, criterion=criterion, **{**plan_kwargs, **alloc.plan_kwargs})
+    work, plan = prune_structured(work, example_inputs, criterion=criterion, exact=exact,
+                                  **{**plan_kwargs, **alloc.plan_kwargs})
     setattr(work, PLAN_ATTR, plan)
     return work
 

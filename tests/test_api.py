@@ -35,6 +35,15 @@ def test_prune_reaches_the_macs_target_on_a_copy_and_round_trips(tmp_path):
     assert torch.equal(again(X), small(X))
 
 
+def test_prune_without_the_exact_check_plans_the_same_on_a_target():
+    """``exact=False`` only skips the numeric check; it is the front door's keyword, not a plan option, so it also
+    works beside a target that the allocator searches for."""
+    model = _model()
+    checked = prunekit.prune(model, X[:1], reduce="macs=2x")
+    unchecked = prunekit.prune(model, X[:1], reduce="macs=2x", exact=False)
+    assert unchecked.prunekit_plan.groups == checked.prunekit_plan.groups
+
+
 def test_prune_at_ratio_zero_is_the_identity():
     model = _model()
     same = prunekit.prune(model, X[:1], ratio=0.0).eval()
