@@ -5,15 +5,18 @@ Attention forwards reshape projections with a head size or head count kept as a 
 ``head_dim``); a model's ``config`` repeats them. The graph records which module split which channels into heads
 (``Group.scopes``); here every such attribute that held the old value gets the new one, so the pruned module is
 an ordinary module of the same class whose attributes agree with its weights. A config is updated where all
-layers agree (a uniform plan); per-layer widths live in the saved structure either way.
+layers agree (a uniform plan); where they differ a PruningWarning says the config value is stale, and the per-layer
+widths live in the modules and the saved structure.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from ..errors import PruningWarning
 from ..graph import DependencyGraph, Group
 
 HEAD_SIZE = ("head_dim", "attention_head_size", "head_size", "dim_per_head")
@@ -75,6 +78,8 @@ def _fix_config(model: nn.Module, updates: Dict[str, Dict[str, int]], heads_afte
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return
+    if any(p.is_meta for p in model.parameters()):  # a dry run's shape-only twin shares its config with the model
+        return
     if heads_after:
         q = {max(p)[1] for p in heads_after.values()}  # the query view has the most heads
         kv = {min(p)[1] for p in heads_after.values()}
@@ -106,5 +111,16 @@ def _out_width(mod: nn.Module) -> int | None:
 
 
 def _set_if_one(config: object, name: str, values: set) -> None:
-    if len(values) == 1:
+    """Set ``config.name`` when every layer agrees; when they differ, say that the config keeps a stale value."""
+    current = getattr(config, name)
+    if isinstance(current, (list, tuple)):  # per-stage values (Swin): left as built; stale only if the set changed
+        stale = bool(values) and values != set(current)
+    elif len(values) == 1:
         setattr(config, name, next(iter(values)))
+        return
+    else:
+        stale = len(values) > 1
+    if stale:
+        warnings.warn(f"model.config.{name} stays {current!r}: the pruned layers now have {sorted(values)}; "
+                      "the modules and a file saved with prunekit.save hold the real widths",
+                      PruningWarning, stacklevel=4)
