@@ -29,7 +29,8 @@ class RunOptions(BaseModel):
     out: Optional[Path] = Field(None, description="output folder")
     json_output: bool = Field(False, description="print one JSON object instead of tables",
                               json_schema_extra={"flag": "--json"})
-    progress: bool = Field(True, description="progress bars")
+    progress: bool = Field(True, description="per epoch: a bar with loss and accuracy on a terminal, and one line "
+                                             "(the only output when stderr is not a terminal); --no-progress: none")
 
     @field_validator("out")
     @classmethod
@@ -49,7 +50,13 @@ class DataOptions(BaseModel):
     on_bad_image: Literal["skip", "fail"] = Field("skip", description="unreadable images: skip with a count, or fail")
 
 
-class TrainOptions(RunOptions, DataOptions, TrainConfig):
+class LogOptions(BaseModel):
+    cli_group: ClassVar[str] = "training logs (<out>/history.csv is always written)"
+    tensorboard: Optional[bool] = Field(None, description="TensorBoard event files under <out>/tb/<phase>/; not "
+                                                          "given: written when the tensorboard package is installed")
+
+
+class TrainOptions(RunOptions, LogOptions, DataOptions, TrainConfig):
     model: str = Field("vgg_small", description="vgg_small, resnet_small, torchvision/<arch>, timm/<arch>")
     weights: Optional[str] = Field(None, description="local weights to start from (.safetensors or state_dict .pth)")
 
@@ -135,7 +142,7 @@ class DepthOptions(BaseModel):
         return self.depth > 0 or bool(self.depth_blocks)
 
 
-class PruneOptions(RunOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption, DepthOptions):
+class PruneOptions(RunOptions, LogOptions, DataOptions, ScheduleConfig, BalanceOptions, RoundToOption, DepthOptions):
     """Schedule fields (``--schedule``, ``--start-epoch``, ``--reduce``, ...) come from ScheduleConfig."""
 
     model: str = Field("vgg_small", description="model name (trained here first) or a prunekit checkpoint path")
@@ -270,7 +277,7 @@ class CompareOptions(RunOptions, DataOptions):
                                                   "criteria)")
 
 
-class DemoOptions(RunOptions):
+class DemoOptions(RunOptions, LogOptions):
     epochs: int = Field(15, ge=1, description="training epochs")
     finetune_epochs: int = Field(5, ge=0, description="fine-tuning epochs after pruning")
     ratio: float = Field(0.5, ge=0, lt=1, description="channel ratio removed")

@@ -10,7 +10,7 @@ the host's affine, or drop them), plan with the ``attention`` criterion and appl
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from ..data import make_loader
 from ..errors import ConfigError
 from ..importance.attention import SCORES_ATTR
 from ..plan import Plan
-from ..train import TrainConfig
+from ..train import RunLogger, TrainConfig
 from .budget import budget_groups
 from .score import SCORE_FORMS, AttentionStats, attention_scores, scale_by_host
 from .se import ChannelAttention, attention_modules, insert_attention, remove_attention
@@ -38,7 +38,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
                     mode: str = "frozen", sparsity: float = 0.0, reduction: int = 8, removal: str = "fold",
                     train_cfg: Optional[TrainConfig] = None, device: Any = "auto", max_batches: Optional[int] = None,
                     progress: bool = False, reduce: Optional[Dict[str, float]] = None,
-                    score: str = "gate_x_scale", budget: bool = False,
+                    score: str = "gate_x_scale", budget: bool = False, loggers: Sequence[RunLogger] = (),
                     **plan_options: Any) -> Tuple[nn.Module, Plan, Dict[str, Any]]:
     """Whole attention-guided flow; returns (pruned plain model, plan, report). ``plan_options`` go to make_plan.
 
@@ -57,6 +57,8 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     ``budget``: the gate penalty (``sparsity``, which must then be > 0) falls on only as many channels per layer
     as the plan removes, the lowest-gated ones of each batch (:mod:`prunekit.attention.budget`); uniform scope
     only, and with ``reduce`` the ratio is searched on the plain model before training.
+
+    ``loggers`` (:mod:`prunekit.train.logs`) receive the attention training's epochs as phase ``"attention"``.
 
     The report holds the hosts, how each attention module was removed (fold/drop), the per-layer score
     distribution and how far folding moved the logits on one batch (``fold_logit_max_abs``).
@@ -78,7 +80,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         budgets = budget_groups(model, inputs, ratio=ratio, **plan_options)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
-                             device=device, progress=progress, budget=budgets)
+                             device=device, progress=progress, budget=budgets, loggers=loggers)
     model = result.model
     stats = attention_scores(model, data, max_batches=max_batches)
     silenced = stats.silenced()

@@ -11,20 +11,22 @@ the plan will remove are pushed (:mod:`prunekit.attention.budget`).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from torch import nn
 
 from ..errors import ConfigError
-from ..train import TrainConfig, TrainResult, fit
+from ..train import RunLogger, TrainConfig, TrainResult, fit
 from .budget import GroupBudget, restrict
 from .se import BN, attention_modules
 
 
 def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "frozen", sparsity: float = 0.0,
                     cfg: Optional[TrainConfig] = None, device: Any = "auto", progress: bool = False,
-                    budget: Optional[Dict[str, GroupBudget]] = None) -> TrainResult:
-    """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced).
+                    budget: Optional[Dict[str, GroupBudget]] = None, loggers: Sequence[RunLogger] = ()
+                    ) -> TrainResult:
+    """Train with :func:`prunekit.train.fit` (``cfg`` gives lr, batch size, seed; its ``epochs`` is replaced); its
+    epochs reach ``loggers`` as phase ``"attention"``.
 
     ``budget`` (host -> its group's budget, :func:`prunekit.attention.budget.budget_groups`) puts the penalty on only
     as many channels of each group as the plan removes, the lowest-gated of each batch; hosts it does not name are
@@ -54,7 +56,8 @@ def train_attention(model: nn.Module, data: Any, epochs: int = 3, mode: str = "f
                 if isinstance(m, BN):
                     momenta[m] = m.momentum
                     m.momentum = 0.0
-        return fit(model, data, cfg, device=device, out_dir=None, resume=False, progress=progress)
+        return fit(model, data, cfg, device=device, out_dir=None, resume=False, progress=progress,
+                   phase="attention", loggers=loggers)
     finally:
         for se in found.values():
             se.sparsity, se.budget = 0.0, None

@@ -2,7 +2,8 @@
 
 Trains a compact VGG-style CNN from scratch, removes half of its channels with the structured engine (L1 filter
 norm), fine-tunes, and writes the before/after table (accuracy, parameters, nonzeros, MACs, file size, latency) as
-``report.md``, ``report.json`` and ``report.png``.
+``report.md``, ``report.json`` and ``report.png``, and the per-epoch curves of both trainings as ``history.csv``
+(and ``tb/`` when tensorboard is installed).
 """
 from __future__ import annotations
 
@@ -18,5 +19,5 @@ def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     prune_opts = PruneOptions(model="vgg_small", data=None, image_size=64, method="structured", ratio=opts.ratio,
                               criterion="l1", scope="layer", epochs=opts.epochs, finetune_epochs=opts.finetune_epochs,
                               seed=opts.seed, device=opts.device, out=opts.out or Path("runs/demo"),
-                              progress=opts.progress, json_output=opts.json_output)
+                              progress=opts.progress, json_output=opts.json_output, tensorboard=opts.tensorboard)
     return prune_job(prune_opts)

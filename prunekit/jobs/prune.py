@@ -29,7 +29,7 @@ from ..slimming import BNSparsity
 from ..sparse import magnitude_prune, nm_prune, parse_nm
 from ..sparse.kernels import sparsify_for_inference
 from ..storage import checkpoint as ckpt
-from ..train import MaskCallback, TrainConfig, evaluate, fit
+from ..train import MaskCallback, RunLogger, TrainConfig, evaluate, fit, run_log
 from .common import data_for_checkpoint, load_data, write_json
 from .sensitivity import budget_request
 
@@ -58,7 +58,8 @@ def _given_checkpoint(opts: PruneOptions, device) -> Optional[Any]:
     return None
 
 
-def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any], log: RunLogger
+                    ) -> Tuple[nn.Module, Dict[str, Any]]:
     """A prunekit checkpoint as given (``loaded``), or a model trained here from scratch (or from local weights)."""
     if loaded is not None:  # its data was loaded by data_for_checkpoint
         return loaded.model, {"source": str(Path(opts.model))}
@@ -70,7 +71,7 @@ def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any]) -> Tu
     if opts.slimming:
         callbacks.append(BNSparsity(opts.slimming))
     res = fit(model, ds, cfg, device=device, out_dir=opts.out / "base", progress=opts.progress,
-              callbacks=callbacks, description={"data": data_section(ds)})
+              callbacks=callbacks, description={"data": data_section(ds)}, phase="train", loggers=[log])
     return res.model, {"source": f"trained {res.epochs_run} epochs here", "history": res.history}
 
 
@@ -85,7 +86,7 @@ def _finetune_config(opts: PruneOptions) -> TrainConfig:
     return _train_config(opts).recovery(opts.finetune_epochs, opts.finetune_lr)
 
 
-def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, Dict[str, Any]]:
+def _prune_structured(opts: PruneOptions, model: nn.Module, ds, log: RunLogger) -> Tuple[nn.Module, Dict[str, Any]]:
     """Allocate (one registered allocator: ratio, reduce, latency, latency_target, depth or budget), then remove by
     criterion."""
     device = next(model.parameters()).device
@@ -95,7 +96,7 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Modu
     if opts.round_to is not None:
         done["round_to"] = {"asked": opts.round_to, "multiple": opts.round_to_value()}
     if opts.criterion == "attention":
-        return _attention_prune(opts, model, ds, example, scope, done)
+        return _attention_prune(opts, model, ds, example, scope, done, log)
     plan_kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
                                    "round_to": opts.round_to_value()}
     kind = allocation_kind(opts)
@@ -157,7 +158,8 @@ def _check_latency_target(opts: PruneOptions) -> None:
                           "macs=... / params=... target")
 
 
-def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: str, done: Dict[str, Any]):
+def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: str, done: Dict[str, Any],
+                     log: RunLogger):
     """SE attention inserted, trained, read, removed (folded or dropped); the channels it turns down go."""
     cfg = TrainConfig(batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.finetune_lr, seed=opts.seed)
     model, plan, report = attention_prune(
@@ -165,16 +167,17 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
         reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
         budget=opts.attention_budget, train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope,
-        round_to=opts.round_to_value())
+        round_to=opts.round_to_value(), loggers=[log])
     done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
     return model, done
 
 
-def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, Dict[str, Any], Optional[Any]]:
+def _prune(opts: PruneOptions, model: nn.Module, ds, log: RunLogger
+           ) -> Tuple[nn.Module, list, Dict[str, Any], Optional[Any]]:
     """One-shot pruning. Returns (model, fine-tuning callbacks, what was done, masks or None)."""
     if opts.method == "structured":
-        model, done = _prune_structured(opts, model, ds)
+        model, done = _prune_structured(opts, model, ds, log)
         return model, [], done, None
     if opts.nm:
         n, m = parse_nm(opts.nm)
@@ -187,7 +190,8 @@ def _prune(opts: PruneOptions, model: nn.Module, ds) -> Tuple[nn.Module, list, D
                                           "nm": opts.nm, "sparsity": dataclasses.asdict(masks.sparsity())}, masks
 
 
-def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device) -> Tuple[nn.Module, Dict, Any]:
+def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device, log: RunLogger
+               ) -> Tuple[nn.Module, Dict, Any]:
     """Prune while training: during fine-tuning of a trained model, or during training from scratch."""
     if opts.nm:
         raise ConfigError("--nm prunes in one shot; use it with --schedule oneshot")
@@ -199,7 +203,7 @@ def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device) 
                           "give a trained --model (a checkpoint) or drop --distill")
     res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
               progress=opts.progress, description={"data": data_section(ds)},
-              teacher=model if opts.distill else None)  # fit copies the teacher before training starts
+              teacher=model if opts.distill else None, phase="schedule", loggers=[log])  # fit copies the teacher
     done = {"method": opts.method, "schedule": recipe.model_dump(mode="json"), "epochs": cfg.epochs,
             "history": getattr(schedule, "history", None)}
     return res.model, done, getattr(schedule, "masks", None)
@@ -238,6 +242,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
+    log = run_log(out, opts.tensorboard)  # history.csv (+ tb/): every training phase below, one row per epoch
     loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
     if loaded is None:
         opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
@@ -248,23 +253,24 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         start: Dict[str, Any] = {"source": "random init; pruned while training from scratch"}
         before_acc = None
     else:
-        model, start = _starting_model(opts, ds, device, loaded)
+        model, start = _starting_model(opts, ds, device, loaded, log)
         before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
     base_file = out / "before.safetensors"
     ckpt.save(model, base_file, data=data_section(ds))
     t0 = time.perf_counter()
     if opts.schedule != "oneshot":
-        pruned, done, masks = _scheduled(opts, copy.deepcopy(model), ds, not from_scratch_schedule, device)
+        pruned, done, masks = _scheduled(opts, copy.deepcopy(model), ds, not from_scratch_schedule, device, log)
         done["seconds"] = round(time.perf_counter() - t0, 1)
     else:
-        pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds)
+        pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds, log)
         done["prune_seconds"] = round(time.perf_counter() - t0, 3)
         if opts.finetune_epochs:  # what fine-tuning starts from: how much the cut itself cost
             done["test_accuracy_after_cut"] = evaluate(pruned, ds, "test", device=device)["accuracy"]
             res = fit(pruned, ds, _finetune_config(opts), device=device, callbacks=callbacks,
                       out_dir=out / "finetune", progress=opts.progress, description={"data": data_section(ds)},
-                      teacher=model if opts.distill else None)
+                      teacher=model if opts.distill else None, phase="finetune", loggers=[log])
             pruned = res.model
+    log.close()  # every epoch is already on disk (written per epoch); this ends the TensorBoard writers
     after_acc = evaluate(pruned, ds, "test", device=device)["accuracy"]
     final = out / "model.safetensors"
     extras = {f"@mask/{k}": v for k, v in masks.state_dict().items()} if masks is not None else None
@@ -277,9 +283,10 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     if opts.latency and opts.deploy != "eager":
         done["latency_form"] = opts.deploy
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
-                         extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start})
+                         extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start,
+                                "curves": log.curves()})
     result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,
-              "report": {k: str(v) for k, v in paths.items()}}
+              "report": {k: str(v) for k, v in paths.items()}, "logs": log.files()}
     write_json(out / "result.json", result)
     return result
 

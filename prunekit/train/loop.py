@@ -3,7 +3,8 @@
 Every random draw of epoch ``e`` (shuffle, augmentation, dropout) is seeded from ``(seed, e)``, and the loop saves
 ``last.safetensors`` (weights, optimizer, callback state, history) after every epoch. A run killed at any moment and
 restarted with the same arguments therefore resumes at the last finished epoch and ends with the same weights as an
-uninterrupted run. Pruning plugs in through :class:`~prunekit.train.callbacks.Callback`.
+uninterrupted run. Pruning plugs in through :class:`~prunekit.train.callbacks.Callback`; per-epoch records go to
+``loggers`` (:mod:`prunekit.train.logs`: CSV, TensorBoard, your tracker) under a ``phase`` name.
 
     result = fit(model, dataset, TrainConfig(epochs=30), out_dir="runs/base")
 """
@@ -28,7 +29,9 @@ from .callbacks import Callback, TrainState
 from .config import TrainConfig
 from .distill import distillation_loss, frozen_teacher
 from .distributed import DistInfo, all_reduce_sum, average_buffers, barrier, init_from_env
-from .metrics import confusion_matrix, summarize
+from .logs import RunLogger, check_phase
+from .metrics import confusion_matrix, model_width, summarize
+from .progress import epoch_line, print_line, progress_bar
 
 LAST = "last.safetensors"
 
@@ -97,23 +100,16 @@ def evaluate(model: nn.Module, data: Any, split: str = "test", batch_size: int =
     return summarize(cm, data.classes, loss=float(loss_sum) / total if total else None)
 
 
-def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
-
-
 class _Trainer:
     """Holds the run's moving parts so ``fit`` reads top to bottom."""
 
-    def __init__(self, model, data, cfg, device, callbacks, out_dir, progress, description, teacher=None):
+    def __init__(self, model, data, cfg, device, callbacks, out_dir, progress, description, teacher=None,
+                 phase: str = "train"):
         self.data, self.cfg, self.device = data, cfg, device
         self.teacher = frozen_teacher(teacher, device) if teacher is not None else None
         self.callbacks: Sequence[Callback] = list(callbacks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.progress, self.description = progress, description or {}
+        self.progress, self.description, self.phase = progress, description or {}, phase
         self.info = init_from_env(device)
         self.model = model.to(device)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -176,7 +172,8 @@ class _Trainer:
         ddp_model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         steps = ts.steps_per_epoch
-        for x, y in _progress(loader, steps, f"epoch {epoch + 1}/{cfg.epochs}", self.progress and self.info.is_main):
+        bar = progress_bar(loader, steps, f"{self.phase} {epoch + 1}/{cfg.epochs}", self.progress and self.info.is_main)
+        for x, y in bar:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr_at(self.step, total_steps, warmup, cfg)
             with self.autocast():
@@ -207,6 +204,8 @@ class _Trainer:
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+            if bar is not loader:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
         return {"train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
@@ -214,8 +213,14 @@ class _Trainer:
 def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str | torch.device = "auto",
         callbacks: Sequence[Callback] = (), out_dir: str | Path | None = None, resume: bool = True,
         progress: bool = True, description: Optional[Dict[str, Any]] = None,
-        on_epoch: Optional[Any] = None, teacher: Optional[nn.Module] = None) -> TrainResult:
+        on_epoch: Optional[Any] = None, teacher: Optional[nn.Module] = None, phase: str = "train",
+        loggers: Sequence[RunLogger] = ()) -> TrainResult:
     """Train ``model`` on ``data`` ("train" split; "val" for early stopping). Returns the trained model and history.
+
+    Each finished epoch's row (losses, accuracies, lr, params, sparsity, seconds) goes to every logger as
+    ``log_epoch(phase, row)`` (:mod:`prunekit.train.logs`); a resumed run hands them the restored epochs first.
+    ``progress``: a bar per epoch carrying loss and accuracy on a terminal, and one line per finished epoch (the
+    only output when stderr is not a terminal); False prints nothing.
 
     With ``teacher`` (e.g. the model before pruning) the loss adds knowledge distillation from a frozen copy of it,
     weighted by ``cfg.distill_alpha`` at temperature ``cfg.distill_temperature`` (:mod:`prunekit.train.distill`).
@@ -225,8 +230,12 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
     """
     cfg = cfg or TrainConfig()
     device = pick_device(device) if isinstance(device, str) else device
-    tr = _Trainer(model, data, cfg, device, callbacks, out_dir, progress, description, teacher)
+    tr = _Trainer(model, data, cfg, device, callbacks, out_dir, progress, description, teacher, check_phase(phase))
     resumed = tr.try_resume() if resume else None
+    loggers = list(loggers) if tr.info.is_main else []
+    for row in tr.history:  # the epochs a killed run finished: loggers see the whole phase
+        for logger in loggers:
+            logger.log_epoch(phase, row)
     steps_per_epoch = _steps_per_epoch(data, cfg, tr.info)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
@@ -254,6 +263,7 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
             cb.on_epoch_end(ts)
         # A callback may have replaced the model or optimizer (physical pruning mid-training).
         tr.model, tr.optimizer = ts.model, ts.optimizer
+        row.update(model_width(tr.unwrapped))  # after the callbacks: what this epoch's pruning left
         row["seconds"] = round(time.perf_counter() - t0, 2)
         tr.history.append(row)
         improved = has_val and (tr.best_val is None or row["val_acc"] > tr.best_val)
@@ -263,6 +273,10 @@ def fit(model: nn.Module, data: Any, cfg: TrainConfig | None = None, device: str
                 tr.save("best.safetensors")
         tr.save()
         barrier(tr.info)
+        for logger in loggers:  # after the checkpoint: a logged epoch is one a resumed run keeps
+            logger.log_epoch(phase, row)
+        if progress and tr.info.is_main:
+            print_line(epoch_line(phase, cfg.epochs, row))
         if on_epoch is not None and tr.info.is_main:
             on_epoch(row)
         if ts.stop or (cfg.patience and has_val and epoch + 1 - (tr.best_epoch or 0) >= cfg.patience):

@@ -1,9 +1,10 @@
-"""Classification metrics from a confusion matrix: overall accuracy, per-class accuracy."""
+"""Classification metrics from a confusion matrix (overall and per-class accuracy), and a model's width per epoch."""
 from __future__ import annotations
 
 from typing import Any, Dict, Sequence
 
 import torch
+from torch import nn
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -28,3 +29,14 @@ def summarize(cm: torch.Tensor, classes: Sequence[str] | None = None, loss: floa
     if loss is not None:
         out["loss"] = loss
     return out
+
+
+@torch.no_grad()
+def model_width(model: nn.Module) -> Dict[str, Any]:
+    """``params`` (all parameters: falls when channels go) and ``sparsity`` (zero fraction of the weight tensors,
+    the ones with 2+ dims: masks and zeroed filters) of ``model`` now."""
+    params = sum(p.numel() for p in model.parameters())
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    total = sum(p.numel() for p in weights)
+    zeros = sum(int((p == 0).sum()) for p in weights)
+    return {"params": params, "sparsity": round(zeros / total, 6) if total else 0.0}
