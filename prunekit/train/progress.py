@@ -27,7 +27,7 @@ def epoch_line(phase: str, epochs: int, row: Dict[str, Any]) -> str:
     if "val_acc" in row:
         parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}")
     parts += [f"lr {row['lr']:.3g}", f"params {row['params']:,}"]
-    if row.get("sparsity"):
+    if row.get("sparsity", 0) >= 5e-4:  # dense training: no column of zeros
         parts.append(f"sparsity {row['sparsity']:.3f}")
     parts.append(f"{row['seconds']:.1f} s")
     return " | ".join(parts)
