@@ -101,7 +101,8 @@ class CsvLogger:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.rows: List[Dict[str, Any]] = read_history(self.path) if self.path.is_file() else []
+        found = read_history(self.path) if self.path.is_file() else []
+        self.rows: List[Dict[str, Any]] = [r for r in found if "phase" in r and isinstance(r.get("epoch"), int)]
 
     def log_epoch(self, phase: str, row: Mapping[str, Any]) -> None:
         self.rows = restart_at(self.rows, phase, row)
