@@ -1,4 +1,5 @@
 """End to end: train -> prune -> fine-tune -> save -> load -> eval, on a tiny synthetic folder."""
+import functools
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from prunekit.cli.main import main
 from prunekit.config import PruneOptions
 from prunekit.jobs.prune import prune_job
 from prunekit.errors import ConfigError
+from prunekit.importance import CRITERIA
 from prunekit.storage import checkpoint as ckpt
 from prunekit.train import evaluate
 
@@ -122,9 +124,20 @@ def test_gradual_schedule_on_a_trained_checkpoint(tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize("criterion", ["attention", "taylor", "fpgm"])
-def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, criterion):
+def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, monkeypatch, criterion):
+    scored: list = []
+    real = CRITERIA.get(criterion)
+
+    @functools.wraps(real)
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        scored.append(out)
+        return out
+
+    monkeypatch.setitem(CRITERIA._items, criterion, spy)  # the job must reach this criterion, not a default
     res = prune_job(_opts(tiny_folder, tmp_path / criterion, method="structured", criterion=criterion, ratio=0.5,
                           epochs=1, finetune_epochs=1, attention_epochs=1))
+    assert scored, f"prune_job never scored channels with {criterion!r}"
     assert res["after"]["params"] < 0.5 * res["before"]["params"]
     model = prunekit.load(res["checkpoint"])
     assert not any("attention" in type(m).__name__.lower() or "SE" in type(m).__name__ for m in model.modules())
