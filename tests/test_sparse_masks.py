@@ -289,7 +289,8 @@ def _assert_masked_training(model, optimizer, masks, before):
         w = params[name].detach()
         assert (w[~keep] == 0).all() and not torch.signbit(w[~keep]).any(), name  # exactly +0.0
         assert (w[keep] != before[name][keep]).all(), f"{name}: a kept weight did not train"
-        state = [v for v in optimizer.state[params[name]].values() if isinstance(v, torch.Tensor) and v.shape == w.shape]
+        state = [v for v in optimizer.state[params[name]].values()
+                 if isinstance(v, torch.Tensor) and v.shape == w.shape]
         assert state, f"{name}: no per-weight optimizer state to check"
         assert all((value[~keep] == 0).all() for value in state), f"{name}: optimizer state at pruned positions"
     assert masked_sparsity(model, masks).pruned == masks.sparsity().pruned
