@@ -147,8 +147,8 @@ def load_dataset(root: str | os.PathLike | None = None, image_size: int = 64, se
         if on_bad_image == "fail":
             raise DataError(f"{len(bad)} unreadable image(s) under {scan.root}, first {bad[0]} ({errors[first]}); "
                             "delete or replace them, or pass on_bad_image='skip'")
-        log.warning("skipped %d unreadable image(s) under %s, first %s (%s)", len(bad), scan.root, bad[0],
-                    errors[first])
+        log.warning("skipped %d unreadable image(s) under %s, first %s (%s); on_bad_image='fail' (--on-bad-image "
+                    "fail) refuses such a folder instead", len(bad), scan.root, bad[0], errors[first])
     keep = torch.nonzero(ok).flatten()
     labels = torch.tensor(scan.labels, dtype=torch.int64)[keep]
     files = [scan.files[i] for i in keep.tolist()]

@@ -51,11 +51,18 @@ def _decode_chunk(paths: Sequence[str], size: int) -> Tuple[np.ndarray, List[boo
             out[n_ok] = decode_image(path, size)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             ok.append(False)
-            errors[i] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            errors[i] = _reason(path, exc)
             continue
         ok.append(True)
         n_ok += 1
     return out[:n_ok], ok, errors
+
+
+def _reason(path: str, exc: BaseException) -> str:
+    """Why ``path`` did not decode, in one short line; a broken symlink says so and where it points."""
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"broken symlink to {os.readlink(path)}"[:200]
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
 def default_workers() -> int:
