@@ -6,17 +6,53 @@ from; ``cli/`` only turns flags into these models.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, List, Literal, Optional
+from typing import Any, ClassVar, List, Literal, Optional
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .allocate.round_to import AUTO, resolve_round_to
+from .errors import ConfigError
+from .files import check_writable
 from .importance import BLOCK_CRITERIA
 from .measure.state import parse_input_size
 from .paths import check_output_file, check_output_folder
 from .schedules.config import ScheduleConfig
 from .sparse.nm import parse_nm
 from .train.config import TrainConfig
+
+
+MAX_RECIPE_BYTES = 256 * 1024  # a recipe is a page of option: value lines; anything near this size is not one
+MAX_RECIPE_DEPTH = 8  # option: [list] is depth 2; PyYAML's parser slows down sharply on deep nesting
+
+
+def load_yaml(path: Path) -> Any:
+    """The YAML document in recipe ``path``. A recipe is untrusted text, so it is refused (ConfigError, one line)
+    when it is not UTF-8 text (a picture passed by mistake), larger than :data:`MAX_RECIPE_BYTES`, nested deeper
+    than :data:`MAX_RECIPE_DEPTH`, or uses an alias (``*name``). Aliases and depth are checked on the event stream,
+    before anything is built: a few nested aliases ("billion laughs") expand to gigabytes once a value is copied or
+    printed. Syntax errors stay ``yaml.YAMLError`` for the caller to word.
+    """
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe {path} is {size:,} bytes, not a recipe (a short YAML file of option: value "
+                          f"lines, at most {MAX_RECIPE_BYTES:,} bytes); pass the YAML recipe to --config")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {path} is not a text file (byte {e.start} is not UTF-8); pass a YAML recipe of "
+                          "option: value lines to --config") from None
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError(f"recipe {path} uses the YAML alias *{event.anchor[:40]} at line {line}; aliases are "
+                              "refused (nested ones expand without bound): write the value out")
+        depth += isinstance(event, yaml.CollectionStartEvent) - isinstance(event, yaml.CollectionEndEvent)
+        if depth > MAX_RECIPE_DEPTH:
+            raise ConfigError(f"recipe {path} nests values {depth} deep at line {line}; a recipe is a mapping of "
+                              "option: value (a value at most a short list)")
+    return yaml.safe_load(text)
 
 
 class RunOptions(BaseModel):
@@ -35,7 +71,9 @@ class RunOptions(BaseModel):
     @field_validator("out")
     @classmethod
     def _out_is_a_folder(cls, v: Optional[Path]) -> Optional[Path]:
-        return check_output_folder(v, "--out")
+        if v is not None:
+            check_writable(check_output_folder(v, "--out"), "--out")
+        return v
 
 
 class DataOptions(BaseModel):
@@ -323,10 +361,11 @@ class SizeOptions(RunOptions):
 
 class ExportOptions(RunOptions, InputSizeOption, InstanceOption):
     checkpoint: str = Field(..., description="prunekit checkpoint", json_schema_extra={"positional": True})
-    onnx: Path = Field(Path("model.onnx"), description="where to write the ONNX file")
+    onnx: Path = Field(Path("model.onnx"), description="where to write the ONNX file", validate_default=True)
     opset: int = Field(17, ge=9, le=23, description="ONNX opset")
 
     @field_validator("onnx")
     @classmethod
     def _onnx_is_a_file(cls, v: Path) -> Path:
-        return check_output_file(v, "--onnx")
+        check_writable(check_output_file(v, "--onnx"), "--onnx")
+        return v

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import ConfigError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -28,6 +30,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(path: str | os.PathLike, flag: str) -> None:
+    """Raise ConfigError (one line) unless a file can be written at ``path``: in it when it is an existing folder,
+    beside it when it is an existing file (written atomically: a new file renamed over it), else under its nearest
+    existing ancestor. Checked when options are parsed, so a read-only output folder is refused before any work, not
+    as a PermissionError after it."""
+    here = Path(path).expanduser().absolute()
+    while here != here.parent and not (here.exists() and here.is_dir()):
+        here = here.parent
+    if here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
+        reason = "is on a read-only file system" if _read_only_fs(here) else "is not writable by this user"
+        raise ConfigError(f"{flag} {path}: folder {here} {reason}; give a folder you can write to")
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): say "not writable"
+        return False
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

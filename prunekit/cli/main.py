@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -14,6 +15,9 @@ from . import commands
 from .options import add_options, parse_options
 
 PROG = "prunekit"
+MAX_MESSAGE = 400  # an error line echoes user input (a recipe value, a path): never more than this many characters
+# The OS refusing a write (read-only or full disk, no permission) is the user's setup, not a bug: one line, exit 2.
+_WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +46,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         opts = parse_options(cmd.options, ns)
         result = cmd.job(opts)
     except PrunekitError as e:
-        print(f"{PROG} {cmd.name}: error: {e}", file=sys.stderr)
+        print(f"{PROG} {cmd.name}: error: {_short(str(e))}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"{PROG} {cmd.name}: error: {e.strerror}: {e.filename or 'an output file'}; give a folder you can "
+              "write to (--out, --onnx) or free some space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG} {cmd.name}: interrupted; run the same command again to resume from the last finished epoch",
@@ -55,6 +65,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         except BrokenPipeError:  # the reader (e.g. `| head`) left early: the job is done, say nothing more
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 30] + f" ... ({len(text):,} characters)"
 
 
 def _warnings_as_lines(command: str) -> None:

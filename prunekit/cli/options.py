@@ -14,6 +14,7 @@ from typing import Any, Dict, Type, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ..config import load_yaml
 from ..errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -107,7 +108,7 @@ def read_recipe(path: Path) -> Dict[str, Any]:
         state = "is a folder" if path.is_dir() else "does not exist"
         raise ConfigError(f"recipe {str(path)!r} {state}; pass the path of a YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
