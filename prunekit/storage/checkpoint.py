@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from safetensors import safe_open
@@ -193,8 +193,7 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist; pass the path of a .safetensors file "
                               "written by prunekit")
     if is_compressed(p):
-        tensors, desc = read_compressed(p)
-        _check_header(desc, p)
+        tensors, desc = read_compressed(p, check=declared_check(p))
         return _with_ties(tensors, desc), desc
     try:
         with safe_open(str(p), framework="pt") as f:
@@ -211,6 +210,19 @@ def read(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         raise CheckpointError(f"{p} has a corrupted prunekit description") from None
     _check_header(desc, p)
     return _with_ties(tensors, desc), desc
+
+
+def declared_check(p: Path, header: bool = True) -> Callable[[Dict[str, torch.Tensor], Dict[str, Any]], None]:
+    """For ``read_compressed``: a compressed file's header (unless ``header=False``: ``prunekit size`` reads any
+    compressed file) and declared shapes (meta tensors: an all-zero tensor costs its file a few bytes, its reader
+    gigabytes) checked against the described model before anything is decoded (``validate.check_against_tensors``;
+    a file of a model prunekit does not build is shape-checked against the instance it is loaded into, later)."""
+    def check(declared: Dict[str, torch.Tensor], desc: Dict[str, Any]) -> None:
+        if header:
+            _check_header(desc, p)
+        if isinstance(desc.get("arch"), dict):
+            check_against_tensors(desc, _with_ties(dict(declared), desc), p)
+    return check
 
 
 def _with_ties(tensors: Dict[str, torch.Tensor], desc: Dict[str, Any]) -> Dict[str, torch.Tensor]:

@@ -13,7 +13,11 @@ File layout (little-endian)::
 
 The header lists each tensor (name, dtype, shape, how it is coded, which sections) and the checkpoint's
 description. CRCs over the outer fields and the raw stream turn any truncation or bit flip into a
-``CheckpointError``; the parser validates every field so a crafted file cannot crash it either.
+``CheckpointError``; the parser validates every field so a crafted file cannot crash it either. Sizes are checked
+before they are allocated: the raw stream may be at most :data:`MAX_EXPANSION` times the compressed one, and the
+tensors the header declares (an all-zero tensor costs a few bytes to declare) at most :data:`MAX_EXPANSION` times
+the file (beyond a floor of :data:`DENSE_FLOOR` bytes); a ``check`` callback given to :func:`read_compressed` sees
+the declared shapes (as meta tensors) before any tensor is decoded, so a caller can compare them with the model.
 
     write_compressed("m.pks", model.state_dict(), {"arch": ...}, values="int8")
     tensors, description = read_compressed("m.pks")
@@ -27,7 +31,7 @@ import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -50,6 +54,13 @@ DTYPES = {str(d).removeprefix("torch."): d for d in (
     torch.int8, torch.uint8, torch.bool)}
 _INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 _GROUPS = ("positions", "values", "plain")
+# The most a real file expands: dense tensors over file bytes reach ~1000x only for a model pruned to ~99.9%
+# (kept values still cost their bytes); the raw stream over the zstd stream stays near 1-3x for weights.
+MAX_EXPANSION = 1000
+DENSE_FLOOR = 256 << 20  # a small file may always declare this many dense bytes
+RAW_FLOOR = 64 << 20
+# Called with the declared tensors (meta device: shapes and dtypes, no memory) and the description, before decoding.
+DeclaredCheck = Callable[[Dict[str, torch.Tensor], Dict[str, Any]], None]
 
 
 def is_sparse_coded(name: str, t: torch.Tensor) -> bool:
@@ -171,16 +182,21 @@ def is_compressed(path: str | Path) -> bool:
         return False
 
 
-def read_compressed(path: str | Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Dense tensors (pruned positions as +0.0) and the description. Any damage raises ``CheckpointError``."""
+def read_compressed(path: str | Path, check: Optional[DeclaredCheck] = None
+                    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Dense tensors (pruned positions as +0.0) and the description. Any damage raises ``CheckpointError``.
+
+    ``check(declared, description)`` runs before any tensor is allocated, on the declared tensors as meta tensors;
+    it raises to refuse the file (``prunekit.storage.checkpoint`` compares them with the described model).
+    """
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {e.strerror}") from None
     try:
-        return _parse(data)
+        return _parse(data, check)
     except CheckpointError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     except (ValueError, KeyError, TypeError, IndexError, ArithmeticError, RuntimeError, struct.error,
             zstd.ZstdError) as e:
         raise CheckpointError(f"{path} is a corrupted compressed checkpoint ({type(e).__name__}: {e}); "
@@ -198,6 +214,9 @@ def _raw_stream(data: bytes) -> bytes:
         raise CheckpointError(f"written by a newer prunekit (format v{version}, this reads v{VERSION}); upgrade")
     if len(data) - PREFIX_LEN != comp_len:
         raise CheckpointError(f"truncated or padded: {len(data) - PREFIX_LEN} compressed bytes, expected {comp_len}")
+    if raw_len > max(RAW_FLOOR, MAX_EXPANSION * comp_len):
+        raise CheckpointError(f"its header declares a {raw_len:,}-byte stream in {comp_len:,} compressed bytes, more "
+                              f"than {MAX_EXPANSION}x; the file was edited or damaged")
     comp = data[PREFIX_LEN:]
     if zstd.get_frame_parameters(comp).content_size != raw_len:
         raise CheckpointError("corrupted compressed stream (frame size does not match the header)")
@@ -220,7 +239,18 @@ def _check_entry(entry: Any, n_sections: int) -> Tuple[str, torch.dtype, List[in
     return entry["name"], dtype, shape
 
 
-def _parse(data: bytes) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def _check_declared_size(declared: Dict[str, Tuple[torch.dtype, List[int]]], file_bytes: int) -> None:
+    """Refuse a header that declares far more dense bytes than a real file of this size can hold."""
+    sizes = {name: math.prod(shape) * dtype.itemsize for name, (dtype, shape) in declared.items()}
+    total = sum(sizes.values())
+    if total > max(DENSE_FLOOR, MAX_EXPANSION * file_bytes):
+        name = max(sizes, key=sizes.get)
+        raise CheckpointError(f"its header declares {total / 2**30:,.1f} GiB of tensors ({name} "
+                              f"{list(declared[name][1])} alone is {sizes[name] / 2**30:,.1f} GiB) in a "
+                              f"{file_bytes:,}-byte file, more than {MAX_EXPANSION}x; the file was edited or damaged")
+
+
+def _parse(data: bytes, check: Optional[DeclaredCheck] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     raw = memoryview(_raw_stream(data))
     header_len = _CRC.unpack_from(raw, 0)[0]
     header = json.loads(bytes(raw[_CRC.size:_CRC.size + header_len]))
@@ -232,11 +262,19 @@ def _parse(data: bytes) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
                and s[0] + s[1] <= len(body) for s in table):
         raise ValueError("section table points outside the stream")
     section = [body[off:off + length] for off, length in table]
+    description = header.get("description")
+    if not isinstance(description, dict) or not isinstance(header["tensors"], list):
+        raise ValueError("missing description or tensor list")
+    checked = [_check_entry(entry, len(section)) for entry in header["tensors"]]  # every shape before any memory
+    declared = {name: (dtype, shape) for name, dtype, shape in checked}
+    _check_declared_size(declared, len(data))
+    if check is not None:
+        check({name: torch.empty(shape, dtype=dtype, device="meta") for name, (dtype, shape) in declared.items()},
+              description)
     tensors: Dict[str, torch.Tensor] = {}
     positions: Dict[str, torch.Tensor] = {}  # decoded kept-masks of sparse tensors, for "mask_of" entries
     derived: List[Tuple[str, str, List[int]]] = []
-    for entry in header["tensors"]:
-        name, dtype, shape = _check_entry(entry, len(section))
+    for entry, (name, dtype, shape) in zip(header["tensors"], checked):
         n = math.prod(shape)
         if entry["layout"] == "plain":
             tensors[name] = q.from_bytes(section[entry["sections"][0]], dtype, n).reshape(shape)
@@ -270,9 +308,6 @@ def _parse(data: bytes) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         if source not in positions or positions[source].numel() != math.prod(shape):
             raise ValueError(f"mask {name!r} refers to {source!r}, which is not a sparse tensor of its size")
         tensors[name] = positions[source].reshape(shape).clone()
-    description = header.get("description")
-    if not isinstance(description, dict):
-        raise ValueError("missing description")
     return tensors, description
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .checkpoint import read
+from .checkpoint import declared_check, read
 from .codec import SizeReport, entropy_bound_bytes, is_compressed, read_compressed, recorded_values, write_compressed
 
 
@@ -22,7 +22,7 @@ def size_report(source: Any, values: str = "fp32", level: int = 19) -> SizeRepor
     compressed = None
     if isinstance(source, (str, Path)):
         if is_compressed(source):
-            tensors, desc = read_compressed(source)
+            tensors, desc = read_compressed(source, check=declared_check(Path(source), header=False))
             compressed, values = Path(source).stat().st_size, recorded_values(source, values)
         else:
             tensors, _ = read(source)
