@@ -38,7 +38,7 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
     existing ancestor. Checked when options are parsed, so a read-only output folder is refused before any work, not
     as a PermissionError after it."""
     here = Path(path).expanduser().absolute()
-    while here != here.parent and not (here.exists() and here.is_dir()):
+    while here != here.parent and not here.is_dir():
         here = here.parent
     if here.is_dir() and not os.access(here, os.W_OK | os.X_OK):
         reason = "is on a read-only file system" if _read_only_fs(here) else "is not writable by this user"
