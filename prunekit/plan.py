@@ -22,6 +22,7 @@ from .graph import DependencyGraph, Group, build_graph, single_thread, within
 from .importance import score_blocks, score_groups
 
 PLAN_FORMAT = "prunekit.plan/1"
+MAX_GROUP_RATIO = 0.9  # the global scope never takes more than this share of a group's (original) width
 
 
 @dataclass
@@ -101,7 +102,7 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
               prune_hidden: bool = True, depth: float = 0.0, data: Any = None, seed: int = 0,
               depth_blocks: Optional[int] = None, depth_criterion: str = "magnitude",
               return_graph: bool = False, graph: Optional[DependencyGraph] = None,
-              scores: Optional[Dict[str, torch.Tensor]] = None) -> Any:
+              scores: Optional[Dict[str, torch.Tensor]] = None, original: Optional[Dict[str, int]] = None) -> Any:
     """Decide what to remove. ``ratio`` = fraction of channels removed per group (uniform) or overall (global).
 
     overrides: module-name prefix -> ratio for the groups produced there; ignore: modules kept whole;
@@ -117,14 +118,17 @@ def make_plan(model: nn.Module, example_inputs: Any, ratio: float = 0.5, criteri
     the data-driven ones run on ``data``, else on ``example_inputs``); graph: the dependency graph of
     this very model built with the same ``ignore`` (from an earlier ``return_graph=True`` call), so repeated plans
     of one model, as a ratio search makes, trace it once; scores: that graph's ``score_groups`` for ``criterion``
-    (data-driven criteria are then not rerun).
+    (data-driven criteria are then not rerun); original: group key -> width before any pruning, for a model that
+    earlier rounds already shrank (the schedules): every ratio then counts against the original width, so a group of
+    64 at 0.5 ends with 32 whether it got there in one round or five, and one-shot and scheduled pruning leave the
+    same widths (round_to and the global scope's rule included).
 
     The plan is not yet checked against the model's forward: ``prunekit.apply.checked_plan`` (what
     ``prune_structured`` uses) dry-runs it on the meta device and leaves whole any group whose removal breaks it.
     """
     with single_thread():
         plan, graph = _make_plan(model, example_inputs, ratio, criterion, scope, overrides, ignore, round_to,
-                                 min_channels, prune_heads, depth, data, seed, graph, scores, prune_hidden)
+                                 min_channels, prune_heads, depth, data, seed, graph, scores, prune_hidden, original)
         if depth > 0 or depth_blocks:
             plan.blocks, block_scores = _pick_blocks(graph, model, depth, depth_blocks, depth_criterion,
                                                      {"data": data, "example": plan_inputs(example_inputs)})
@@ -143,7 +147,7 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
                min_channels: int, prune_heads: bool, depth: float, data: Any, seed: int,
                graph: Optional[DependencyGraph] = None,
                scores: Optional[Dict[str, torch.Tensor]] = None,
-               prune_hidden: bool = True) -> Tuple[Plan, DependencyGraph]:
+               prune_hidden: bool = True, original: Optional[Dict[str, int]] = None) -> Tuple[Plan, DependencyGraph]:
     _check(ratio, scope, min_channels, depth, round_to)
     ignore = list(ignore)
     inputs = plan_inputs(example_inputs)
@@ -155,7 +159,7 @@ def _make_plan(model: nn.Module, example_inputs: Any, ratio: float, criterion: s
     if not prune_hidden:
         normalized = {g.key for g in graph.groups if g.normalized}
         scores = {k: v for k, v in scores.items() if k not in normalized}
-    ratios = _group_ratios(graph, scores, ratio, scope, overrides or {})
+    ratios = _group_ratios(graph, scores, ratio, scope, overrides or {}, original or {})
     groups = []
     for g in graph.groups:
         if g.key not in scores or ratios.get(g.key, 0.0) <= 0:
@@ -181,22 +185,40 @@ def _check(ratio: float, scope: str, min_channels: int, depth: float, round_to: 
         raise ConfigError(f"min_channels={min_channels} must be >= 1")
     if not 0.0 <= depth < 1.0:
         raise ConfigError(f"depth={depth} is out of range; use a fraction of blocks in [0, 1)")
+    check_round_to(round_to)
+
+
+def check_round_to(round_to: Any) -> None:
+    """Refuse a ``round_to`` that is not None or a positive int (a string names the resolver to call first)."""
     if round_to is not None and not (isinstance(round_to, int) and not isinstance(round_to, bool) and round_to >= 1):
         hint = (f"; resolve it first: make_plan(..., round_to=prunekit.allocate.resolve_round_to({round_to!r}))"
                 if isinstance(round_to, str) else "")
         raise ConfigError(f"round_to={round_to!r} must be None or a positive int{hint}")
 
 
+def on_current(ratio: float, size0: int, size: int) -> float:
+    """``ratio`` of the original width ``size0`` as the ratio of the current width ``size`` that keeps as many
+    channels (``size0 - floor(ratio * size0)``); ``ratio`` itself while the group is whole."""
+    return ratio if size == size0 else max(0.0, 1.0 - (1.0 - ratio) * size0 / size)
+
+
 def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio: float, scope: str,
-                  overrides: Dict[str, float]) -> Dict[str, float]:
-    out = {g.key: ratio for g in graph.groups if g.key in scores}
+                  overrides: Dict[str, float], original: Dict[str, int]) -> Dict[str, float]:
+    """Per group, the ratio of its current width to remove: ``ratio`` (uniform) or one threshold over all scores
+    (global, at most ``MAX_GROUP_RATIO`` of a group), overridden per module prefix; every ratio asked counts against
+    the ``original`` width (default: the current one)."""
+    size = {g.key: g.size for g in graph.groups if g.key in scores}
+    size0 = {key: original.get(key, n) for key, n in size.items()}
+    out = {key: on_current(ratio, size0[key], n) for key, n in size.items()}
     if scope == "global" and scores:
         flat = torch.cat([scores[k] for k in out])
-        k = int(ratio * flat.numel())
+        total0 = sum(size0.values())
+        k = flat.numel() - (total0 - int(ratio * total0))  # leaves total0 - int(ratio * total0) channels
         if k > 0:
             thresh = torch.kthvalue(flat, k).values
             for key in out:
-                out[key] = min(float((scores[key] <= thresh).float().mean()), 0.9)
+                out[key] = min(float((scores[key] <= thresh).float().mean()),
+                               on_current(MAX_GROUP_RATIO, size0[key], size[key]))
         else:
             out = {key: 0.0 for key in out}
     for g in graph.groups:
@@ -207,7 +229,7 @@ def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio
                 if not 0.0 <= r < 1.0:
                     raise ConfigError(f"override {prefix!r}={r} is out of range; use a fraction in [0, 1)")
                 if g.key in out:
-                    out[g.key] = r
+                    out[g.key] = on_current(r, size0[g.key], size[g.key])
     return out
 
 

@@ -17,18 +17,25 @@ import torch
 from torch import nn
 
 from ..allocate.reduce import parse_reduce, reach, search_ratio
+from ..allocate.round_to import resolve_round_to
+from ..apply.oneshot import checked_plan
 from ..errors import CheckpointError, ConfigError
+from ..graph import DependencyGraph
 from ..importance import CRITERIA
+from ..plan import Plan, check_round_to
 from ..registry import Registry
 from ..sparse import Masks, magnitude_prune
 from ..train.callbacks import Callback, TrainState
 from ..train.masks import MaskCallback
+from .channels import calibration
 from .curves import ratio_at
 
 SCHEDULES: Registry = Registry("schedule")  # name -> schedule class; each schedule's file registers itself
 
 METHODS = ("unstructured", "structured")
 SCOPES = ("global", "layer")
+PLAN_SCOPES = {"layer": "uniform", "global": "global"}  # a schedule's scope -> make_plan's
+CALIB_BATCHES = 4  # training batches data-driven structured criteria score on, unless calib_batches says
 # unstructured criterion name -> prunekit.sparse allocation (how the budget is shared between layers)
 UNSTRUCTURED_CRITERIA = {"l1": None, "magnitude": None, "lamp": "lamp", "erk": "erk"}
 
@@ -67,6 +74,8 @@ class Schedule(Callback):
         reduce: structured: a target users think in, ``"params=0.4"`` / ``{"macs": 0.5}``; at the first stage the
             original model is measured and ``target`` (+ ``overrides``) chosen to remove that share
             (``prunekit.allocate.reduce.search_ratio``); ``target`` is then ignored.
+        round_to: structured: keep channel counts multiples of this int (or ``"auto"``, measured), as one-shot does.
+        calib_batches: structured: training batches data-driven criteria score on (default 4).
     """
 
     methods: ClassVar[Tuple[str, ...]] = ("unstructured",)
@@ -77,7 +86,8 @@ class Schedule(Callback):
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
                  scope: Optional[str] = None, seed: int = 0, input_size: Optional[int] = None,
                  skip: Optional[Iterable[str]] = None, overrides: Optional[Dict[str, float]] = None,
-                 reduce: Union[None, str, Dict[str, float]] = None) -> None:
+                 reduce: Union[None, str, Dict[str, float]] = None, round_to: Union[None, int, str] = None,
+                 calib_batches: Optional[int] = None) -> None:
         name = type(self).__name__
         if method not in METHODS:
             raise ConfigError(f"method={method!r} is unknown; use 'unstructured' or 'structured'")
@@ -112,6 +122,15 @@ class Schedule(Callback):
             raise ConfigError(f"overrides={overrides!r} must map module names to ratios in [0, 1)")
         self.overrides: Dict[str, float] = {k: float(v) for k, v in (overrides or {}).items()}
         self.reduce = _parse_reduce(reduce) if reduce is not None else None
+        if (round_to is not None or calib_batches is not None) and method != "structured":
+            raise ConfigError("round_to and calib_batches shape structured pruning (whole channels): use them with "
+                              "method='structured'")
+        self.round_to = resolve_round_to(round_to)
+        check_round_to(self.round_to)
+        if calib_batches is not None and (isinstance(calib_batches, bool) or not isinstance(calib_batches, int)
+                                          or calib_batches < 0):
+            raise ConfigError(f"calib_batches={calib_batches!r} must be an integer >= 0")
+        self.calib_batches = CALIB_BATCHES if calib_batches is None else calib_batches
         self.resolved: Optional[Dict[str, Any]] = None  # what ``reduce`` turned into, once measured
         self.masks: Optional[Masks] = None
         self._masker: Optional[MaskCallback] = None
@@ -164,12 +183,26 @@ class Schedule(Callback):
             self._masker.on_step_end(state)
 
     # -- structured targets ----------------------------------------------------------------------------------------
+    def plan_channels(self, state: TrainState, example: torch.Tensor, ratio: float, overrides: Dict[str, float],
+                      boundary: int, original: Optional[Dict[str, int]] = None,
+                      **settings: Any) -> Tuple[Plan, DependencyGraph]:
+        """The plan of one structured stage, by the one planner (``make_plan``, checked as every one-shot plan):
+        ``ratio`` (+ ``overrides``) of the ``original`` widths, ``round_to`` kept, data-driven criteria scoring
+        ``calib_batches`` training batches; ``settings`` (schedule, round, epoch) are recorded in the plan."""
+        plan, graph = checked_plan(state.unwrapped, (example,), ratio=ratio, criterion=self.criterion,
+                                   scope=PLAN_SCOPES[self.scope], overrides=overrides, ignore=self.skip,
+                                   round_to=self.round_to, data=calibration(state, self.calib_batches),
+                                   seed=self.seed * 1_000_003 + boundary, original=original)
+        plan.settings.update(settings)
+        return plan, graph
+
     def resolve_reduce(self, model: nn.Module, example: torch.Tensor) -> None:
-        """Turn ``reduce`` into a channel ratio (+ overrides) measured on ``model`` (the original), once."""
+        """Turn ``reduce`` into a channel ratio (+ overrides) measured on ``model`` (the original), once (layer
+        scope: the counts do not depend on the scores, so the search plans with l2)."""
         if self.reduce is None or self.resolved is not None:
             return
-        found = search_ratio(model, (example,), self.reduce, criterion=self.criterion, ignore=self.skip,
-                             overrides=self.overrides or None)
+        found = search_ratio(model, (example,), self.reduce, ignore=self.skip, overrides=self.overrides or None,
+                             round_to=self.round_to)
         self._adopt({"reduce": self.reduce, "ratio": float(found.ratio), "overrides": dict(found.overrides),
                      "achieved": float(found.achieved), "target": reach(found.metric, found.target, found.achieved)})
 

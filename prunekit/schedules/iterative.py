@@ -18,7 +18,7 @@ from ..apply.structured import apply_plan
 from ..errors import ConfigError
 from ..train.callbacks import TrainState
 from .base import SCHEDULES, Schedule
-from .channels import calibration, channel_count, group_sizes, input_shape, plan_to_ratio
+from .channels import channel_count, group_sizes, input_shape
 from .curves import check_curve, ratio_at
 
 
@@ -30,7 +30,6 @@ class Iterative(Schedule):
         curve: per-round target curve, ``linear``, ``cubic`` or ``exponential`` (same share of the survivors
             each round, the default).
         rounds: number of rounds spread evenly over the window (overrides ``every``).
-        calib_batches: training batches handed to data-driven structured criteria.
     """
 
     methods = ("unstructured", "structured")
@@ -39,14 +38,11 @@ class Iterative(Schedule):
 
     def __init__(self, method: str = "unstructured", target: float = 0.9, criterion: str = "l1",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
-                 curve: str = "exponential", rounds: Optional[int] = None, calib_batches: int = 4,
-                 **common: Any) -> None:
+                 curve: str = "exponential", rounds: Optional[int] = None, **common: Any) -> None:
         super().__init__(method, target, criterion, start_epoch, end_epoch, every, **common)
         if rounds is not None and (not isinstance(rounds, int) or rounds < 1):
             raise ConfigError(f"rounds={rounds!r} must be a positive integer")
-        if not isinstance(calib_batches, int) or calib_batches < 0:
-            raise ConfigError(f"calib_batches={calib_batches!r} must be an integer >= 0")
-        self.curve, self.rounds, self.calib_batches = check_curve(curve), rounds, calib_batches
+        self.curve, self.rounds = check_curve(curve), rounds
         self.original: Optional[Dict[str, int]] = None  # structured: group key -> width before pruning
         self.shape: Optional[List[int]] = None
         self.plans: List[Dict[str, Any]] = []  # structured: every applied Plan, as plain data
@@ -87,10 +83,8 @@ class Iterative(Schedule):
         if self.original is None:
             self.resolve_reduce(model, example)  # measured on the original model
         ratio, overrides = self.ratios_at(self.curve, progress)
-        ctx = {"data": calibration(state, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
-        plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, self.original, ctx,
-                                    ignore=self.skip, settings={"schedule": type(self).__name__.lower(),
-                                                                "round": round_index}, overrides=overrides)
+        plan, graph = self.plan_channels(state, example, ratio, overrides, boundary, self.original,
+                                         schedule=type(self).__name__.lower(), round=round_index)
         if self.original is None:
             self.original = group_sizes(graph)
         before = channel_count(graph)

@@ -20,9 +20,8 @@ class OneShot(Iterative):
 
     def __init__(self, method: str = "unstructured", target: float = 0.9, criterion: str = "l1",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
-                 calib_batches: int = 4, **common: Any) -> None:
-        super().__init__(method, target, criterion, start_epoch, None, None, rounds=1, calib_batches=calib_batches,
-                         **common)
+                 **common: Any) -> None:
+        super().__init__(method, target, criterion, start_epoch, None, None, rounds=1, **common)
 
     def boundaries(self, state: TrainState) -> List[int]:
         """One round, at ``start_epoch``."""

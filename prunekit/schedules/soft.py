@@ -34,7 +34,7 @@ from ..importance.observe import is_filter_slice
 from ..plan import Plan
 from ..train.callbacks import TrainState
 from .base import SCHEDULES, Schedule, tensor_dict
-from .channels import calibration, input_shape, plan_to_ratio
+from .channels import input_shape
 from .curves import check_curve
 
 
@@ -46,7 +46,6 @@ class SoftFilter(Schedule):
         ramp_epochs: epochs over which the target rises from 0 (0: the full target from the first stage).
         ramp_curve: shape of that rise: ``linear``, ``cubic`` or ``exponential``.
         remove: remove the final zero channels physically at train end (default True).
-        calib_batches: training batches handed to data-driven criteria.
         hard_epochs: epochs trained after an early physical removal (0: remove only when training ends).
         zero: what an intermediate stage zeroes: ``group`` (every coupled slice) or ``filters`` (SFP).
     """
@@ -57,13 +56,11 @@ class SoftFilter(Schedule):
 
     def __init__(self, method: str = "structured", target: float = 0.5, criterion: str = "l2",
                  start_epoch: int = 0, end_epoch: Optional[int] = None, every: Optional[int] = None,
-                 ramp_epochs: int = 0, ramp_curve: str = "linear", remove: bool = True, calib_batches: int = 4,
+                 ramp_epochs: int = 0, ramp_curve: str = "linear", remove: bool = True,
                  hard_epochs: int = 0, zero: str = "group", **common: Any) -> None:
         super().__init__(method, target, criterion, start_epoch, end_epoch, every, **common)
         if not isinstance(ramp_epochs, int) or ramp_epochs < 0:
             raise ConfigError(f"ramp_epochs={ramp_epochs!r} must be an integer >= 0")
-        if not isinstance(calib_batches, int) or calib_batches < 0:
-            raise ConfigError(f"calib_batches={calib_batches!r} must be an integer >= 0")
         if not isinstance(hard_epochs, int) or hard_epochs < 0:
             raise ConfigError(f"hard_epochs={hard_epochs!r} must be an integer >= 0")
         if hard_epochs and not remove:
@@ -72,7 +69,7 @@ class SoftFilter(Schedule):
             raise ConfigError(f"zero={zero!r} must be 'group' (every coupled slice) or 'filters' (SFP)")
         self.hard_epochs, self.zero = hard_epochs, zero
         self.ramp_epochs, self.ramp_curve = ramp_epochs, check_curve(ramp_curve)
-        self.remove, self.calib_batches = bool(remove), calib_batches
+        self.remove = bool(remove)
         self.plan: Optional[Dict[str, Any]] = None  # last stage's Plan as plain data
         self.keep: Dict[str, torch.Tensor] = {}  # group key -> kept channels after the last stage
         self.shape: Optional[list] = None
@@ -124,9 +121,7 @@ class SoftFilter(Schedule):
         example = torch.zeros([1, *self.shape], device=next(model.parameters()).device)
         self.resolve_reduce(model, example)
         ratio, overrides = self.ratios_at(self.ramp_curve, progress)
-        ctx = {"data": calibration(state, self.calib_batches), "seed": self.seed * 1_000_003 + boundary}
-        plan, graph = plan_to_ratio(model, example, ratio, self.criterion, self.scope, None, ctx, ignore=self.skip,
-                                    settings={"schedule": "soft", "epoch": boundary}, overrides=overrides)
+        plan, graph = self.plan_channels(state, example, ratio, overrides, boundary, schedule="soft", epoch=boundary)
         zero_channels(model, plan, graph, only=None if final or self.zero == "group" else is_filter_slice)
         keep = channel_masks(plan)
         swapped = sum(int((~keep[k] & self.keep[k]).sum()) for k in keep
