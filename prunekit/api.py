@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Union
 
 from torch import nn
 
-from .allocate import AllocationRequest, allocate, parse_reduce, resolve_round_to
-from .apply.oneshot import prune_structured
+from .allocate import Target, plan_for_target, resolve_round_to
+from .apply.oneshot import remove_planned
 from .config import CompareOptions
 from .errors import ConfigError
 from .jobs.compare import compare_job
@@ -63,26 +63,18 @@ def prune(model: nn.Module, example_inputs: Any, *, criterion: str = "l2", ratio
     Example:
         >>> small = prunekit.prune(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224), reduce="macs=2x")
     """
-    if ratio is not None and reduce is not None:
-        raise ConfigError("give ratio or reduce, not both (reduce finds the ratio that reaches the target)")
     if allocation not in ("uniform", "latency", "fastest"):
         raise ConfigError(f"allocation={allocation!r}: use 'uniform', 'latency' or 'fastest'")
-    if allocation != "uniform" and reduce is None:
-        raise ConfigError(f"allocation={allocation!r} splits a target: give reduce, e.g. 'macs=2x'")
     if criterion.startswith("attention"):
         raise ConfigError(f"criterion={criterion!r} trains attention modules first: use "
                           "prunekit.attention.attention_prune(model, dataset, x, ...) or the CLI's --criterion attention")
-    target = parse_reduce(reduce, measured=True) if isinstance(reduce, str) else reduce
+    target = Target.of(ratio=ratio, reduce=reduce, allocation=allocation)
+    multiple = resolve_round_to(round_to)
     work = model if inplace else copy.deepcopy(model)
-    plan_kwargs = {"scope": scope, "data": data, "round_to": resolve_round_to(round_to), "ignore": list(ignore),
-                   **plan_options}
-    kind = "ratio" if target is None else "latency_target" if "latency" in target else (
-        "reduce" if allocation == "uniform" else allocation)
-    request = AllocationRequest(work, example_inputs, criterion=criterion, ratio=0.5 if ratio is None else ratio,
-                                reduce=target, plan_kwargs=plan_kwargs, options={"batch": latency_batch})
-    alloc = allocate(kind, request)
-    work, plan = prune_structured(work, example_inputs, criterion=criterion, exact=exact,
-                                  **{**plan_kwargs, **alloc.plan_kwargs})
+    found = plan_for_target(work, example_inputs, target, criterion, options={"batch": latency_batch}, exact=exact,
+                            scope=scope, data=data, round_to=multiple, ignore=list(ignore), **plan_options)
+    plan = found.plan
+    remove_planned(work, plan, found.graph)
     setattr(work, PLAN_ATTR, plan)
     return work
 

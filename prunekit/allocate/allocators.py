@@ -28,7 +28,8 @@ def reduce_target(req: AllocationRequest) -> Allocation:
     """The ratio (plus overrides where one ratio cannot land within tolerance) that reaches ``req.reduce``."""
     found = search_ratio(req.model, req.example, _target(req), criterion=req.criterion, **req.plan_kwargs)
     return Allocation(found.plan_kwargs(), {"reduce_achieved": found.achieved,
-                                            "reduce_target": reach(found.metric, found.target, found.achieved)})
+                                            "reduce_target": reach(found.metric, found.target, found.achieved)},
+                      plan=found.plan, graph=found.graph)
 
 
 @ALLOCATORS.register("depth")

@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Optional
 
 from torch import nn
 
+from ..graph import DependencyGraph
+from ..plan import Plan
 from ..registry import Registry
 
 
@@ -33,10 +35,13 @@ class AllocationRequest:
 
 @dataclass
 class Allocation:
-    """``make_plan`` arguments (``ratio`` and maybe ``overrides``) and what to record of the decision."""
+    """``make_plan`` arguments (``ratio`` and maybe ``overrides``) and what to record of the decision; ``plan`` and
+    ``graph`` when the allocator already planned with them (a search's best trial, not yet verified)."""
 
     plan_kwargs: Dict[str, Any]
     record: Dict[str, Any] = field(default_factory=dict)
+    plan: Optional[Plan] = None
+    graph: Optional[DependencyGraph] = None
 
 
 Allocator = Callable[[AllocationRequest], Allocation]

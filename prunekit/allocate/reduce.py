@@ -1,15 +1,17 @@
 """Targets users think in: "remove 40% of the parameters" or "halve the MACs", turned into a channel ratio.
 
     reduce = parse_reduce("params=0.4")                     # {"params": 0.4}; also "macs=50%", "macs=2x"
-    ratio = ratio_for_target(model, x, reduce, criterion="l2")
-    plan = make_plan(model, x, ratio=ratio, criterion="l2")
+    found = search_ratio(model, x, reduce, criterion="fpgm")
+    found.plan, found.graph                                 # the plan it found (unverified), on the model's graph
 
 The ratio is found by a bracketed search on ``make_plan``'s ratio: each trial plans and counts the parameters
 (``prunekit.measure.count_params``) or MACs (``count_macs``) of the planned model's meta-device twin (shapes only).
 Reductions grow with the ratio, so the search converges; channel counts are integers, so the result is the
 closest reachable point (within ``tol``, with per-layer overrides where one ratio jumps over it).
-With ``scope="uniform"`` the removed counts do not depend on the scores, so trials use the cheap ``l2`` scores
-whatever the criterion; with ``scope="global"`` they use the real criterion, scored once for the whole search.
+The model is traced and scored by ``criterion`` once for the whole search, and the best trial's plan is handed back,
+so nobody traces and scores the model again to plan the ratio found (``prunekit.allocate.target.plan_for_target``
+checks and returns it). With ``scope="uniform"`` the counts do not depend on the scores: a caller that wants only
+the ratio searches with the cheap default ``l2``.
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ from torch import nn
 from ..apply.oneshot import checked_plan
 from ..apply.structured import apply_plan
 from ..errors import ConfigError
-from ..graph import build_graph, meta_twin
+from ..graph import DependencyGraph, build_graph, meta_twin
 from ..importance import score_groups
 from ..measure import InputSpec, count_macs, count_params
 from ..measure.state import InputLike
-from ..plan import make_plan
+from ..plan import Plan, make_plan
 
 METRICS = ("params", "macs")
 MEASURED = "latency"  # reached by timing candidate models (allocate.latency_target), not by counting them
@@ -76,6 +78,8 @@ class TargetSearch:
     achieved: float
     overrides: Dict[str, float] = field(default_factory=dict)
     trials: List[Tuple[float, float]] = field(default_factory=list)
+    plan: Optional[Plan] = None  # the chosen trial's plan (not yet verified), on ``graph``
+    graph: Optional[DependencyGraph] = None
 
     def plan_kwargs(self) -> Dict[str, Any]:
         """``make_plan`` arguments that reproduce ``achieved``: ratio and, if needed, overrides."""
@@ -172,7 +176,8 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     """The channel ratio whose plan lands within ``tol`` of the target reduction (see module doc).
 
     Each trial plans without the verify pass and counts a meta-device twin (a trial that cannot run there is planned
-    with verification and counted on a real copy, as before). The model is traced and scored once. The first trial
+    with verification and counted on a real copy, as before). The model is traced and scored (by ``criterion``) once,
+    and the chosen trial's plan comes back in ``.plan`` (with ``.graph``). The first trial
     is the ratio that would hit the target if every layer shrank alike (MACs ~ (1 - r)^2), the next ones
     interpolate inside the bracket, so four to eight trials usually land within ``tol / 4``. A target no plan
     reaches (:func:`reach`) is logged as a warning unless ``warn=False``.
@@ -182,27 +187,27 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     scope = make_plan_kwargs.get("scope", "uniform")
-    trial_criterion = criterion if scope == "global" else "l2"
     base = model_size(model, metric, shape)
     trials: List[Tuple[float, float]] = []
+    plans: Dict[Tuple[float, Tuple[str, ...]], Plan] = {}  # (ratio, override names) -> the trial's plan
     graph = build_graph(model, inputs, ignore=list(make_plan_kwargs.get("ignore", ())))  # traced and scored once
-    scores = score_groups(graph, model, trial_criterion,
+    scores = score_groups(graph, model, criterion,
                           ctx={"data": make_plan_kwargs.get("data"), "seed": make_plan_kwargs.get("seed", 0)})
 
     def reduction_with(r: float, overrides: Dict[str, float]) -> float:
         kwargs = dict(make_plan_kwargs)
         kwargs["overrides"] = {**overrides, **(kwargs.get("overrides") or {})}  # the user's own win
-        plan = make_plan(model, inputs, ratio=r, criterion=trial_criterion, graph=graph, scores=scores, **kwargs)
+        plan = make_plan(model, inputs, ratio=r, criterion=criterion, graph=graph, scores=scores, **kwargs)
         size = _trial_size(model, plan, graph, metric, shape)
         if size is None:
-            plan, _ = checked_plan(model, inputs, ratio=r, criterion=trial_criterion, graph=graph, scores=scores,
-                                   **kwargs)
+            plan, _ = checked_plan(model, inputs, ratio=r, criterion=criterion, graph=graph, scores=scores, **kwargs)
             twin = copy.deepcopy(model)
             with torch.no_grad():
                 apply_plan(twin, plan, graph=graph)
             size = model_size(twin, metric, shape)
         red = 1.0 - size / base
         trials.append((round(r, 6), red))
+        plans[(round(r, 6), tuple(overrides))] = plan
         return red
 
     def reduction(r: float) -> float:
@@ -228,12 +233,14 @@ def search_ratio(model: nn.Module, example_inputs: Any, reduce: Dict[str, float]
         _bracketed(reduction, target, lo, hi, red_lo, red_hi, good, max_trials - len(trials), 1e-4, 1e-3)
     ratio, achieved = min(trials, key=lambda t: (abs(t[1] - target), t[0]))  # so far every trial is one ratio
     result = TargetSearch(ratio=round(ratio, 6), metric=metric, target=target, achieved=achieved, trials=trials)
+    plans = {(result.ratio, ()): plans[(result.ratio, ())]}  # the other one-ratio trials cannot be chosen now
     lo = max((r for r, red in trials if red < target), default=0.0)
     hi = min((r for r, red in trials if red >= target), default=0.0)
     if not good(achieved) and refine and scope == "uniform" and lo > 0 and hi > lo:
         _refine(result, graph, lo, hi, reduction_with, target, good)
     if warn:
         warn_if_short(reach(metric, target, result.achieved, tol))
+    result.plan, result.graph = plans[(result.ratio, tuple(result.overrides))], graph
     return result
 
 

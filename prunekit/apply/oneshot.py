@@ -1,8 +1,8 @@
 """The one one-shot structured path: decide (``make_plan``), check (the meta-device dry run), remove.
 
-The CLI's prune job, the criteria comparison, attention, the searches and the front door all come here, so a plan
-is checked the same way whoever asks for it; the schedules, which plan each round against the original widths
-(``schedules/channels.py``), run the same ``verify_plan`` on their plans.
+The CLI's prune job, the criteria comparison, attention, the searches, the schedules (each round planned against
+the original widths, ``make_plan(original=...)``) and the front door all come here, so a plan is checked the same
+way whoever asks for it.
 
     model, plan = prune_structured(model, x, ratio=0.5, criterion="l2")
     plan, graph = checked_plan(model, x, ratio=0.5)          # decide + check, apply later (apply_plan)
@@ -31,11 +31,17 @@ def checked_plan(model: nn.Module, example_inputs: Any, verify: bool = True, exa
     ``(plan, graph)``."""
     plan, graph = make_plan(model, example_inputs, return_graph=True, **make_plan_kwargs)
     if verify:
-        inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-        verify_plan(model, plan, graph, inputs)
-        if exact:
-            check_exact(model, plan, graph, inputs)
+        check_plan(model, example_inputs, plan, graph, exact)
     return plan, graph
+
+
+def check_plan(model: nn.Module, example_inputs: Any, plan: Plan, graph: DependencyGraph, exact: bool = False) -> None:
+    """:func:`verify_plan` (the forward runs; groups that break it are left whole, in ``plan.skipped``) and, with
+    ``exact``, :func:`check_exact`: what a plan made elsewhere (a search's best trial) needs before it is applied."""
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    verify_plan(model, plan, graph, inputs)
+    if exact:
+        check_exact(model, plan, graph, inputs)
 
 
 def pruned_copy(model: nn.Module, example_inputs: Any, graph: DependencyGraph, **make_plan_kwargs: Any) -> nn.Module:
@@ -54,9 +60,15 @@ def prune_structured(model: nn.Module, example_inputs: Any, ratio: float = 0.5, 
     ``verify`` (default True) and ``exact`` (default True: the numeric check of :func:`check_exact`)."""
     options.setdefault("exact", True)
     plan, graph = checked_plan(model, example_inputs, ratio=ratio, criterion=criterion, **options)
-    report_shortfall(model, plan, graph, asked=ratio > 0 or bool(options.get("overrides")))
-    apply_plan(model, plan, graph=graph)
-    return model, plan
+    return remove_planned(model, plan, graph), plan
+
+
+def remove_planned(model: nn.Module, plan: Plan, graph: DependencyGraph) -> nn.Module:
+    """Apply a checked plan in place after :func:`report_shortfall` said what it could not do (channels were asked
+    for when its ratio or overrides ask for any)."""
+    asked = plan.settings.get("ratio", 0) > 0 or bool(plan.settings.get("overrides"))
+    report_shortfall(model, plan, graph, asked=asked)
+    return apply_plan(model, plan, graph=graph)
 
 
 def group_params(model: nn.Module, group: Group) -> int:

@@ -15,8 +15,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..allocate.reduce import reach, search_ratio
-from ..apply.oneshot import checked_plan
+from ..allocate.target import Target, TargetPlan, plan_for_target
 from ..apply.structured import apply_plan
 from ..data import make_loader
 from ..errors import ConfigError
@@ -52,7 +51,7 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
     channel's attention-weighted distance to the layer's other filters (FPGM's geometry, weighted by attention).
 
     ``reduce`` (e.g. {"params": 0.4}) replaces ``ratio``: the ratio is searched on the attention-scored model
-    (:func:`prunekit.allocate.reduce.search_ratio`, with ``plan_options`` such as ``scope="global"``).
+    (:func:`prunekit.allocate.target.plan_for_target`, with ``plan_options`` such as ``scope="global"``).
 
     ``budget``: the gate penalty (``sparsity``, which must then be > 0) falls on only as many channels per layer
     as the plan removes, the lowest-gated ones of each batch (:mod:`prunekit.attention.budget`); uniform scope
@@ -75,8 +74,9 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
             raise ConfigError("the attention budget steers the gate penalty: give it a sparsity > 0 "
                               "(--attention-sparsity 1e-2)")
         if reduce is not None:  # counts must be known before training; uniform counts ignore the scores
-            search, ratio, plan_options = _search(model, inputs, reduce, "l2", plan_options)
-            reduce = None
+            search, counted = _search(model, inputs, reduce, "l2", plan_options)
+            ratio, reduce = counted.plan_kwargs["ratio"], None
+            plan_options = {**plan_options, "overrides": counted.plan_kwargs.get("overrides", {})}
         budgets = budget_groups(model, inputs, ratio=ratio, **plan_options)
     hosts = insert_attention(model, inputs, reduction=reduction)
     result = train_attention(model, data, epochs=attention_epochs, mode=mode, sparsity=sparsity, cfg=train_cfg,
@@ -99,9 +99,11 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
         after = model(probe.to(next(model.parameters()).device))
     on_device = tuple(x.to(next(model.parameters()).device) for x in inputs)
     if reduce is not None:
-        search, ratio, plan_options = _search(model, on_device, reduce, form.criterion, plan_options)
-    plan, graph = checked_plan(model, on_device, ratio=ratio, criterion=form.criterion, **plan_options)
-    apply_plan(model, plan, graph=graph)
+        search, found = _search(model, on_device, reduce, form.criterion, plan_options)
+    else:
+        found = plan_for_target(model, on_device, Target.of(ratio=ratio), form.criterion, **plan_options)
+    plan = found.plan
+    apply_plan(model, plan, graph=found.graph)
     if hasattr(model, SCORES_ATTR):
         delattr(model, SCORES_ATTR)  # stale once channels are gone
     report = {"hosts": hosts, "removal": how, "attention_epochs": attention_epochs, "mode": mode,
@@ -115,13 +117,13 @@ def attention_prune(model: nn.Module, data: Any, example_inputs: Any, ratio: flo
 
 
 def _search(model: nn.Module, inputs: Tuple[Any, ...], reduce: Dict[str, float], criterion: str,
-            plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], float, Dict[str, Any]]:
-    """The ratio (plus overrides) reaching ``reduce``: (what to report, the ratio, plan options with overrides)."""
-    found = search_ratio(model, inputs, reduce, criterion=criterion, **plan_options)
-    search = {"reduce": reduce, "ratio": found.ratio, "overrides": found.overrides, "achieved": found.achieved,
-              "target": reach(found.metric, found.target, found.achieved)}
-    options = {**plan_options, **found.plan_kwargs()}
-    return search, options.pop("ratio"), options
+            plan_options: Dict[str, Any]) -> Tuple[Dict[str, Any], TargetPlan]:
+    """The plan reaching ``reduce`` (ratio plus overrides, in its ``plan_kwargs``) and what to report of it."""
+    found = plan_for_target(model, inputs, Target.of(reduce=reduce), criterion, **plan_options)
+    search = {"reduce": reduce, "ratio": found.plan_kwargs["ratio"],
+              "overrides": found.plan_kwargs.get("overrides", {}), "achieved": found.record["reduce_achieved"],
+              "target": found.record["reduce_target"]}
+    return search, found
 
 
 def _probe_batch(data: Any, inputs: Tuple[Any, ...]) -> torch.Tensor:

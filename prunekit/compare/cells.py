@@ -23,7 +23,8 @@ from typing import Any, Dict
 import torch
 
 from ..allocate.reduce import parse_reduce, search_ratio
-from ..apply.oneshot import prune_structured
+from ..allocate.target import Target, plan_for_target
+from ..apply.oneshot import remove_planned
 from ..attention import attention_prune
 from ..data import calibration_batches, data_section
 from ..device import seed_everything
@@ -113,13 +114,15 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
         return {"plan": plan, "plan_kwargs": {k: v for k, v in how.items() if k != "reduce"}, "extra": extra}
     calib = calibration_batches(data, opts.calib_batches)
     name = variant_from_spec(criterion)
-    if opts.scope == "uniform":
-        how = dict(ratios[target])
-    else:
-        found = search_ratio(model, x, reduce, criterion=name, scope="global", data=calib, seed=seed)
-        how = {**found.plan_kwargs(), "scope": "global"}
-    _, plan = prune_structured(model, x, criterion=name, data=calib, seed=seed, **how)
-    return {"plan": plan, "plan_kwargs": how, "extra": {}}
+    counts = ratios.get(target, {})
+    goal = Target.of(ratio=counts["ratio"], overrides=counts.get("overrides")) if opts.scope == "uniform" \
+        else Target.of(reduce=reduce)
+    found = plan_for_target(model, x, goal, name, exact=True, scope=opts.scope, data=calib, seed=seed)
+    remove_planned(model, found.plan, found.graph)
+    kw = found.plan_kwargs  # recorded as before: ratio, overrides when any, scope when global
+    how = {"ratio": kw["ratio"], **({"overrides": kw["overrides"]} if kw.get("overrides") else {}),
+           **({"scope": "global"} if opts.scope == "global" else {})}
+    return {"plan": found.plan, "plan_kwargs": how, "extra": {}}
 
 
 def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratios: Dict[str, Any]) -> Dict[str, Any]:

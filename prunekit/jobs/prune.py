@@ -11,8 +11,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from ..allocate import AllocationRequest, allocate, parse_reduce
-from ..apply.oneshot import prune_structured
+from ..allocate import Target, parse_reduce, plan_for_target
+from ..apply.oneshot import remove_planned
 from ..attention import attention_prune
 from ..config import PruneOptions
 from ..data import calibration_batches, data_section
@@ -99,25 +99,23 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds, log: RunLogger) 
         return _attention_prune(opts, model, ds, example, scope, done, log)
     plan_kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
                                    "round_to": opts.round_to_value()}
-    kind = allocation_kind(opts)
     if opts.wants_depth():  # blocks go beside the channels the allocator picks (and count toward --reduce)
         plan_kwargs.update(depth=opts.depth, depth_blocks=opts.depth_blocks, depth_criterion=opts.depth_criterion)
-    if kind == "budget":
-        request = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts))
+    if opts.max_drop is not None:
+        target = Target.of(allocation="budget")
+        options = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts)).options
     else:
-        request = AllocationRequest(model, example, criterion=opts.criterion, ratio=channel_ratio(opts),
-                                    reduce=parse_reduce(opts.reduce, measured=True) if opts.reduce else None,
-                                    plan_kwargs=plan_kwargs,
-                                    options={"runtime": opts.latency_runtime, "cache": opts.latency_cache,
-                                             "batch": opts.latency_batch,
-                                             "depth_criterion": opts.depth_criterion})
-    alloc = allocate(kind, request)
+        target = Target.of(ratio=None if opts.reduce else channel_ratio(opts), reduce=opts.reduce or None,
+                           allocation=opts.allocation if opts.reduce else "uniform")
+        options = {"runtime": opts.latency_runtime, "cache": opts.latency_cache, "batch": opts.latency_batch,
+                   "depth_criterion": opts.depth_criterion}
+    found = plan_for_target(model, example, target, opts.criterion, options=options, exact=True, **plan_kwargs)
     if opts.reduce:
         done["reduce"] = opts.reduce
-    done.update(alloc.record)
-    kwargs = {**plan_kwargs, **alloc.plan_kwargs}
-    model, plan = prune_structured(model, example, criterion=opts.criterion, **kwargs)
-    done.update(ratio=kwargs["ratio"], plan=json.loads(plan.to_json()))
+    done.update(found.record)
+    plan = found.plan
+    remove_planned(model, plan, found.graph)
+    done.update(ratio=found.plan_kwargs["ratio"], plan=json.loads(plan.to_json()))
     if plan.blocks:
         done.update(blocks_removed=plan.blocks, depth_criterion=plan.settings.get("depth_criterion"))
     return model, done
