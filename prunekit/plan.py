@@ -213,12 +213,12 @@ def _group_ratios(graph: DependencyGraph, scores: Dict[str, torch.Tensor], ratio
     if scope == "global" and scores:
         flat = torch.cat([scores[k] for k in out])
         total0 = sum(size0.values())
-        k = flat.numel() - (total0 - int(ratio * total0))  # leaves total0 - int(ratio * total0) channels
+        k = flat.numel() - (total0 - math.floor(ratio * total0 + 1e-9))  # 0.7 * 1440 is 1008, not 1007.99..
         if k > 0:
             thresh = torch.kthvalue(flat, k).values
             for key in out:
-                out[key] = min(float((scores[key] <= thresh).float().mean()),
-                               on_current(MAX_GROUP_RATIO, size0[key], size[key]))
+                below = int((scores[key] <= thresh).sum())  # counted exactly (a float32 mean lost a channel)
+                out[key] = min(below / size[key], on_current(MAX_GROUP_RATIO, size0[key], size[key]))
         else:
             out = {key: 0.0 for key in out}
     for g in graph.groups:

@@ -104,3 +104,39 @@ def test_make_plan_refuses_an_unresolved_auto_multiple_naming_the_fix():
     model, x = TinyNet().eval(), torch.randn(1, 3, 16, 16)
     with pytest.raises(ConfigError, match=r"resolve_round_to\('auto'\)"):
         make_plan(model, x, ratio=0.5, round_to="auto")
+
+
+def _widths(plan):
+    return {g.key: g.size - len(g.remove) for g in plan.groups}
+
+
+@pytest.mark.parametrize("scope", ["uniform", "global"])
+def test_original_widths_make_a_second_round_land_where_one_round_does(scope):
+    """A model an earlier plan shrank, planned again with ``original=``: the ratio counts against the original widths,
+    so two rounds leave what one round leaves (uniform: every width; global: the channel total)."""
+    from prunekit.apply.structured import apply_plan
+    from prunekit.graph import build_graph
+
+    torch.manual_seed(0)
+    model, x = prunekit.create_model("vgg_tiny", 4, widths=[16, 32]).eval(), torch.randn(1, 3, 16, 16)
+    original = {g.key: g.size for g in build_graph(model, (x,)).groups}
+    once = make_plan(model, x, ratio=0.6, scope=scope)
+    first, graph = make_plan(model, x, ratio=0.3, scope=scope, return_graph=True)
+    apply_plan(model, first, graph=graph)
+    second = make_plan(model, x, ratio=0.6, scope=scope, original=original)
+    after = {k: original[k] - len(g.remove) - len(next(f for f in second.groups if f.key == k).remove)
+             for k, g in ((g.key, g) for g in first.groups)}
+    if scope == "uniform":
+        assert after == _widths(once) == {k: n - int(0.6 * n + 1e-9) for k, n in original.items()}
+    else:
+        assert sum(after.values()) == sum(_widths(once).values()) == 96 - int(0.6 * 96 + 1e-9)
+    without = make_plan(model, x, ratio=0.6, scope=scope)  # against the current widths: a second 0.6 of the rest
+    assert sum(len(g.remove) for g in without.groups) > sum(len(g.remove) for g in second.groups)
+
+
+def test_global_scope_removes_the_exact_share_of_all_channels():
+    """0.7 of 90 channels is 63 (0.7 * 90 is 62.99.. in floats); each group's count is exact (not a float32 mean)."""
+    torch.manual_seed(0)
+    model, x = prunekit.create_model("vgg_tiny", 4, widths=[15, 30]).eval(), torch.randn(1, 3, 16, 16)
+    plan = make_plan(model, x, ratio=0.7, scope="global")
+    assert sum(g.size for g in plan.groups) == 90 and sum(len(g.remove) for g in plan.groups) == 63

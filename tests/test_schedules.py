@@ -479,3 +479,73 @@ def test_early_stopping_returns_the_pruned_best_epoch(tiny_ds, tmp_path):
     widths = [m.out_channels for m in res.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert widths == [4, 4, 8, 8]
     assert res.model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+# -- one planner: the schedules plan with make_plan --------------------------------------------------------------------
+def drive(schedule, model, loader=None, boundaries=3):
+    """Run a schedule's hooks at boundaries 0 .. boundaries-1 without training (the model is what they prune)."""
+    state = TrainState(model=model, optimizer=None, epochs=boundaries, steps_per_epoch=1, loader=loader)
+    schedule.on_train_start(state)
+    for epoch in range(boundaries - 1):
+        state.epoch = epoch
+        schedule.on_epoch_end(state)
+    return model
+
+
+def _shapes(model):
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_a_schedule_stage_is_the_one_shot_plan(scope):
+    """The oneshot schedule's stage removes the very channels make_plan's one-shot plan removes, in both scopes."""
+    from prunekit.apply.oneshot import checked_plan
+
+    model = tiny_model(name="resnet_tiny")
+    x = torch.zeros(1, 3, 16, 16)
+    plan, _ = checked_plan(model, x, ratio=0.7, criterion="l2", scope={"layer": "uniform"}.get(scope, scope))
+    sched = build_schedule("oneshot", method="structured", target=0.7, criterion="l2", scope=scope, input_size=16)
+    drive(sched, copy.deepcopy(model), boundaries=1)
+    assert [(g["key"], g["remove"]) for g in sched.plans[0]["groups"]] == [(g.key, g.remove) for g in plan.groups]
+    assert plan.groups and sched.plans[0]["settings"]["scope"] == plan.settings["scope"]
+
+
+@pytest.mark.parametrize("round_to, widths", [(None, [23, 45]), (8, [24, 48])])
+def test_iterative_rounds_end_at_the_one_shot_widths_round_to_included(round_to, widths):
+    """Three rounds against the original widths leave every shape one-shot leaves; round_to reaches the rounds
+    (0.3 of 32/64 channels keeps 23/45, on multiples of 8: 24/48)."""
+    from prunekit.apply.oneshot import prune_structured
+
+    torch.manual_seed(0)
+    model = create_model("resnet_tiny", num_classes=3, widths=[32, 64], blocks=[1, 1])
+    ref, _ = prune_structured(copy.deepcopy(model), torch.zeros(1, 3, 16, 16), ratio=0.3, criterion="l2",
+                              round_to=round_to)
+    sched = build_schedule("iterative", method="structured", target=0.3, criterion="l2", end_epoch=2, every=1,
+                           input_size=16, round_to=round_to)
+    pruned = drive(sched, copy.deepcopy(model))
+    assert len(sched.plans) == 3 and _shapes(pruned) == _shapes(ref)
+    assert sorted({m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)}) == widths
+    with pytest.raises(ConfigError, match="method='structured'"):
+        build_schedule("gradual", round_to=8)
+
+
+class CountingLoader:
+    """Training batches that count how many were drawn."""
+
+    def __init__(self):
+        self.drawn = 0
+
+    def __iter__(self):
+        for i in range(100):
+            self.drawn += 1
+            yield torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(i)), torch.zeros(2, dtype=torch.long)
+
+
+@pytest.mark.parametrize("name, calib_batches", [("oneshot", 3), ("soft", 5), ("oneshot", None)])
+def test_calib_batches_reach_the_criterion(name, calib_batches):
+    """A data-driven criterion scores on exactly ``calib_batches`` training batches (default 4) per stage."""
+    loader = CountingLoader()
+    kw = {} if calib_batches is None else {"calib_batches": calib_batches}
+    sched = build_schedule(name, method="structured", target=0.5, criterion="mean_activation", input_size=16, **kw)
+    drive(sched, tiny_model(), loader, boundaries=2 if name == "soft" else 1)  # soft: its first stage is boundary 1
+    assert loader.drawn == (calib_batches or 4) and len(sched.history) == 1
