@@ -22,9 +22,10 @@ def _series(rows: List[Dict[str, Any]], key: str, offset: int) -> tuple:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_curves(curves: Dict[str, List[Dict[str, Any]]]) -> bytes:
+def plot_curves(curves: Dict[str, List[Dict[str, Any]]], overlay: bool = False) -> bytes:
     """Loss and accuracy per epoch, the phases (train, fine-tune, ...) one after another on one epoch axis, each
-    phase's start marked; train lines solid, validation dashed."""
+    phase's start marked (``overlay``: every series from epoch 1, e.g. one per criterion); train lines solid,
+    validation dashed."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _new_figure(10, 3.6)
@@ -41,11 +42,11 @@ def plot_curves(curves: Dict[str, List[Dict[str, Any]]]) -> bytes:
                             label=f"{phase} ({split})")
             if offset:
                 ax.axvline(offset + 0.5, color="gray", linewidth=0.8, linestyle=":")
-        offset += len(rows)
+        offset += 0 if overlay else len(rows)
     loss_ax.set_ylabel("loss")
     acc_ax.set_ylabel("accuracy (%)")
     for ax in (loss_ax, acc_ax):
-        ax.set_xlabel("epoch (phases in order)")
+        ax.set_xlabel("epoch" if overlay else "epoch (phases in order)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if ax.lines:

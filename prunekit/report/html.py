@@ -24,8 +24,9 @@ body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:
 main{max-width:1100px;margin:0 auto;padding:24px 28px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d9dde3;padding-bottom:4px}
 .sub{color:#5b6472;margin:0 0 16px}.note{color:#5b6472;font-size:13px;margin:6px 0}
-table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:14px}
-th,td{border:1px solid #d9dde3;padding:4px 10px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;background:#fff;margin:6px 0;font-size:13.5px}
+.scroll{overflow-x:auto}
+th,td{border:1px solid #d9dde3;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .good{color:#11702f}.bad{color:#a51d1d}.spread{color:#5b6472;font-size:12px}
 img{max-width:100%;background:#fff;border:1px solid #d9dde3;margin:6px 0}
@@ -39,8 +40,15 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def pointer(*parts: Any) -> str:
+    """A JSON Pointer (RFC 6901) to a value in the page's JSON record: ``pointer("rows", 3, "macs")`` ->
+    ``/rows/3/macs`` (``~`` and ``/`` inside a part escaped, so class names and layer names are safe)."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
 def number(value: Any, key: str, kind: str = "number", text: str | None = None) -> str:
-    """A number as shown (``human(value, kind)`` unless ``text``), tagged with its JSON path and raw value."""
+    """A number as shown (``human(value, kind)`` unless ``text``), tagged with its place in the JSON record
+    (``key``, a :func:`pointer`) and its raw value."""
     shown = human(value, kind) if text is None else text
     raw = json.dumps(value)
     return f'<span class="num" data-key="{esc(key)}" data-kind="{esc(kind)}" data-value="{esc(raw)}">{esc(shown)}</span>'
@@ -61,7 +69,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequenc
     body = "".join("<tr>" + "".join(f'<td{" class=n" if n else ""}>{c}</td>' for c, n in zip(row, flags)) + "</tr>"
                    for row in rows)
     attr = f' id="{esc(ident)}"' if ident else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="scroll"><table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def section(title: str, *parts: str, ident: str = "") -> str:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from .charts import plot_curves, plot_widths
 from .compare import default_keys, describe_change, metric_info
-from .html import code, esc, image, note, number, page, section, table
+from .html import code, esc, image, note, number, page, pointer, section, table
 
 PHASES = {"start": "train", "pruning": "schedule"}  # report section holding a "history" -> the phase it records
 _LONG = ("plan", "history", "attention", "sparsity", "schedule", "sparse_kernels", "curves")
@@ -44,7 +44,7 @@ def _spread(key: str, before: Dict[str, Any], after: Dict[str, Any]) -> str:
     if kind == "ms":
         spread = key.replace("latency_ms_", "latency_spread_ms_")
         if spread in before or spread in after:
-            parts = [f"{side} IQR {number(rec.get(spread), f'{side}.{spread}', 'ms')}"
+            parts = [f"{side} IQR {number(rec.get(spread), pointer(side, spread), 'ms')}"
                      for side, rec in (("before", before), ("after", after))]
             return ", ".join(parts) + "; median of timed runs, both models timed together (interleaved)"
         return "one timing, no spread recorded"
@@ -59,7 +59,7 @@ def _before_after(record: Dict[str, Any]) -> str:
     for key in default_keys(before, after):
         label, kind = metric_info(key)
         b, a = before.get(key), after.get(key)
-        rows.append([esc(label), number(b, f"before.{key}", kind), number(a, f"after.{key}", kind),
+        rows.append([esc(label), number(b, pointer("before", key), kind), number(a, pointer("after", key), kind),
                      esc(describe_change(b, a, kind)), _spread(key, before, after)])
     where = f"measured on {before.get('device', '?')}, {before.get('threads', '?')} threads"
     return section("Before / after", table(["metric", "before", "after", "change", "spread"], rows,
@@ -104,7 +104,7 @@ def _curves(extra: Dict[str, Any]) -> Optional[str]:
 
 def _value_cell(value: Any, key: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return number(value, key, "accuracy") if "accuracy" in key else number(value, key, text=f"{value:g}")
+        return number(value, key, "accuracy") if key.endswith("accuracy") else number(value, key, text=f"{value:g}")
     return esc(value if isinstance(value, str) else json.dumps(value))
 
 
@@ -112,7 +112,7 @@ def _settings(extra: Dict[str, Any]) -> Optional[str]:
     settings = extra.get("settings")
     if not isinstance(settings, dict) or not settings:
         return None
-    rows = [[esc(k), _value_cell(v, f"extra.settings.{k}")] for k, v in settings.items()]
+    rows = [[esc(k), _value_cell(v, pointer("extra", "settings", k))] for k, v in settings.items()]
     told = "every option is in report.json (extra.all_settings)" if "all_settings" in extra else ""
     return section("Settings that mattered", table(["setting", "value"], rows, ident="settings-table"),
                    note("The run's identity and every option typed or changed from its default, with the values "
@@ -124,7 +124,7 @@ def _done(extra: Dict[str, Any]) -> Optional[str]:
     for section_name in ("pruning", "start"):
         body = extra.get(section_name)
         if isinstance(body, dict):
-            rows += [[esc(f"{section_name}.{k}"), _value_cell(v, f"extra.{section_name}.{k}")]
+            rows += [[esc(f"{section_name}.{k}"), _value_cell(v, pointer("extra", section_name, k))]
                      for k, v in body.items() if k not in _LONG and not isinstance(v, (dict, list))]
     return section("What was done", table(["step", "value"], rows, ident="done-table"), ident="done") \
         if rows else None

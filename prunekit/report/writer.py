@@ -7,7 +7,7 @@ import math
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict
 
 from .. import __version__
 from ..files import atomic_path
@@ -59,6 +59,12 @@ def _section(name: str, body: Any) -> str:
     return f"## {name}\n\n{text}\n"
 
 
+def write_json_record(path: Path, record: Dict[str, Any]) -> None:
+    """``record`` as indented strict JSON (NaN/inf -> null), written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
 def write_report(
     out_dir: str | os.PathLike,
     title: str,
@@ -100,8 +106,7 @@ def write_report(
         "rows": rows,
         "extra": extra or {},
     }
-    with atomic_path(paths["json"]) as tmp:
-        tmp.write_text(json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_json_record(paths["json"], record)
 
     accuracy = (before.get("accuracy"), after.get("accuracy"))
     plot_summary(ratios, paths["png"], accuracy if any(v is not None for v in accuracy) else None, title)
