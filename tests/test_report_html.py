@@ -2,13 +2,15 @@
 
 Each page is checked twice: parsed here (self-contained: no outside URL, no script; every tagged number equals its
 value in the JSON record and is shown in the unit it claims), and opened in a real headless Chromium (Debian's
-chromium + chromedriver, driven by selenium; skipped with the reason when absent, CI installs it): it loads with no
+chromium + chromedriver, driven by selenium; skipped with the reason when absent; .ci/run installs it and sets
+PRUNEKIT_REQUIRE_BROWSER=1, which turns that skip into a failure): it loads with no
 console error (the page's policy blocks every outside load, so a page needing the network errs), every image
 decodes, and the numbers the browser reads equal the JSON's.
 """
 from __future__ import annotations
 
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -171,6 +173,8 @@ def test_settings_show_the_ratio_used_not_the_default(pages):
 @pytest.fixture(scope="module")
 def driver():
     missing = why_unavailable()
+    if missing and os.environ.get("PRUNEKIT_REQUIRE_BROWSER") == "1":  # .ci/run installs it: absent is a failure
+        pytest.fail(f"PRUNEKIT_REQUIRE_BROWSER=1 but no headless browser: {missing}")
     if missing:
         pytest.skip(f"no headless browser: {missing}")
     from prunekit.report.browser import chromium
@@ -179,6 +183,7 @@ def driver():
         yield d
 
 
+@pytest.mark.xdist_group("browser")  # one Chromium for all pages under `pytest -n 2 --dist loadgroup`
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_page_in_headless_chromium(pages, driver, kind):
     html, record = pages[kind]

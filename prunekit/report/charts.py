@@ -43,11 +43,13 @@ def plot_curves(curves: Dict[str, List[Dict[str, Any]]], overlay: bool = False) 
             if offset:
                 ax.axvline(offset + 0.5, color="gray", linewidth=0.8, linestyle=":")
         offset += 0 if overlay else len(rows)
+    last = offset if not overlay else max(len(rows) for rows in curves.values())
     loss_ax.set_ylabel("loss")
     acc_ax.set_ylabel("accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.set_xlabel("epoch" if overlay else "epoch (phases in order)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(last, 1) + 0.5)
         ax.grid(True, alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
