@@ -54,6 +54,8 @@ def _section(name: str, body: Any) -> str:
         text = markdown_table(rows, ["setting", "value"]) if rows else "_(none)_"
     elif isinstance(body, list) and body and all(isinstance(r, dict) for r in body):
         text = markdown_table(body)
+    elif isinstance(body, list) and body and all(isinstance(r, str) for r in body):  # commands
+        text = "```\n" + "\n".join(body) + "\n```"
     else:
         text = str(body)
     return f"## {name}\n\n{text}\n"
