@@ -34,6 +34,10 @@ def eval_markdown(result: Dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
+def _diagonal(cell: str, on: bool) -> str:
+    return f"<b>{cell}</b>" if on else cell
+
+
 def eval_html(result: Dict[str, Any]) -> str:
     """The page: headline, per-class table, confusion matrix; every number tagged with its place in eval.json."""
     head = section("Accuracy", "<p>" + number(result["accuracy"], pointer("accuracy"), "accuracy") + " on "
@@ -48,11 +52,12 @@ def eval_html(result: Dict[str, Any]) -> str:
         header = ["true \\ predicted"] + [str(j) for j in range(len(confusion))]
         names = list(result.get("classes") or result["per_class"])
         rows = [[esc(f"{i} {names[i]}" if i < len(names) else i)]
-                + [number(c, pointer("confusion", i, j), text=str(c)) for j, c in enumerate(row)]
+                + [_diagonal(number(c, pointer("confusion", i, j), text=str(c)), i == j) for j, c in enumerate(row)]
                 for i, row in enumerate(confusion)]
         body.append(section("Confusion matrix", table(header, rows, [False] + [True] * len(confusion),
                                                       ident="confusion"),
-                            note("Rows: true class (numbered as in the per-class table order); columns: predicted."),
+                            note("Rows: true class (numbered as in the per-class table order); columns: predicted; bold: "
+                                 "correct."),
                             ident="confusion-matrix"))
     return page(f"Evaluation of {result['checkpoint']}", body, _summary(result))
 
