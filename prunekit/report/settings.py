@@ -25,10 +25,12 @@ def _defaults(opts: Any) -> Dict[str, Any]:
     return {k: f.get_default(call_default_factory=True) for k, f in type(opts).model_fields.items()}
 
 
-def _changed(opts: Any) -> list:
-    """Names of the options typed (or in a recipe) or away from their defaults, in declaration order."""
-    defaults, typed = _defaults(opts), set(opts.model_fields_set)
-    return [k for k in type(opts).model_fields if k in typed or getattr(opts, k) != defaults[k]]
+def _changed(opts: Any, typed_too: bool = True) -> list:
+    """Names of the options away from their defaults (``typed_too``: or typed, or in a recipe, unless typed as
+    None), in declaration order."""
+    defaults, typed = _defaults(opts), set(opts.model_fields_set) if typed_too else set()
+    return [k for k in type(opts).model_fields
+            if (k in typed and getattr(opts, k) is not None) or getattr(opts, k) != defaults[k]]
 
 
 def settings_that_mattered(opts: Any, used: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -61,12 +63,12 @@ def _flag_words(name: str, field: Any, value: Any) -> list:
 
 
 def command_line(command: str, opts: Any) -> str:
-    """The ``prunekit`` command that gives these options: the changed ones as flags (the CLI's flag names),
-    ``--out`` included, ``--json``/progress left out."""
+    """The ``prunekit`` command that gives these options: those away from their defaults as flags (the CLI's flag
+    names), ``--out`` included, ``--json``/progress left out."""
     fields = type(opts).model_fields
     values = opts.model_dump(mode="json")
     words = ["prunekit", command]
-    for k in _changed(opts):
+    for k in _changed(opts, typed_too=False):  # a default typed out adds nothing to the command
         if k not in ("json_output", "progress"):
             words += _flag_words(k, fields[k], values[k])
     return " ".join(shlex.quote(w) for w in words)
