@@ -133,14 +133,17 @@ def _eval_report(root: Path) -> Tuple[Path, Path]:
     return paths["html"], paths["json"]
 
 
+DEMO = Path(__file__).resolve().parents[1] / "docs" / "report" / "demo"  # the committed demo run of docs/report.md
 KINDS = {"run-structured": lambda r: _run_report(r, True), "run-unstructured": lambda r: _run_report(r, False),
-         "compare": _compare_report, "eval": _eval_report}
+         "compare": _compare_report, "eval": _eval_report,
+         "committed-demo": lambda r: (DEMO / "report.html", DEMO / "report.json")}
 MUST_SHOW = {"run-structured": ["/before/accuracy", "/after/latency_ms_b1", "/after/latency_spread_ms_b1",
                                 "/extra/settings/ratio", "/extra/pruning/test_accuracy_after_cut"],
              "run-unstructured": ["/after/accuracy", "/before/latency_spread_ms_b32"],
              "compare": ["/rows/0/test_acc_mean", "/rows/0/speedup_b1", "/rows/2/latency_spread_ms_b1"],
-             "eval": ["/accuracy", "/per_class/a~1b", "/confusion/0/1"]}
-IMAGES = {"run-structured": 3, "run-unstructured": 3, "compare": 3, "eval": 0}
+             "eval": ["/accuracy", "/per_class/a~1b", "/confusion/0/1"],
+             "committed-demo": ["/before/accuracy", "/after/accuracy", "/after/latency_spread_ms_b1"]}
+IMAGES = {"run-structured": 3, "run-unstructured": 3, "compare": 3, "eval": 0, "committed-demo": 3}
 
 
 @pytest.fixture(scope="module")
