@@ -93,7 +93,9 @@ def _run_report(root: Path, structured: bool) -> Tuple[Path, Path]:
     used = {"ratio": done["ratio"]}
     extra = {**run_settings("prune", opts, used), "pruning": done, "start": {"source": "trained 3 epochs here"},
              "curves": {"train": CURVE, "finetune": CURVE[:2]}}
-    paths = write_report(out, f"pruning of vgg_small ({done['method']})", BEFORE, AFTER, extra=extra)
+    paths = write_report(out, f"pruning of vgg_small ({done['method']})", BEFORE, AFTER, extra=extra,
+                         timed_together=structured)
+    assert ("timed together (interleaved)" in paths["html"].read_text()) == structured  # said only when true
     return paths["html"], paths["json"]
 
 

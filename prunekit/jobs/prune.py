@@ -284,7 +284,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         done["latency_form"] = opts.deploy
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
                          extra={**run_settings("prune", opts, _used(opts, done)), "pruning": done, "start": start,
-                                "curves": log.curves()})
+                                "curves": log.curves()}, timed_together=True)
     result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,
               "report": {k: str(v) for k, v in paths.items()}, "logs": log.files()}
     write_json(out / "result.json", result)

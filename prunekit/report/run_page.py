@@ -38,7 +38,7 @@ def curves_of(extra: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
     return found
 
 
-def _spread(key: str, before: Dict[str, Any], after: Dict[str, Any]) -> str:
+def _spread(key: str, before: Dict[str, Any], after: Dict[str, Any], together: bool) -> str:
     """What is known of a number's uncertainty: the IQR of timed runs, one run for accuracy, exact counts."""
     kind = metric_info(key)[1]
     if kind == "ms":
@@ -46,7 +46,8 @@ def _spread(key: str, before: Dict[str, Any], after: Dict[str, Any]) -> str:
         if spread in before or spread in after:
             parts = [f"{side} IQR {number(rec.get(spread), pointer(side, spread), 'ms')}"
                      for side, rec in (("before", before), ("after", after))]
-            return ", ".join(parts) + "; median of timed runs, both models timed together (interleaved)"
+            return ", ".join(parts) + "; median of timed runs" + (", both models timed together (interleaved)"
+                                                                 if together else "")
         return "one timing, no spread recorded"
     if kind == "accuracy":
         return "n=1 (one run, one test split): no spread; compare seeds with <code>prunekit compare</code>"
@@ -60,7 +61,8 @@ def _before_after(record: Dict[str, Any]) -> str:
         label, kind = metric_info(key)
         b, a = before.get(key), after.get(key)
         rows.append([esc(label), number(b, pointer("before", key), kind), number(a, pointer("after", key), kind),
-                     esc(describe_change(b, a, kind)), _spread(key, before, after)])
+                     esc(describe_change(b, a, kind)),
+                     _spread(key, before, after, bool(record.get("latency_timed_together")))])
     where = f"measured on {before.get('device', '?')}, {before.get('threads', '?')} threads"
     return section("Before / after", table(["metric", "before", "after", "change", "spread"], rows,
                                            [False, True, True, True, False], ident="before-after"),

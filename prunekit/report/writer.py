@@ -36,7 +36,8 @@ def _jsonable(value: Any) -> Any:
 
 
 UNCERTAINTY = ("Accuracy: one run on one test split (n=1), so no spread is given. Latency: median of timed runs "
-               "with their IQR, both models timed together (interleaved). Counts and sizes are exact.\n")
+               "with their IQR{together}. Counts and sizes are exact.\n")
+TOGETHER = ", both models timed together (interleaved runs)"
 JSON_ONLY = ("all_settings", "curves")  # extra items too long for a Markdown section; report.html draws the curves
 _MAX_CELL = 120  # long values (a whole pruning plan, a training history) stay readable only in report.json
 
@@ -73,13 +74,15 @@ def write_report(
     before: dict[str, Any],
     after: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    timed_together: bool = False,
 ) -> dict[str, Path]:
     """Write ``report.md``, ``report.json``, ``report.png`` and ``report.html`` into ``out_dir``; return their paths
     by kind.
 
     ``before``/``after`` are flat metric dicts (see :func:`flatten_measurement`). Each ``extra`` item becomes
     a Markdown section (a dict renders as a settings table, a list of dicts as a table; not the
-    :data:`JSON_ONLY` ones) and is stored raw in the JSON. Every file is written atomically, so a crash never leaves a half report.
+    :data:`JSON_ONLY` ones) and is stored raw in the JSON. ``timed_together``: the two latencies were timed in one
+    interleaved session (``measure_models``), which the report then says. Every file is written atomically, so a crash never leaves a half report.
 
     Example::
 
@@ -92,7 +95,8 @@ def write_report(
     paths = {"md": out / "report.md", "json": out / "report.json", "png": out / "report.png",
              "html": out / "report.html"}
 
-    md = [f"# {title}\n", markdown_table(rows, ["metric", "before", "after", "change"]) + "\n", UNCERTAINTY]
+    md = [f"# {title}\n", markdown_table(rows, ["metric", "before", "after", "change"]) + "\n",
+          UNCERTAINTY.format(together=TOGETHER if timed_together else "")]
     md += [_section(name, body) for name, body in (extra or {}).items() if name not in JSON_ONLY]
     md.append(f"![before vs after]({paths['png'].name})\n")
     with atomic_path(paths["md"]) as tmp:
@@ -105,6 +109,7 @@ def write_report(
         "before": before,
         "after": after,
         "after_over_before": ratios,
+        "latency_timed_together": timed_together,
         "rows": rows,
         "extra": extra or {},
     }
