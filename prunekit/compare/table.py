@@ -173,10 +173,12 @@ def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Option
     table = [table_row(st) for st in stats]
     series: Dict[str, List[tuple]] = {}
     for st in stats:
-        series.setdefault(st["criterion"], []).append((st["macs_reduction_pct"], st["test_acc_mean"], st["test_acc_sd"]))
+        point = (st["macs_reduction_pct"], st["test_acc_mean"], st["test_acc_sd"])
+        series.setdefault(st["criterion"], []).append(point)
     md = [f"# Criteria comparison: {opts.model} on {data_name(opts)} ({opts.image_size} px, {opts.scope} scope)", "",
           f"Written by {written_by} from `{_shown(opts.results, root)}/*.json` (one file per cell). "
-          "Test split; mean ± sample std over seeds (one seed: `(n=1)`, no spread). `before ft`: test accuracy right after pruning and "
+          "Test split; mean ± sample std over seeds (one seed: `(n=1)`, no spread). "
+          "`before ft`: test accuracy right after pruning and "
           f"re-estimating BN statistics on {opts.bn_recal_batches} training batches. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "

@@ -25,12 +25,14 @@ def _summary(result: Dict[str, Any]) -> str:
 def eval_markdown(result: Dict[str, Any]) -> str:
     """The Markdown version: the headline, per-class accuracy and the confusion matrix (rows: true class)."""
     md = [f"# Evaluation of {result['checkpoint']}", "", _summary(result), "", "## Per-class accuracy", "",
-          markdown_table([{"class": k, "accuracy %": round(100 * v, 2)} for k, v in result["per_class"].items()])]
+          markdown_table([{"class": k, "accuracy %": round(100 * v, 2)}
+                          for k, v in result["per_class"].items()])]
     if result.get("confusion"):
         names = list(result.get("classes") or result["per_class"])
         md += ["", "## Confusion matrix (rows: true class, columns: predicted)", "",
                markdown_table([{"true": names[i] if i < len(names) else str(i),
-                                **{str(j): c for j, c in enumerate(row)}} for i, row in enumerate(result["confusion"])])]
+                                **{str(j): c for j, c in enumerate(row)}}
+                               for i, row in enumerate(result["confusion"])])]
     return "\n".join(md) + "\n"
 
 
@@ -41,9 +43,9 @@ def _diagonal(cell: str, on: bool) -> str:
 def eval_html(result: Dict[str, Any]) -> str:
     """The page: headline, per-class table, confusion matrix; every number tagged with its place in eval.json."""
     head = section("Accuracy", "<p>" + number(result["accuracy"], pointer("accuracy"), "accuracy") + " on "
-                   + number(result["samples"], pointer("samples"), text=str(result["samples"])) + f" {esc(result['split'])}"
-                   " images</p>", note("One evaluation of one checkpoint on one split (n=1): no spread."),
-                   ident="accuracy")
+                   + number(result["samples"], pointer("samples"), text=str(result["samples"]))
+                   + f" {esc(result['split'])} images</p>",
+                   note("One evaluation of one checkpoint on one split (n=1): no spread."), ident="accuracy")
     per_class = [[esc(k), number(v, pointer("per_class", k), "accuracy")] for k, v in result["per_class"].items()]
     body = [head, section("Per-class accuracy", table(["class", "accuracy"], per_class, [False, True],
                                                       ident="per-class"), ident="classes")]
@@ -52,12 +54,13 @@ def eval_html(result: Dict[str, Any]) -> str:
         header = ["true \\ predicted"] + [str(j) for j in range(len(confusion))]
         names = list(result.get("classes") or result["per_class"])
         rows = [[esc(f"{i} {names[i]}" if i < len(names) else i)]
-                + [_diagonal(number(c, pointer("confusion", i, j), text=str(c)), i == j) for j, c in enumerate(row)]
+                + [_diagonal(number(c, pointer("confusion", i, j), text=str(c)), i == j)
+                   for j, c in enumerate(row)]
                 for i, row in enumerate(confusion)]
         body.append(section("Confusion matrix", table(header, rows, [False] + [True] * len(confusion),
                                                       ident="confusion"),
-                            note("Rows: true class (numbered as in the per-class table order); columns: predicted; bold: "
-                                 "correct."),
+                            note("Rows: true class (numbered as in the per-class table order); columns: "
+                                 "predicted; bold: correct."),
                             ident="confusion-matrix"))
     return page(f"Evaluation of {result['checkpoint']}", body, _summary(result))
 

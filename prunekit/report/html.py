@@ -51,7 +51,8 @@ def number(value: Any, key: str, kind: str = "number", text: str | None = None) 
     (``key``, a :func:`pointer`) and its raw value."""
     shown = human(value, kind) if text is None else text
     raw = json.dumps(value)
-    return f'<span class="num" data-key="{esc(key)}" data-kind="{esc(kind)}" data-value="{esc(raw)}">{esc(shown)}</span>'
+    return (f'<span class="num" data-key="{esc(key)}" data-kind="{esc(kind)}" data-value="{esc(raw)}">'
+            f"{esc(shown)}</span>")
 
 
 def image(png: bytes, alt: str, ident: str = "") -> str:

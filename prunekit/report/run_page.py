@@ -106,7 +106,9 @@ def _curves(extra: Dict[str, Any]) -> Optional[str]:
 
 def _value_cell(value: Any, key: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return number(value, key, "accuracy") if "accuracy" in key.rsplit("/", 1)[-1] else number(value, key, text=f"{value:g}")
+        if "accuracy" in key.rsplit("/", 1)[-1]:
+            return number(value, key, "accuracy")
+        return number(value, key, text=f"{value:g}")
     return esc(value if isinstance(value, str) else json.dumps(value))
 
 

@@ -82,7 +82,8 @@ def write_report(
     ``before``/``after`` are flat metric dicts (see :func:`flatten_measurement`). Each ``extra`` item becomes
     a Markdown section (a dict renders as a settings table, a list of dicts as a table; not the
     :data:`JSON_ONLY` ones) and is stored raw in the JSON. ``timed_together``: the two latencies were timed in one
-    interleaved session (``measure_models``), which the report then says. Every file is written atomically, so a crash never leaves a half report.
+    interleaved session (``measure_models``), which the report then says. Every file is written atomically, so a
+    crash never leaves a half report.
 
     Example::
 
