@@ -79,6 +79,33 @@ def test_compare_rows_missing_values_and_explicit_keys():
     assert rows[1] == {"metric": "file size", "before": "-", "after": "5 B", "change": "n/a"}
 
 
+def test_latency_rows_carry_their_spread():
+    rows = by_metric(compare_rows({**BEFORE, "latency_spread_ms_b1": 0.25}, {**AFTER, "latency_spread_ms_b1": 0.5}))
+    assert rows["latency b1"]["before"] == "9 ms (IQR 0.25 ms)" and rows["latency b1"]["after"] == "5 ms (IQR 0.5 ms)"
+    assert rows["latency b32"]["before"] == "60 ms"  # no spread recorded: none shown
+
+
+def test_settings_that_mattered_and_the_command_that_reproduces_them(tmp_path):
+    import shlex
+
+    from prunekit.cli.main import build_parser
+    from prunekit.cli.options import parse_options
+    from prunekit.config import PruneOptions
+    from prunekit.report import command_line, settings_that_mattered
+
+    opts = PruneOptions(model="vgg_small", method="structured", reduce="macs=0.5", finetune_epochs=2, distill=True,
+                        latency=False, sensitivity_ratios=[0.2, 0.4], out=tmp_path / "run", progress=False)
+    shown = settings_that_mattered(opts, used={"ratio": 0.3034, "epochs": None})
+    assert shown["ratio"] == 0.3034 and shown["reduce"] == "macs=0.5" and shown["latency"] is False
+    assert {"model", "seed", "image_size", "method"} <= set(shown)  # the run's identity, though at defaults
+    assert not {"epochs", "attention_epochs", "out", "progress", "lr"} & set(shown)  # unused, defaults, run-only
+    words = shlex.split(command_line("prune", opts))
+    assert words[:2] == ["prunekit", "prune"] and "--no-latency" in words and "--json" not in words
+    ns = build_parser().parse_args(words[1:])
+    again = parse_options(ns._cmd.options, ns).model_copy(update={"progress": False})  # how it is shown: left out
+    assert again.model_dump() == opts.model_dump()  # the same options, flag by flag
+
+
 def test_metric_ratios_are_after_over_before():
     ratios = metric_ratios(BEFORE, AFTER)
     assert "accuracy" not in ratios
@@ -96,12 +123,12 @@ def test_flatten_measurement():
     json.dumps(flat)
 
 
-def test_write_report_makes_three_files(tmp_path):
+def test_write_report_makes_four_files(tmp_path):
     plan = {f"layer{i}": list(range(20)) for i in range(20)}
     extra = {"settings": {"ratio": 0.5, "shape": (3, 64, 64), "plan": plan},
              "layers": [{"layer": "conv1", "kept": 16}]}
     paths = write_report(tmp_path / "out", "resnet18 pruned", BEFORE, AFTER, extra=extra)
-    assert set(paths) == {"md", "json", "png"} and all(p.is_file() for p in paths.values())
+    assert set(paths) == {"md", "json", "png", "html"} and all(p.is_file() for p in paths.values())
     record = json.loads(paths["json"].read_text())
     assert record["before"] == BEFORE and record["after"] == AFTER
     assert record["extra"]["settings"]["shape"] == [3, 64, 64]
@@ -111,6 +138,8 @@ def test_write_report_makes_three_files(tmp_path):
     assert "## settings" in md and "| conv1 | 16 |" in md and "| shape | [3, 64, 64] |" in md
     assert "(see report.json)" in md and record["extra"]["settings"]["plan"]["layer19"] == list(range(20))
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC
+    assert paths["html"].read_text().startswith("<!DOCTYPE html>") and "resnet18 pruned" in paths["html"].read_text()
+    assert "n=1" in md and "IQR" in md  # the uncertainty note: one run, latency spreads
     assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".tmp"]
 
 

@@ -35,6 +35,8 @@ def compare(r: Dict[str, Any]) -> str:
              "(a rerun skips finished cells)"]
     if r.get("markdown_path"):
         lines += [f"table: {r['markdown_path']}", f"plot: {r['plot']}"]
+    if r.get("html_path"):
+        lines.append(f"page: {r['html_path']}")
     return "\n".join(lines)
 
 
@@ -43,6 +45,8 @@ def evaluation(r: Dict[str, Any]) -> str:
     lines = [f"{r['split']} accuracy: {_pct(r['accuracy'])} on {r['samples']} images", "per-class accuracy:"]
     for name, acc in r["per_class"].items():
         lines.append(f"  {name:<24} {_pct(acc)}")
+    if r.get("report"):
+        lines.append(f"written: {r['report']['html']} (and eval.json, eval.md)")
     return "\n".join(lines)
 
 
@@ -58,7 +62,8 @@ def prune(r: Dict[str, Any]) -> str:
     form = (r.get("pruning") or {}).get("latency_form")
     if form:
         table += f"\n(latency timed with both models in the {form} deploy form, prunekit.deploy)"
-    return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}"
+    page = f"\npage: {r['report']['html']}" if isinstance(r["report"], dict) and "html" in r["report"] else ""
+    return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}{page}"
 
 
 def export(r: Dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from ..data import calibration_batches, data_section
 from ..device import seed_everything
 from ..importance.pfam import variant_from_spec
 from ..measure import count_macs, count_params
-from ..measure.latency import measure_latency
+from ..measure.latency import measure_latency_together
 from ..models import create_model
 from ..storage.checkpoint import load, save
 from ..train import TrainConfig, evaluate, fit
@@ -125,6 +125,16 @@ def prune(opts: Any, model: torch.nn.Module, data: Any, criterion: str, target: 
     return {"plan": found.plan, "plan_kwargs": how, "extra": {}}
 
 
+def _latency_with_dense(base: torch.nn.Module, model: torch.nn.Module, shape: tuple) -> Dict[str, float]:
+    """Batch-1 CPU latency (median, IQR) of the cell's model and of its unpruned base, timed together (interleaved
+    runs), so a slow-down of the machine while timing hits both alike; their IQRs show how steady it was."""
+    (dense, dense_iqr), (ms, iqr) = measure_latency_together([base, model], shape, (1,), device="cpu",
+                                                              max_seconds=30.0)
+    # the cap is for huge models only: a capped timing can stop after one round, and one sample's IQR reads 0
+    return {"latency_ms_b1": ms[1], "latency_spread_ms_b1": iqr[1], "dense_latency_ms_b1": dense[1],
+            "dense_latency_spread_ms_b1": dense_iqr[1]}
+
+
 def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratios: Dict[str, Any]) -> Dict[str, Any]:
     """Prune (unless ``criterion`` is "unpruned"), fine-tune and measure one cell; returns its JSON row."""
     x = torch.zeros(1, 3, opts.image_size, opts.image_size)
@@ -157,16 +167,16 @@ def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratio
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=opts.finetune_epochs, batch_size=opts.batch_size, lr=opts.finetune_lr, warmup_epochs=0,
                       seed=seed)
-    model = fit(model.to(opts.device), data, cfg, device=opts.device, progress=opts.progress,
-                teacher=base if opts.distill else None).model
+    tuned = fit(model.to(opts.device), data, cfg, device=opts.device, progress=opts.progress,
+                teacher=base if opts.distill else None)
+    model, row["history"] = tuned.model, tuned.history
     row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
     row["test_acc"] = evaluate(model, data, "test")["accuracy"]
     model = model.cpu()
     row["params"], row["macs"] = count_params(model), count_macs(model, shape)[0]
     row["params_reduction"] = 1 - row["params"] / base_params
     row["macs_reduction"] = 1 - row["macs"] / base_macs
-    row["latency_ms_b1"] = measure_latency(model, shape, (1,), device="cpu", max_seconds=2.0)[0][1] if opts.latency \
-        else None
+    row.update(_latency_with_dense(base, model, shape) if opts.latency else {"latency_ms_b1": None})
     row["device"] = torch.device(opts.device).type
     row["threads"] = torch.get_num_threads()
     return row

@@ -3,25 +3,86 @@ from __future__ import annotations
 
 import json
 import statistics
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .. import __version__
+from ..files import atomic_path
 from ..report import plot_tradeoff
+from ..report.compare_page import render_compare_html
 from ..report.tables import markdown_table
+from ..report.writer import write_json_record
 from .cells import ATTENTION_FORMS, FINETUNE_LR, data_name
 
 
-def _median_or_dash(vals: List[Any]) -> Any:
+def _mean(vals: List[Any]) -> Optional[float]:
     vals = [v for v in vals if v is not None]
-    return round(statistics.median(vals), 2) if vals else "-"
+    return statistics.mean(vals) if vals else None
 
 
-def _mean_sd(vals: List[float]) -> tuple:
-    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+def _sd(vals: List[Any]) -> Optional[float]:
+    """Sample std over seeds; None for one seed (there is no spread to show, not a spread of 0)."""
+    vals = [v for v in vals if v is not None]
+    return statistics.stdev(vals) if len(vals) > 1 else None
 
 
-def _mean_sd_text(vals: List[float]) -> str:
-    return "-" if not vals else "{:.2f} ± {:.2f}".format(*_mean_sd(vals))
+def _median(vals: List[Any]) -> Optional[float]:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _acc_text(mean: Optional[float], sd: Optional[float], n: int) -> str:
+    """"83.10 ± 0.42" over seeds; "83.10 (n=1)" for one seed, never "± 0.00"."""
+    if mean is None:
+        return "-"
+    return f"{mean:.2f} ± {sd:.2f}" if sd is not None else f"{mean:.2f} (n={n})"
+
+
+def _latency_text(median: Optional[float], iqr: Optional[float]) -> str:
+    if median is None:
+        return "-"
+    return f"{median:.2f}" + (f" (IQR {iqr:.2f})" if iqr is not None else "")
+
+
+def group_stats(crit: str, target: str, rs: List[Dict[str, Any]], overlap: Optional[float]) -> Dict[str, Any]:
+    """The numbers of one (criterion, target) over its seeds: accuracy means and sample stds (None for one seed),
+    mean sizes, and the batch-1 latency with the speedup over the unpruned base timed together with it (median over
+    seeds; cells written before that was recorded have none)."""
+    pct = lambda key: [100 * r[key] for r in rs if r.get(key) is not None]  # noqa: E731
+    speedups = [r["dense_latency_ms_b1"] / r["latency_ms_b1"] for r in rs
+                if r.get("dense_latency_ms_b1") and r.get("latency_ms_b1")]
+    return {"criterion": crit, "target": target, "base_epochs": rs[0]["base_epochs"],
+            "finetune_epochs": rs[0]["finetune_epochs"], "seeds": len(rs),
+            "test_acc_mean": _mean(pct("test_acc")), "test_acc_sd": _sd(pct("test_acc")),
+            "val_acc_mean": _mean(pct("val_acc")), "val_acc_sd": _sd(pct("val_acc")),
+            "test_acc_before_ft_mean": _mean(pct("test_acc_before_ft")),
+            "val_acc_before_ft_mean": _mean(pct("val_acc_before_ft")),
+            "params": _mean([r["params"] for r in rs]), "params_reduction_pct": _mean(pct("params_reduction")),
+            "macs": _mean([r["macs"] for r in rs]), "macs_reduction_pct": _mean(pct("macs_reduction")),
+            "latency_ms_b1": _median([r.get("latency_ms_b1") for r in rs]),
+            "latency_spread_ms_b1": _median([r.get("latency_spread_ms_b1") for r in rs]),
+            "dense_latency_ms_b1": _median([r.get("dense_latency_ms_b1") for r in rs]),
+            "speedup_b1": _median(speedups), "same_channels_as_l1": overlap}
+
+
+def table_row(st: Dict[str, Any]) -> Dict[str, Any]:
+    """One row of the Markdown table from :func:`group_stats`."""
+    def fixed(v: Optional[float], digits: int) -> Any:
+        return "-" if v is None else round(v, digits)
+
+    return {"criterion": st["criterion"], "target": st["target"],
+            "epochs (base+ft)": f"{st['base_epochs']}+{st['finetune_epochs']}", "seeds": st["seeds"],
+            "test acc %": _acc_text(st["test_acc_mean"], st["test_acc_sd"], st["seeds"]),
+            "val acc %": _acc_text(st["val_acc_mean"], st["val_acc_sd"], st["seeds"]),
+            "before ft %": "-" if st["test_acc_before_ft_mean"] is None else f"{st['test_acc_before_ft_mean']:.2f}",
+            "val before ft %": "-" if st["val_acc_before_ft_mean"] is None else
+            f"{st['val_acc_before_ft_mean']:.2f}",
+            "params": int(st["params"]), "params red. %": fixed(st["params_reduction_pct"], 1),
+            "MACs (M)": round(st["macs"] / 1e6, 2), "MACs red. %": fixed(st["macs_reduction_pct"], 1),
+            "latency b1 ms": _latency_text(st["latency_ms_b1"], st["latency_spread_ms_b1"]),
+            "speedup b1": "-" if st["speedup_b1"] is None else f"{st['speedup_b1']:.2f}x",
+            "same channels as l1": "-" if st["same_channels_as_l1"] is None else f"{st['same_channels_as_l1']:.2f}"}
 
 
 def _shown(path: Path, root: Optional[Path]) -> str:
@@ -51,9 +112,10 @@ def _layer_order(name: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("."))
 
 
-def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
-    """Channels each criterion kept per layer (first seed), one table per target, when the criteria disagree."""
-    out: List[str] = []
+def kept_per_layer(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per target, where the criteria disagree: the channels each kept per layer (first seed), with the layers'
+    original sizes, layers in graph order: ``{target: {"seed", "layers", "sizes", "kept": {criterion: [...]}}}``."""
+    out: Dict[str, Dict[str, Any]] = {}
     pruned = [r for r in rows if "kept" in r]
     if not pruned:
         return out
@@ -67,9 +129,19 @@ def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
             for k, v in r.get("sizes", {}).items():
                 sizes.setdefault(k, v)
         layers = sorted(sizes, key=_layer_order)
-        table = [{"criterion": "(original)", **{k: sizes[k] for k in layers}}]
-        table += [{"criterion": r["criterion"], **{k: r["kept"].get(k, sizes[k]) for k in layers}} for r in rs]
-        out += [f"## Channels kept per layer ({target}, seed {seed})", "", markdown_table(table), ""]
+        out[target] = {"seed": seed, "layers": layers, "sizes": [sizes[k] for k in layers],
+                       "kept": {r["criterion"]: [r["kept"].get(k, sizes[k]) for k in layers] for r in rs}}
+    return out
+
+
+def kept_tables(rows: List[Dict[str, Any]]) -> List[str]:
+    """Channels each criterion kept per layer (first seed), one Markdown table per target, when the criteria
+    disagree."""
+    out: List[str] = []
+    for target, k in kept_per_layer(rows).items():
+        table = [{"criterion": "(original)", **dict(zip(k["layers"], k["sizes"]))}]
+        table += [{"criterion": crit, **dict(zip(k["layers"], kept))} for crit, kept in k["kept"].items()]
+        out += [f"## Channels kept per layer ({target}, seed {k['seed']})", "", markdown_table(table), ""]
     return out
 
 
@@ -84,9 +156,11 @@ def matching_rows(opts: Any) -> List[Dict[str, Any]]:
             and (r["criterion"] == "unpruned" or r.get("scope", "uniform") == opts.scope)]
 
 
-def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Optional[Path] = None) -> Dict[str, Any]:
-    """``<docs>/<name>_results.md`` and ``<name>_tradeoff.png`` from the cell files; returns the rows, the table
-    and the paths (empty when no cell is finished yet)."""
+def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Optional[Path] = None,
+                 settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``<docs>/<name>_results.md``, ``<name>_tradeoff.png``, ``<name>_report.json`` (the numbers) and
+    ``<name>_report.html`` (one self-contained page) from the cell files; returns the rows, the table and the paths
+    (empty when no cell is finished yet). ``settings``: the report's settings items (``run_settings``)."""
     rows = matching_rows(opts)
     if not rows:
         return {"rows": [], "table": [], "markdown": "no results yet"}
@@ -94,31 +168,22 @@ def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Option
     for r in rows:
         groups.setdefault((r["criterion"], r["target"], r["base_epochs"], r["finetune_epochs"]), []).append(r)
     overlap = overlap_with_l1(rows)
-    table, series = [], {}
-    for (crit, target, be, fe), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        acc, sd = _mean_sd([100 * r["test_acc"] for r in rs])
-        before = [100 * r["test_acc_before_ft"] for r in rs if "test_acc_before_ft" in r]
-        red, _ = _mean_sd([100 * r["macs_reduction"] for r in rs])
-        pred, _ = _mean_sd([100 * r["params_reduction"] for r in rs])
-        val_before = [100 * r["val_acc_before_ft"] for r in rs if "val_acc_before_ft" in r]
-        table.append({"criterion": crit, "target": target, "epochs (base+ft)": f"{be}+{fe}", "seeds": len(rs),
-                      "test acc %": f"{acc:.2f} ± {sd:.2f}",
-                      "val acc %": _mean_sd_text([100 * r["val_acc"] for r in rs if r.get("val_acc") is not None]),
-                      "before ft %": f"{statistics.mean(before):.2f}" if before else "-",
-                      "val before ft %": f"{statistics.mean(val_before):.2f}" if val_before else "-",
-                      "params": int(statistics.mean(r["params"] for r in rs)),
-                      "params red. %": round(pred, 1),
-                      "MACs (M)": round(statistics.mean(r["macs"] for r in rs) / 1e6, 2), "MACs red. %": round(red, 1),
-                      "latency b1 ms": _median_or_dash([r["latency_ms_b1"] for r in rs]),
-                      "same channels as l1": f"{overlap[(crit, target)]:.2f}" if (crit, target) in overlap else "-"})
-        series.setdefault(crit, []).append((red, acc, sd if len(rs) > 1 else None))
+    stats = [group_stats(crit, target, rs, overlap.get((crit, target)))
+             for (crit, target, _, _), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))]
+    table = [table_row(st) for st in stats]
+    series: Dict[str, List[tuple]] = {}
+    for st in stats:
+        point = (st["macs_reduction_pct"], st["test_acc_mean"], st["test_acc_sd"])
+        series.setdefault(st["criterion"], []).append(point)
     md = [f"# Criteria comparison: {opts.model} on {data_name(opts)} ({opts.image_size} px, {opts.scope} scope)", "",
           f"Written by {written_by} from `{_shown(opts.results, root)}/*.json` (one file per cell). "
-          "Test split; mean ± sample std over seeds. `before ft`: test accuracy right after pruning and "
+          "Test split; mean ± sample std over seeds (one seed: `(n=1)`, no spread). "
+          "`before ft`: test accuracy right after pruning and "
           f"re-estimating BN statistics on {opts.bn_recal_batches} training batches. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
-          "Latency: median of batch-1 CPU forwards on a shared, busy machine (indicative only). "
+          "Latency: median (IQR) of batch-1 CPU forwards, median over seeds; `speedup b1`: the unpruned base's "
+          "latency over the cell's, both timed together (interleaved runs), so machine load hits both alike. "
           f"Budget: base {opts.base_epochs} epochs, then {opts.finetune_epochs} fine-tuning epochs (peak lr "
           f"{opts.finetune_lr:g}, cosine) for every row "
           f"(unpruned included){', with knowledge distillation from the unpruned base' if opts.distill else ''}; "
@@ -153,4 +218,26 @@ def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Option
     matplotlib.rcParams["axes.prop_cycle"] = cycler(color=matplotlib.colormaps["tab20"].colors)  # > 10 series
     plot_tradeoff(series, paths["plot"], xlabel="MACs reduction (%)", ylabel="test accuracy (%)",
                   title=f"{opts.model}, {data_name(opts)} {opts.image_size}px")
+    record = {"title": md[0][2:], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "prunekit_version": __version__, "protocol": md[2], "rows": stats, "kept": kept_per_layer(rows),
+              "curves": finetune_curves(rows), "cells": len(rows), **(settings or {})}
+    paths.update(json_path=docs / f"{opts.name}_report.json", html_path=docs / f"{opts.name}_report.html")
+    write_json_record(paths["json_path"], record)
+    with atomic_path(paths["html_path"]) as tmp:
+        tmp.write_text(render_compare_html(json.loads(paths["json_path"].read_text()), paths["plot"].read_bytes()),
+                       encoding="utf-8")
     return {"rows": rows, "table": table, "markdown": "\n".join(md), **{k: str(v) for k, v in paths.items()}}
+
+
+def finetune_curves(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
+    """Per target, each criterion's fine-tuning epochs (first seed), the unpruned reference's beside them, for the
+    report's curves."""
+    seed = min(r["seed"] for r in rows)
+    first = [r for r in sorted(rows, key=lambda r: r["criterion"]) if r["seed"] == seed and r.get("history")]
+    reference = {r["criterion"]: r["history"] for r in first if r["target"] == "none"}
+    targets = sorted({r["target"] for r in first if r["target"] != "none"}) or (["none"] if reference else [])
+    out: Dict[str, Dict[str, List[Dict[str, Any]]]] = {t: dict(reference) for t in targets}
+    for r in first:
+        if r["target"] != "none":
+            out[r["target"]][r["criterion"]] = r["history"]
+    return out

@@ -13,13 +13,14 @@ from ..device import pick_device
 from ..errors import ConfigError
 from ..models import check_model_name
 from ..models.input_size import fit_input_size
+from ..report import run_settings
 from ..storage import checkpoint as ckpt
 from .common import data_for_checkpoint, load_data
 
 
 def compare_job(opts: CompareOptions) -> Dict[str, Any]:
-    """``prunekit compare``: cells under ``<out>/cells``, base models under ``<out>/bases``, table and plot in
-    ``<out>``."""
+    """``prunekit compare``: cells under ``<out>/cells``, base models under ``<out>/bases``, table, plot, JSON record
+    and HTML page in ``<out>``."""
     check(opts)
     out = Path(opts.out or Path("runs") / "compare")
     settings = {**opts.model_dump(), "out": out, "results": out / "cells", "work": out / "bases", "docs": out,
@@ -35,9 +36,11 @@ def compare_job(opts: CompareOptions) -> Dict[str, Any]:
         opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own)
         settings["image_size"] = opts.image_size
         data = load_data(opts, opts.seed)
+    shown = run_settings("compare", opts)
     opts = SimpleNamespace(**settings)
     total = len(cells_of(opts))
     ran = run_compare(opts, data, log=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the result
-    report = write_report(opts)
+    report = write_report(opts, settings=shown)
     return {"out": str(out), "cells": total, "ran": len(ran), "table": report["table"],
-            "markdown_path": report.get("markdown_path"), "plot": report.get("plot")}
+            "markdown_path": report.get("markdown_path"), "plot": report.get("plot"),
+            "html_path": report.get("html_path"), "json_path": report.get("json_path")}

@@ -22,7 +22,7 @@ from ..deploy import prepare
 from ..measure import measure_latency_together, measure_models
 from ..models import create_model
 from ..models.input_size import fit_input_size
-from ..report import flatten_measurement, write_report
+from ..report import flatten_measurement, run_settings, write_report
 from ..schedules.base import check_criterion
 from ..schedules.config import ScheduleConfig
 from ..slimming import BNSparsity
@@ -281,12 +281,17 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
     if opts.latency and opts.deploy != "eager":
         done["latency_form"] = opts.deploy
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
-                         extra={"settings": opts.model_dump(mode="json"), "pruning": done, "start": start,
-                                "curves": log.curves()})
+                         extra={**run_settings("prune", opts, _used(opts, done)), "pruning": done, "start": start,
+                                "curves": log.curves()}, timed_together=True)
     result = {"out": str(out), "checkpoint": str(final), "before": before, "after": after, "pruning": done,
               "report": {k: str(v) for k, v in paths.items()}, "logs": log.files()}
     write_json(out / "result.json", result)
     return result
+
+
+def _used(opts: PruneOptions, done: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The ratio the cut used (a --reduce target searches its own; None: no ratio played a part), for the report."""
+    return {"ratio": done.get("ratio")} if "ratio" in done or opts.reduce else None
 
 
 def _check_depth(opts: PruneOptions) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from .compare import compare_rows, describe_change, flatten_measurement, human, metric_ratios
 from .plots import plot_sensitivity, plot_summary, plot_tradeoff
+from .settings import command_line, run_settings, settings_that_mattered
 from .tables import format_table, markdown_table
 from .writer import write_report
 
@@ -26,6 +27,9 @@ __all__ = [
     "metric_ratios",
     "flatten_measurement",
     "write_report",
+    "run_settings",
+    "settings_that_mattered",
+    "command_line",
     "plot_summary",
     "plot_tradeoff",
     "plot_sensitivity",

@@ -122,7 +122,8 @@ def default_keys(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 def compare_rows(
     before: dict[str, Any], after: dict[str, Any], keys: Sequence[str] | None = None
 ) -> list[dict[str, str]]:
-    """Rows ``{"metric", "before", "after", "change"}`` (all strings) for :func:`format_table` or Markdown.
+    """Rows ``{"metric", "before", "after", "change"}`` (all strings) for :func:`format_table` or Markdown; a
+    latency shows its recorded spread (``latency_spread_ms_bN``).
 
     Example::
 
@@ -133,8 +134,16 @@ def compare_rows(
         label, kind = metric_info(key)
         b, a = before.get(key), after.get(key)
         change = describe_change(b, a, kind)
-        rows.append({"metric": label, "before": human(b, kind), "after": human(a, kind), "change": change})
+        spread = key.replace("latency_ms_", "latency_spread_ms_") if kind == "ms" else None
+        rows.append({"metric": label, "before": _with_spread(b, before.get(spread), kind),
+                     "after": _with_spread(a, after.get(spread), kind), "change": change})
     return rows
+
+
+def _with_spread(value: Any, spread: Any, kind: str) -> str:
+    """A latency with its spread (the IQR of the timed runs) when one was recorded: "11.6 ms (IQR 0.4 ms)"."""
+    text = human(value, kind)
+    return text if spread is None or value is None else f"{text} (IQR {human(spread, kind)})"
 
 
 def metric_ratios(
