@@ -213,10 +213,11 @@ class PruneOptions(RunOptions, LogOptions, DataOptions, ScheduleConfig, BalanceO
                                                      "(unstructured); prunekit.load(path, sparse_kernels=True) "
                                                      "replays them")
     latency: bool = Field(True, description="measure latency before/after")
-    deploy: Literal["eager", "fold_bn", "channels_last", "compile", "ort"] = Field(
+    deploy: Literal["eager", "fold_bn", "channels_last", "compile", "ort", "cuda_graph"] = Field(
         "eager", description="time the before/after latency with both models in this deploy form "
                              "(prunekit.deploy): eager as built, fold_bn (BN folded), channels_last, compile "
-                             "(torch.compile, inductor), ort (ONNX Runtime); the checkpoint stays a plain model")
+                             "(torch.compile, inductor), ort (ONNX Runtime), cuda_graph (GPU: CUDA graph replay); the "
+                             "checkpoint stays a plain model")
     calib_batches: int = Field(4, ge=1, description="training batches that data-driven criteria score on")
     slimming: float = Field(0.0, ge=0, description="Network Slimming: L1 penalty on BN scales while training from "
                                                    "scratch (use with --criterion bn_scale; typical 1e-4)")
@@ -242,10 +243,13 @@ class PruneOptions(RunOptions, LogOptions, DataOptions, ScheduleConfig, BalanceO
                                "depth (the fewest whole residual blocks that reach --reduce, no channel removed), or "
                                "fastest (--reduce split between whole blocks and channels, the split timed fastest "
                                "here at --latency-batch)")
-    latency_runtime: Literal["eager", "ort"] = Field(
+    latency_runtime: Literal["eager", "ort", "cuda"] = Field(
         "eager", description="--allocation latency / fastest and --reduce latency=...: time the probes and candidates in "
-                             "eager PyTorch or in ONNX Runtime (the runtime the model will be deployed in; ort: "
-                             "pair with --round-to auto-ort)")
+                             "eager PyTorch, in ONNX Runtime or on the GPU (the runtime the model will be deployed in; "
+                             "ort: pair with --round-to auto-ort; cuda: CUDA events at --latency-dtype, channels-last, "
+                             "pair with --round-to auto-cuda[-bf16|-fp16]); cuda also times the speed guard")
+    latency_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="--latency-runtime cuda: the autocast dtype the GPU timings (and the speed guard) run at")
     latency_batch: int = Field(
         1, ge=1, description="--allocation fastest and --reduce latency=...: time the candidates at this batch size "
                              "(the one the model will run at; which split is fastest can differ between 1 and 32)")

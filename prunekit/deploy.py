@@ -14,6 +14,13 @@ over memory. A form that folds or fuses them speeds the dense and the pruned mod
   prepacked oneDNN weights, elementwise ops fused into C++ kernels; needs a C++ compiler). One compile per input
   shape, done at the first call.
 - ``ort``: exported to ONNX and run by ONNX Runtime (``prunekit.export.OrtModule``), one input shape.
+- ``cuda_graph`` (GPU): ``channels_last``, then each input shape's forward captured once as a CUDA graph and
+  replayed: one launch instead of one per op. At small batches a GPU spends most of an eager forward waiting on
+  kernel launches, so the pruned model's fewer MACs show up as time only in this form (or ``compile``). One
+  capture per input shape and autocast dtype, done at the first call; the output tensor is the graph's static one,
+  overwritten by the next call (copy it to keep it).
+
+``compile`` works on a GPU as on the CPU (inductor generates Triton kernels there).
 
 Every form is checked against the eager model on ``example_inputs`` (outputs within ``atol + rtol * max|ref|``),
 so a form that computes something else fails here, not in a benchmark.
@@ -34,7 +41,8 @@ from .errors import ConfigError
 from .export import OrtModule
 from .measure import InputSpec
 
-FORMS = ("eager", "fold_bn", "channels_last", "compile", "ort")
+FORMS = ("eager", "fold_bn", "channels_last", "compile", "ort", "cuda_graph")
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes a form is checked under
 
 
 class ChannelsLast(nn.Module):
@@ -81,6 +89,53 @@ def compiled(model: nn.Module) -> nn.Module:
     return torch.compile(wrapper, backend="inductor", dynamic=False, options={"freezing": True})
 
 
+class CudaGraphed(nn.Module):
+    """Replays one CUDA graph per (input shape, autocast dtype), captured at the first call with that key.
+
+    Capture follows torch's recipe: warm-up runs on a side stream (cuDNN autotuning happens there), then the
+    forward on a static input is recorded. Autocast's weight cache is off during capture, so the weight casts are
+    part of the graph rather than tensors freed when the caller's autocast block ends."""
+
+    def __init__(self, model: nn.Module, warmup: int = 3):
+        super().__init__()
+        self.model = model
+        self.warmup = warmup
+        self._graphs: Dict[tuple, tuple] = {}
+
+    def forward(self, x: torch.Tensor) -> Any:
+        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"))
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(x)
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    def _capture(self, x: torch.Tensor) -> tuple:
+        autocast = torch.is_autocast_enabled("cuda")
+        dtype = torch.get_autocast_dtype("cuda")
+        static_in = x.clone()
+        side = torch.cuda.Stream(x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast, cache_enabled=False):
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    self.model(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.model(static_in)
+        return graph, static_in, static_out
+
+
+def cuda_graphed(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """``channels_last``, then replayed as CUDA graphs (:class:`CudaGraphed`); the model and input on a GPU."""
+    if example.device.type != "cuda" or any(p.device.type != "cuda" for p in model.parameters()):
+        raise ConfigError("deploy form 'cuda_graph' replays CUDA graphs: put the model and the example inputs on a "
+                          "GPU (e.g. --device cuda), or use form='compile' / 'channels_last' on the CPU")
+    return CudaGraphed(channels_last(model))
+
+
 def _ort(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return OrtModule(model.eval(), InputSpec.from_example(example))
 
@@ -91,6 +146,7 @@ BUILDERS: Dict[str, Callable[[nn.Module, torch.Tensor], nn.Module]] = {
     "channels_last": lambda model, example: channels_last(model),
     "compile": lambda model, example: compiled(model),
     "ort": _ort,
+    "cuda_graph": cuda_graphed,
 }
 
 
@@ -104,24 +160,32 @@ def _first_tensor(out: Any) -> torch.Tensor:
     raise ConfigError(f"the model returns {type(out).__name__}; deploy forms are checked on a tensor output")
 
 
-def prepare(model: nn.Module, form: str, example_inputs: Any, atol: float = 1e-4, rtol: float = 1e-3) -> nn.Module:
+def prepare(model: nn.Module, form: str, example_inputs: Any, atol: float = 1e-4, rtol: float = 1e-3,
+            autocast: str = "fp32") -> nn.Module:
     """The module to run ``model`` in deploy ``form`` (one of ``FORMS``), checked on ``example_inputs``.
 
     ``model`` is not modified (``eager`` returns it in eval mode). ``example_inputs`` is a tensor (or a one-tensor
     tuple) of the shape the model will see; ``compile`` compiles for it here, ``ort`` exports for its per-sample
-    shape. Raises ``ConfigError`` for an unknown form, a model the form cannot handle, or outputs that differ.
+    shape, ``cuda_graph`` captures for it. ``autocast`` (``bf16`` / ``fp16``): the check runs the model and the
+    form under that autocast on the example's device, at a half-precision tolerance (``rtol`` at least 5e-2:
+    folding BatchNorm rounds the folded weights to the half type). Raises ``ConfigError`` for an unknown form, a
+    model the form cannot handle, or outputs that differ.
     """
+    if autocast != "fp32" and autocast not in HALF:
+        raise ConfigError(f"autocast={autocast!r}: use fp32, {' or '.join(HALF)}")
     if form not in BUILDERS:
         raise ConfigError(f"deploy form {form!r} is unknown; use one of {', '.join(FORMS)}")
     example = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
     if not isinstance(example, torch.Tensor):
         raise ConfigError(f"example_inputs must be a tensor (or a tuple holding one), got {type(example).__name__}")
     model = model.eval()
-    with torch.inference_mode():
+    half = torch.autocast(example.device.type, dtype=HALF.get(autocast), enabled=autocast in HALF)
+    rtol = max(rtol, 5e-2) if autocast in HALF else rtol
+    with torch.inference_mode(), half:
         reference = _first_tensor(model(example))
     deployed = BUILDERS[form](model, example)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), half:
             got = _first_tensor(deployed(example))
     except ConfigError:
         raise

@@ -107,11 +107,13 @@ class FastestSplit:
 def fastest_at(model: nn.Module, example_inputs: Any, reduce: Dict[str, float],
                latency_fn: Optional[LatencyFn] = None, pair_fn: Optional[PairFn] = None,
                depth_criterion: str = "magnitude", points: int = 4, tol: float = 0.01,
-               stream_ratios: Tuple[float, ...] = STREAM_RATIOS, **plan_kwargs: Any) -> FastestSplit:
+               stream_ratios: Tuple[float, ...] = STREAM_RATIOS, runtime: str = "eager",
+               **plan_kwargs: Any) -> FastestSplit:
     """The (blocks, channel ratio) reaching ``reduce`` whose measured latency is lowest.
 
-    ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer`, eager, at the example's
-    batch size), or ``latency_fn(model) -> ms`` one at a time (a fake one makes tests deterministic).
+    ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer` in ``runtime``: eager,
+    ort or cuda[-bf16|-fp16], at the example's batch size), or ``latency_fn(model) -> ms`` one at a time (a fake
+    one makes tests deterministic).
     ``points``: block counts tried besides 0, spread up to the fewest blocks that reach the target alone (or every
     block when none does). ``stream_ratios``: ratios tried for the residual streams (``DependencyGraph.
     stream_modules``) besides the uniform cut; () tries the uniform cut only. ``plan_kwargs``: ``make_plan``
@@ -121,7 +123,8 @@ def fastest_at(model: nn.Module, example_inputs: Any, reduce: Dict[str, float],
     inputs = plan_inputs(example_inputs)
     shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     if pair_fn is None:
-        pair_fn = paired_timer(inputs) if latency_fn is None else lambda a, b: (latency_fn(a), latency_fn(b))
+        pair_fn = paired_timer(inputs, runtime) if latency_fn is None else \
+            lambda a, b: (latency_fn(a), latency_fn(b))
     kwargs = {k: v for k, v in plan_kwargs.items()
               if k not in ("ratio", "depth", "depth_blocks", "depth_criterion", "overrides", "scope", "criterion")}
     graph = build_graph(model, inputs, ignore=list(kwargs.get("ignore", ())))

@@ -38,6 +38,7 @@ from ..graph import build_graph
 from ..measure import InputSpec
 from ..measure.latency import measure_latency
 from ..measure.latency_cache import LatencyCache, arch_fingerprint, device_fingerprint
+from ..measure.latency_cuda import CudaSettings, Timer, measure_cuda_latency, parse_runtime
 from .reduce import check_reduce, model_size, reach, search_ratio, warn_if_short
 from .round_to import resolve_round_to
 
@@ -87,7 +88,11 @@ def timed_latency(inputs: Tuple[torch.Tensor, ...], repeats: int = 7, warmup: in
 
 def runtime_label(runtime: str) -> str:
     """How the latency cache names what timings ran in: the runtime, its version where it has its own (ONNX
-    Runtime), and torch's thread count (both runtimes time with it), since probes from another differ."""
+    Runtime), and torch's thread count (both CPU runtimes time with it), since probes from another differ; on CUDA
+    the dtype and memory format (the GPU, driver and cuDNN are in the cache key's device part)."""
+    _, cuda = parse_runtime(runtime)
+    if cuda is not None:
+        return cuda.label()
     threads = f"{torch.get_num_threads()}thread"
     if runtime == "ort":
         import onnxruntime
@@ -96,17 +101,36 @@ def runtime_label(runtime: str) -> str:
     return f"{runtime}-{threads}"
 
 
+def cuda_latency(inputs: Tuple[torch.Tensor, ...], settings: CudaSettings, timer: Optional[Timer] = None
+                 ) -> LatencyFn:
+    """Median GPU latency (ms) at the first input's batch size and shape, by ``measure_cuda_latency`` (CUDA events,
+    warm-up until stable, autocast dtype and memory format of ``settings``; ``timer`` replaces the events, the model
+    then runs on the inputs' device: a CPU test)."""
+    batch, spec = int(inputs[0].shape[0]), InputSpec.from_example(inputs)
+
+    def fn(model: nn.Module) -> float:
+        median, _ = measure_cuda_latency(model, spec, (batch,), settings, inputs[0].device if timer else None, timer)
+        return median[batch]
+
+    return fn
+
+
 def runtime_timer(inputs: Tuple[torch.Tensor, ...], runtime: str = "eager") -> Tuple[LatencyFn, str]:
     """The latency function of the runtime a model will be deployed in, and its latency-cache label
-    (:func:`runtime_label`): ``"eager"`` (PyTorch as built) or ``"ort"`` (exported to ONNX and run by ONNX Runtime
-    on the CPU, one export per call)."""
+    (:func:`runtime_label`): ``"eager"`` (PyTorch as built), ``"ort"`` (exported to ONNX and run by ONNX Runtime
+    on the CPU, one export per call) or ``"cuda"`` / ``"cuda-bf16"`` / ``"cuda-fp16"`` (on the GPU, that autocast
+    dtype, channels-last)."""
+    _, cuda = parse_runtime(runtime)
+    if cuda is not None:
+        return cuda_latency(inputs, cuda), runtime_label(runtime)
     timed = timed_latency(inputs)
     if runtime == "eager":
         return timed, runtime_label(runtime)
     if runtime == "ort":
         spec = InputSpec.from_example(inputs)
         return (lambda m: timed(OrtModule(m, spec))), runtime_label(runtime)
-    raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
+    raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch), 'ort' (ONNX Runtime) or "
+                      "'cuda' (the GPU; 'cuda-bf16' / 'cuda-fp16' under autocast)")
 
 
 def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], probe: float = 0.5,
@@ -123,7 +147,8 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
 
     ``cache``: a folder, ``"auto"`` (the default folder) or a ``LatencyCache``; ``runtime`` names what ``latency_fn``
     times, as :func:`runtime_label` writes it (default: eager PyTorch at torch's thread count; e.g.
-    ``"ort-1.20.1-1thread"`` for the timer of ``runtime_timer(x, "ort")``) and is part of the cache key, so timings
+    ``"ort-1.20.1-1thread"`` for the timer of ``runtime_timer(x, "ort")``, ``"cuda-bf16-cl"`` for a GPU timer, whose
+key then names the GPU) and is part of the cache key, so timings
     of different runtimes never mix.
     """
     metric, target = check_reduce(reduce)
@@ -134,8 +159,9 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     latency_fn = latency_fn or timed_latency(inputs)
     store = LatencyCache.resolve(cache)
-    key = {"what": "latency_alloc probes", "runtime": runtime or runtime_label("eager"),
-           "device": device_fingerprint(inputs[0].device),
+    key_runtime = runtime or runtime_label("eager")
+    key = {"what": "latency_alloc probes", "runtime": key_runtime,
+           "device": device_fingerprint("cuda" if key_runtime.startswith("cuda") else inputs[0].device),
            "arch": arch_fingerprint(model, shape), "batch": int(inputs[0].shape[0]), "probe": probe,
            "round_to": round_to, "ignore": sorted(ignore)}
     entry = store.load(key) if store else {}

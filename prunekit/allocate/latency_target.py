@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..graph import build_graph
 from ..export import OrtModule
 from ..measure import InputSpec, count_macs, count_params, measure_latency_together
+from ..measure.latency_cuda import Timer, measure_cuda_latency_together, parse_runtime
 from ..plan import plan_inputs
 from .latency import LatencyFn
 from .reduce import _bracketed, _shrink
@@ -39,15 +40,29 @@ WHY = ("the fewest MACs removed among the candidates that reach the target (tie:
 CONFIRMS = 8  # candidates re-timed at most: the first timings that pass are the luckiest (a winner's curse)
 
 
-def paired_timer(inputs: Tuple[Any, ...], runtime: str = "eager", repeats: int = 7) -> PairFn:
+def paired_timer(inputs: Tuple[Any, ...], runtime: str = "eager", repeats: int = 7,
+                 timer: Optional[Timer] = None) -> PairFn:
     """Dense and candidate timed round-robin at the first input's batch size, in eager PyTorch or in ONNX Runtime
     (``"ort"``: each exported once; the dense export is kept for every later pair). Each latency is the fastest of
     ``repeats`` runs: other jobs on the machine only add time, and a search compares many pairs, so a median that
-    one busy stretch shifts would rank candidates by the machine's load rather than by their cost."""
+    one busy stretch shifts would rank candidates by the machine's load rather than by their cost.
+
+    ``"cuda"`` / ``"cuda-bf16"`` / ``"cuda-fp16"``: on the GPU (CUDA events, warm-up until stable, autocast dtype,
+    channels-last), the median of its timed runs (a GPU is not shared, and the median is what the report shows);
+    ``timer`` replaces the CUDA events, and the models then run on the inputs' device (a CPU test)."""
     x = inputs[0]
     shape, batch = InputSpec.from_example(inputs), int(x.shape[0])
+    _, cuda = parse_runtime(runtime)
+    if cuda is not None:
+        def on_gpu(dense: nn.Module, twin: nn.Module) -> Tuple[float, float]:
+            (a, _), (b, _) = measure_cuda_latency_together([dense, twin], shape, (batch,), cuda,
+                                                           device=x.device if timer else None, timer=timer)
+            return a[batch], b[batch]
+
+        return on_gpu
     if runtime not in ("eager", "ort"):
-        raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch) or 'ort' (ONNX Runtime)")
+        raise ConfigError(f"runtime={runtime!r}: latency is timed in 'eager' (PyTorch), 'ort' (ONNX Runtime) or "
+                          "'cuda' (the GPU; 'cuda-bf16' / 'cuda-fp16' under autocast)")
     exported: Dict[int, nn.Module] = {}
 
     def deployed(model: nn.Module, keep: bool) -> nn.Module:
@@ -127,12 +142,13 @@ class LatencyTarget:
 
 def latency_target(model: nn.Module, example_inputs: Any, target: float, latency_fn: Optional[LatencyFn] = None,
                    depth_criterion: str = "magnitude", tol: float = 0.01, mixes: int = 3, max_ratio: float = 0.9,
-                   width_trials: int = 6, pair_fn: Optional[PairFn] = None, **plan_kwargs: Any) -> LatencyTarget:
+                   width_trials: int = 6, pair_fn: Optional[PairFn] = None, runtime: str = "eager",
+                   **plan_kwargs: Any) -> LatencyTarget:
     """The candidate (blocks, channel ratio) removing ``target`` of the measured latency that keeps the most MACs.
 
     ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer`, eager, at the example's
-    batch size); or ``latency_fn(model) -> ms`` times one model at a time (a fake one makes tests deterministic).
-    ``plan_kwargs`` are ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block
+    batch size, in ``runtime``: eager, ort or cuda[-bf16|-fp16]); or ``latency_fn(model) -> ms`` times one model
+    at a time (a fake one makes tests deterministic). ``plan_kwargs`` are ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block
     criteria).
     ``mixes``: how many block counts below the depth arm's also get a channel ratio (0 = width alone among them).
     A candidate reaches the target when it removes at least ``target - tol``. Raises ConfigError when none does.
@@ -142,7 +158,8 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
     inputs = plan_inputs(example_inputs)
     shape = InputSpec.from_example(inputs)  # what the model takes (token ids stay ints), per sample
     if pair_fn is None:
-        pair_fn = paired_timer(inputs) if latency_fn is None else lambda a, b: (latency_fn(a), latency_fn(b))
+        pair_fn = paired_timer(inputs, runtime) if latency_fn is None else \
+            lambda a, b: (latency_fn(a), latency_fn(b))
     kwargs = {k: v for k, v in plan_kwargs.items()
               if k not in ("ratio", "depth", "depth_blocks", "depth_criterion", "scope", "criterion")}
     graph = build_graph(model, inputs, ignore=list(kwargs.get("ignore", ())))

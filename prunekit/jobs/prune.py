@@ -20,6 +20,8 @@ from ..device import pick_device, seed_everything
 from ..errors import ConfigError
 from ..deploy import prepare
 from ..measure import measure_latency_together, measure_models
+from ..measure.guard import speed_guard
+from ..measure.latency_cuda import check_runtime, runtime_spec
 from ..models import create_model
 from ..models.input_size import fit_input_size
 from ..report import flatten_measurement, run_settings, write_report
@@ -107,8 +109,8 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds, log: RunLogger) 
     else:
         target = Target.of(ratio=None if opts.reduce else channel_ratio(opts), reduce=opts.reduce or None,
                            allocation=opts.allocation if opts.reduce else "uniform")
-        options = {"runtime": opts.latency_runtime, "cache": opts.latency_cache, "batch": opts.latency_batch,
-                   "depth_criterion": opts.depth_criterion}
+        options = {"runtime": runtime_spec(opts.latency_runtime, opts.latency_dtype), "cache": opts.latency_cache,
+                   "batch": opts.latency_batch, "depth_criterion": opts.depth_criterion}
     found = plan_for_target(model, example, target, opts.criterion, options=options, exact=True, **plan_kwargs)
     if opts.reduce:
         done["reduce"] = opts.reduce
@@ -216,6 +218,7 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
         raise ConfigError(f"{flag} shapes structured pruning (whole channels); with --unstructured give the fraction "
                           "of weights to remove as --ratio, or add --structured")
     _check_latency_target(opts)
+    check_runtime(opts.latency_runtime, opts.latency_dtype)  # a GPU runtime without a GPU fails before the work
     if opts.sparse_kernels and opts.method != "unstructured":
         raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
                           "a smaller dense model")
@@ -280,6 +283,11 @@ def prune_job(opts: PruneOptions) -> Dict[str, Any]:
                                   opts.deploy)
     if opts.latency and opts.deploy != "eager":
         done["latency_form"] = opts.deploy
+    if opts.latency and opts.method == "structured":  # not faster somewhere: one line on stderr with the fix
+        done["speed_guard"] = speed_guard(
+            model, pruned, tuple(ds.images.shape[1:]), runtime_spec(opts.latency_runtime, opts.latency_dtype),
+            (1, opts.latency_batch), opts.model_dump(include={"round_to", "allocation", "deploy"}), before, after,
+            None if opts.deploy == "eager" else lambda m, x: prepare(m, opts.deploy, x, autocast=opts.latency_dtype))
     paths = write_report(out, f"prunekit: {opts.method} pruning of {opts.model}", before, after,
                          extra={**run_settings("prune", opts, _used(opts, done)), "pruning": done, "start": start,
                                 "curves": log.curves()}, timed_together=True)

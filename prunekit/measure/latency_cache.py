@@ -6,8 +6,9 @@ in one small JSON file per (device, runtime, architecture, input shape) and reus
 of the same architecture, another criterion or the same target again costs a lookup instead of a timing run
 (the NetAdapt idea of a per-device lookup table, kept at the granularity the allocation measures).
 
-The device part of the key names the CPU model, logical cores, torch threads and torch version (and the GPU for
-CUDA); the architecture part hashes the module tree's ``repr`` (every layer with its shapes) and the class name.
+The device part of the key names the CPU model, logical cores, torch threads and torch version (and for CUDA the GPU
+model, driver, CUDA and cuDNN versions); the architecture part hashes the module tree's ``repr`` (every layer with
+its shapes) and the class name.
 A file is written atomically; a damaged or foreign file is ignored and rewritten, never trusted.
 
     cache = LatencyCache.resolve("auto")          # $PRUNEKIT_CACHE/latency or ~/.cache/prunekit/latency
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -50,8 +52,32 @@ def device_fingerprint(device: Union[str, torch.device] = "cpu") -> Dict[str, An
     out: Dict[str, Any] = {"device": device.type, "cpu": cpu_name(), "cores": os.cpu_count(),
                            "threads": torch.get_num_threads(), "torch": torch.__version__}
     if device.type == "cuda":
-        out["gpu"] = torch.cuda.get_device_name(device)
+        out.update(gpu_fingerprint(device))
     return out
+
+
+def gpu_fingerprint(device: torch.device) -> Dict[str, Any]:
+    """The GPU model, its driver, and the CUDA / cuDNN versions torch runs: each changes which kernels run."""
+    return {"gpu": torch.cuda.get_device_name(device), "driver": gpu_driver(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version()}
+
+
+def gpu_driver() -> str:
+    """The NVIDIA driver version (NVML, else nvidia-smi), ``"unknown"`` where neither answers."""
+    try:
+        import pynvml  # ships with torch's CUDA wheels as nvidia-ml-py
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else str(version)
+    except Exception:  # noqa: BLE001 - no NVML: fall back to the command line tool
+        pass
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True)
+        return done.stdout.splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
 
 
 def arch_fingerprint(model: nn.Module, input_shape: InputLike) -> str:
