@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import prunekit
+from prunekit.apply.oneshot import prune_structured
 from prunekit.apply.structured import apply_plan
 from prunekit.config import PruneOptions
 from prunekit.graph import build_graph
@@ -147,3 +148,84 @@ def test_jobs_on_cuda_decide_like_the_cpu_and_reload_alike(job, tiny_folder, tmp
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(again.model.eval()(x.to(CUDA)).cpu(), loaded.model.eval()(x), rtol=1e-3, atol=1e-4)
+
+
+# --- GPU latency, rounding, deploy forms and the speed guard (issue 32); their CPU logic: test_cuda_timing.py ---
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="times on a real GPU (CUDA events, graphs)")
+
+
+@GPU
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cuda_latency_times_on_the_gpu_and_restores_the_model(dtype):
+    from prunekit.measure.latency_cuda import CudaSettings, measure_cuda_latency
+
+    model = _model("resnet_tiny")
+    median, iqr = measure_cuda_latency(model, (3, 32, 32), (1, 16), CudaSettings(dtype, repeats=10))
+    assert set(median) == {1, 16} and all(0 < v < 1000 for v in median.values()) and all(v >= 0 for v in iqr.values())
+    assert all(p.device.type == "cpu" and p.is_contiguous() for p in model.parameters())  # borrowed, given back
+
+
+@GPU
+@pytest.mark.parametrize("autocast", ["fp32", "bf16"])
+def test_cuda_graph_form_replays_what_eager_computes_at_each_shape(autocast):
+    from prunekit.deploy import prepare
+
+    model = _model().cuda()
+    graphed = prepare(model, "cuda_graph", X.cuda(), autocast=autocast)  # checked against eager inside
+    half = torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast == "bf16")
+    for batch in (2, 5, 2):  # a new shape captures its own graph; the first one is replayed again after it
+        x = torch.randn(batch, 3, 32, 32, device="cuda")
+        with torch.inference_mode(), half:
+            ref, got = model(x).float(), graphed(x).float().clone()
+        torch.testing.assert_close(got, ref, rtol=5e-2 if autocast == "bf16" else 1e-3, atol=5e-2)
+
+
+@GPU
+def test_compile_form_runs_on_the_gpu():
+    from prunekit.deploy import prepare
+
+    prepare(_model().cuda(), "compile", X.cuda())  # raises ConfigError if outputs differ or inductor fails
+
+
+@GPU
+def test_paired_cuda_timer_and_latency_allocation_time_on_the_gpu(tmp_path):
+    from prunekit.allocate import AllocationRequest, allocate
+    from prunekit.allocate.latency_target import paired_timer
+
+    model = _model()
+    pruned, _ = prune_structured(copy.deepcopy(model), X, ratio=0.5)
+    dense_ms, pruned_ms = paired_timer((X,), "cuda-bf16")(model, pruned)
+    assert dense_ms > 0 and pruned_ms > 0
+    req = AllocationRequest(model, X, criterion="l2", ratio=0.0, reduce={"macs": 0.5}, plan_kwargs={},
+                            options={"runtime": "cuda-bf16", "cache": str(tmp_path)})
+    alloc = allocate("latency", req)
+    assert alloc.record["allocation_runtime"] == "cuda-bf16-cl" and alloc.record["dense_latency_ms_b1"] > 0
+    assert list(tmp_path.glob("*.json"))  # cached under the GPU's fingerprint
+
+
+@GPU
+def test_auto_multiple_on_the_gpu_is_a_tensor_core_candidate_and_cached(tmp_path, monkeypatch):
+    from prunekit.allocate import round_to
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
+    round_to.auto_multiple.cache_clear()
+    try:
+        first = round_to.auto_multiple("cuda-bf16")
+        round_to.auto_multiple.cache_clear()
+        assert first in round_to.CUDA_CANDIDATES and round_to.auto_multiple("cuda-bf16") == first
+        assert len(list((tmp_path / "latency").glob("*.json"))) == 1  # measured once, then read back
+    finally:
+        round_to.auto_multiple.cache_clear()
+
+
+@GPU
+def test_prune_job_guard_times_dense_and_pruned_on_the_gpu(tiny_folder, tmp_path):
+    opts = PruneOptions(model="vgg_tiny", data=str(tiny_folder), image_size=16, epochs=0, finetune_epochs=0,
+                        batch_size=8, out=tmp_path / "p", progress=False, val_frac=0.2, device="cuda",
+                        method="structured", ratio=0.5, latency_runtime="cuda", latency_dtype="bf16",
+                        latency_batch=16, deploy="cuda_graph")
+    guard = prune_job(opts)["pruning"]["speed_guard"]
+    assert guard["runtime"] == "cuda-bf16"
+    assert [(c["batch"], c["dtype"], c["form"]) for c in guard["cells"]] == [(1, "bf16", "cuda_graph"),
+                                                                              (16, "bf16", "cuda_graph")]
+    assert all(c["dense_ms"] > 0 and c["pruned_ms"] > 0 for c in guard["cells"])

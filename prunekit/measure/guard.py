@@ -126,7 +126,8 @@ def speed_guard(dense: nn.Module, pruned: nn.Module, input_shape: InputLike, run
     _, cuda = parse_runtime(runtime)
     form = str(hints.get("deploy", "eager"))
     if cuda is not None:
-        cells = cuda_cells(dense, pruned, input_shape, sorted(set(batch_sizes)), cuda, form, deploy, device, timer)
+        full = CudaSettings(cuda.dtype)  # the report's numbers: the full warm-up and 30 runs, not probe settings
+        cells = cuda_cells(dense, pruned, input_shape, sorted(set(batch_sizes)), full, form, deploy, device, timer)
     else:
         cells = cells_from_report(before or {}, after or {}, form)
     line = verdict(cells, runtime, hints)

@@ -59,11 +59,15 @@ class CudaSettings:
         return f"cuda-{self.dtype}-{'cl' if self.channels_last else 'nchw'}"
 
 
+PROBE = {"window": 5, "max_windows": 10, "repeats": 15}  # an allocation times hundreds of models: lighter settings
+
+
 def parse_runtime(runtime: str) -> Tuple[str, Optional[CudaSettings]]:
-    """``"cuda"`` / ``"cuda-bf16"`` -> ("cuda", settings); ``"eager"`` / ``"ort"`` -> (runtime, None)."""
+    """``"cuda"`` / ``"cuda-bf16"`` -> ("cuda", the settings allocators time candidates with: ``PROBE``);
+    ``"eager"`` / ``"ort"`` -> (runtime, None)."""
     name, _, dtype = runtime.partition("-")
     if name == "cuda":
-        return "cuda", CudaSettings(dtype or "fp32")
+        return "cuda", CudaSettings(dtype or "fp32", **PROBE)
     return runtime, None
 
 
