@@ -110,9 +110,9 @@ def prunekit_gpu_aware(model: nn.Module, x1: torch.Tensor, target: float, multip
 
 
 def time_arms(models: Dict[str, nn.Module], shape: tuple, batch: int, dtype: str, form: str, device: torch.device,
-              repeats: int) -> Dict[str, float]:
+              args: argparse.Namespace) -> Dict[str, float]:
     """Median ms of each arm at one setting, timed round-robin; a CUDA graph form is captured per arm first."""
-    settings = CudaSettings(dtype, channels_last=form == "eager", repeats=repeats)
+    settings = CudaSettings(dtype, channels_last=form == "eager", repeats=args.repeats, max_windows=args.max_windows)
     if form != "eager":
         example = torch.randn(batch, *shape, device=device)
         models = {k: prepare(copy.deepcopy(m).to(device), form, example, autocast=dtype) for k, m in models.items()}
@@ -130,7 +130,7 @@ def run_cell(name: str, target: float, args: argparse.Namespace, device: torch.d
                            "torch": torch.__version__, "image_size": args.image_size, "batch": args.batch}
     t0 = time.perf_counter()
     alloc_x = torch.randn(args.alloc_batch, *shape)
-    quick = CudaSettings("bf16", window=5, max_windows=6, repeats=args.alloc_repeats)
+    quick = CudaSettings("bf16", window=5, max_windows=min(6, args.max_windows), repeats=args.alloc_repeats)
     on_gpu = device.type == "cuda"  # else the same code times on the CPU's wall clock (checking this script)
     timer = cuda_latency((alloc_x,), quick, timer=None if on_gpu else wall_timer)
     label = f"{'' if on_gpu else 'cpu-'}{quick.label()}-b{args.alloc_batch}"  # the cache key's runtime
@@ -152,7 +152,7 @@ def run_cell(name: str, target: float, args: argparse.Namespace, device: torch.d
         if form == "cuda_graph" and device.type != "cuda":
             row["ms"][setting] = None  # a CUDA graph needs a GPU
             continue
-        row["ms"][setting] = time_arms(models, shape, batch, dtype, form, device, args.repeats)
+        row["ms"][setting] = time_arms(models, shape, batch, dtype, form, device, args)
     return row
 
 
@@ -216,15 +216,18 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--alloc-batch", type=int, default=128, help="batch the allocation's probes are timed at")
     p.add_argument("--alloc-repeats", type=int, default=10)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--max-windows", type=int, default=20, help="warm-up windows of 10 runs at most")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--round-to", default="auto-cuda-bf16", help="the multiple both tools round to")
     p.add_argument("--cache", default="auto", help="latency cache folder (probes reused between 2x and 3x)")
-    p.add_argument("--quick", action="store_true", help="CPU check: 64 px, batch 4, 3 repeats, one target (2x)")
+    p.add_argument("--quick", action="store_true", help="CPU check: 64 px, batch 4, 3 repeats, 2 warm-up windows, "
+                                                        "one target (2x)")
     p.add_argument("--dry-run", action="store_true", help="list the cells and which are done; time nothing")
     p.add_argument("--force", action="store_true", help="redo finished cells")
     args = p.parse_args(argv)
     if args.quick:
         args.image_size, args.batch, args.alloc_batch, args.repeats, args.alloc_repeats = 64, 4, 4, 3, 3
+        args.max_windows = 2
         args.targets = args.targets[:1]
     cells = [(m, t) for m in args.models for t in args.targets]
     if args.dry_run:

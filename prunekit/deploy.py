@@ -90,7 +90,8 @@ def compiled(model: nn.Module) -> nn.Module:
 
 
 class CudaGraphed(nn.Module):
-    """Replays one CUDA graph per (input shape, autocast dtype), captured at the first call with that key.
+    """Replays one CUDA graph per (input shape, autocast dtype, inference mode), captured at the first call with that
+    key.
 
     Capture follows torch's recipe: warm-up runs on a side stream (cuDNN autotuning happens there), then the
     forward on a static input is recorded. Autocast's weight cache is off during capture, so the weight casts are
@@ -103,7 +104,8 @@ class CudaGraphed(nn.Module):
         self._graphs: Dict[tuple, tuple] = {}
 
     def forward(self, x: torch.Tensor) -> Any:
-        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"))
+        key = (tuple(x.shape), x.dtype, torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"),
+               torch.is_inference_mode_enabled())  # an inference-mode capture cannot be fed outside that mode
         if key not in self._graphs:
             self._graphs[key] = self._capture(x)
         graph, static_in, static_out = self._graphs[key]

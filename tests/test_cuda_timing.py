@@ -213,3 +213,17 @@ def test_cuda_graph_form_is_refused_off_the_gpu_and_half_checks_pass_on_the_cpu(
     prepare(model, "channels_last", x, autocast="bf16")  # folded BN under bf16: within the half tolerance
     with pytest.raises(ConfigError, match="autocast"):
         prepare(model, "eager", x, autocast="int8")
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--latency-dtype", "bf16"], "--latency-dtype bf16 is timed on the GPU only"),
+    pytest.param(["--latency-runtime", "cuda"], "needs a CUDA device", marks=NO_GPU),
+])
+def test_the_cli_refuses_gpu_timing_it_cannot_do_before_any_work(flags, says, tiny_folder, tmp_path, capsys):
+    from prunekit.cli.main import main
+
+    code = main(["prune", "--data", str(tiny_folder), "--model", "vgg_tiny", "--structured", "--out",
+                 str(tmp_path / "p"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "p").exists()  # refused before training or writing anything
