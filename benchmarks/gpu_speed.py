@@ -127,7 +127,8 @@ def run_cell(name: str, target: float, args: argparse.Namespace, device: torch.d
     dense = build(name)
     row: Dict[str, Any] = {"model": name, "target_macs_factor": target, "round_to": multiple, "device": str(device),
                            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                           "torch": torch.__version__, "image_size": args.image_size, "batch": args.batch}
+                           "torch": torch.__version__, "image_size": args.image_size, "batch": args.batch,
+                           "fp32_conv_tf32": torch.backends.cudnn.allow_tf32}  # torch's default: fp32 convs in TF32
     t0 = time.perf_counter()
     alloc_x = torch.randn(args.alloc_batch, *shape)
     quick = CudaSettings("bf16", window=5, max_windows=min(6, args.max_windows), repeats=args.alloc_repeats)
@@ -136,12 +137,15 @@ def run_cell(name: str, target: float, args: argparse.Namespace, device: torch.d
     label = f"{'' if on_gpu else 'cpu-'}{quick.label()}-b{args.alloc_batch}"  # the cache key's runtime
     ours, row["prunekit_allocation"] = prunekit_gpu_aware(dense, x1, target, multiple, timer, label, args.cache)
     row["prunekit_seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"  {name} {target:g}x: prunekit allocated in {row['prunekit_seconds']} s", flush=True)
     macs = {"dense": count_macs(dense, shape)[0], "prunekit": count_macs(ours, shape)[0]}
     models = {"dense": dense, "prunekit": ours}
     try:
         t0 = time.perf_counter()
         models["tp"], row["tp_ratio"], macs["tp"] = tp_matched(dense, x1, macs["prunekit"], multiple, shape)
         row["tp_seconds"] = round(time.perf_counter() - t0, 1)
+        print(f"  {name} {target:g}x: Torch-Pruning matched in {row['tp_seconds']} s (ratio {row['tp_ratio']:.3f})",
+              flush=True)
     except ImportError:
         row["tp_skipped"] = "torch_pruning is not installed (benchmarks/gpu_check.sh says how to bring it)"
     row["macs"] = macs
