@@ -185,3 +185,28 @@ def test_fit_leaves_the_teacher_untouched(tiny_ds):
         progress=False, teacher=teacher)
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+
+
+def test_resume_into_a_run_on_other_data_or_model_is_refused(tmp_path):
+    """The same --out with other classes or another model must not resume the old run (it trained the old model, or
+    crashed with an IndexError inside the loss); the user is told to pick another folder."""
+    from tests.conftest import make_image_folder
+
+    from prunekit.errors import ConfigError
+
+    cfg = TrainConfig(epochs=1, **FAST)
+    three = load_dataset(make_image_folder(tmp_path / "three"), image_size=16, seed=0, test_frac=0.2, val_frac=0.2)
+    two = load_dataset(make_image_folder(tmp_path / "two", classes=2), image_size=16, seed=0, test_frac=0.2,
+                       val_frac=0.2)
+    section = {"data": {"classes": list(three.classes), "input_size": 16}}
+    fit(create_model("vgg_tiny", num_classes=3), three, cfg, device="cpu", out_dir=tmp_path / "run", progress=False,
+        description=section)
+    with pytest.raises(ConfigError, match="run on other data .3 classes, not 2"):
+        fit(create_model("vgg_tiny", num_classes=2), two, cfg, device="cpu", out_dir=tmp_path / "run",
+            progress=False, description={"data": {"classes": list(two.classes), "input_size": 16}})
+    with pytest.raises(ConfigError, match="run of another model"):
+        fit(create_model("resnet_tiny", num_classes=3), three, cfg, device="cpu", out_dir=tmp_path / "run",
+            progress=False, description=section)
+    again = fit(create_model("vgg_tiny", num_classes=3), three, TrainConfig(epochs=2, **FAST), device="cpu",
+                out_dir=tmp_path / "run", progress=False, description=section)
+    assert again.resumed_from == 1 and len(again.history) == 2

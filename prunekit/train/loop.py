@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import make_loader
 from ..device import pick_device
+from ..errors import ConfigError
 from ..storage import checkpoint as ckpt
 from ..storage.nested import flatten, unflatten
 from .callbacks import Callback, TrainState
@@ -153,11 +154,30 @@ class _Trainer:
         path = self.out_dir / LAST if self.out_dir is not None else None
         if path is None or not path.is_file():
             return None
+        self._check_same_run(path)
+        given = set(self.unwrapped.state_dict())
         state = self.restore(path)
+        if not set(self.unwrapped.state_dict()) <= given:
+            raise ConfigError(f"{self.out_dir} holds a run of another model than this one; pass another --out, "
+                              "or delete that folder to start over")
         self.history = list(state["history"])
         self.best_val, self.best_epoch = state.get("best_val"), state.get("best_epoch")
         self.start_epoch, self.step = state["epoch"], state["step"]
         return self.start_epoch
+
+    def _check_same_run(self, path: Path) -> None:
+        """Resuming continues the same run: a folder holding a run on other data (other classes, input size or
+        split) is refused before anything is loaded, never resumed into a silently different model."""
+        old = ckpt.read_description(path).get("data") or {}
+        new = self.description.get("data") or {}
+        for key in ("classes", "input_size", "split_seed", "test_frac", "val_frac"):
+            if key in old and key in new and old[key] != new[key]:
+                what = f"{key} {old[key]}, not {new[key]}"
+                if key == "classes":
+                    what = (f"{len(old[key])} classes, not {len(new[key])}" if len(old[key]) != len(new[key])
+                            else f"classes {', '.join(sorted(set(old[key]) - set(new[key]))[:3])} not in this data")
+                raise ConfigError(f"{self.out_dir} holds a run on other data ({what}); pass another --out, or "
+                                  "delete that folder to start over")
 
     @property
     def unwrapped(self) -> nn.Module:
