@@ -220,7 +220,7 @@ def write_summary(out: Path, ratio: float, extra: List[str]) -> Dict[str, Any]:
            "summary": summary(rows), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in rows), 1),
            "not_run": [s for s in every_spec if s not in done], "rows": rows}
     (out / "coverage.json").write_text(json.dumps(doc, indent=1))
-    (out / "table.md").write_text(f"`{doc['command']}` (Torch-Pruning rows redone with its examples' attention "
+    (out / "coverage_table.md").write_text(f"`{doc['command']}` (Torch-Pruning rows redone with its examples' attention "
                                   "settings: `--peer-only`)\n\n" + markdown(rows))
     return doc
 
