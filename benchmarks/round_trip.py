@@ -100,9 +100,54 @@ def cli_round_trip(spec: str, out_dir: Path, ratio: float = 0.5, extra: Sequence
     return row
 
 
+class TPRecipe:
+    """Torch-Pruning's own settings for a model with attention, from its examples (VainF/Torch-Pruning).
+
+    torchvision ``VisionTransformer`` (examples/torchvision_models/torchvision_pruning.py): ``round_to`` = the
+    heads per layer, then ``model.hidden_dim`` set to the pruned width (torchvision's forward reads it). timm
+    attention with ``num_heads`` and a ``qkv`` projection (examples/timm_models/prune_timm_models.py,
+    examples/transformers/prune_timm_vit.py): ``num_heads={qkv: heads}`` (head dims pruned alike in every head),
+    ``TIMM_FUSED_ATTN=0``, then each module's ``num_heads`` / ``head_dim`` set from the pruner (and ``attn_dim``,
+    which timm 1.0 added after those examples). The classifier is ignored as in the default harness.
+    """
+
+    def __init__(self, model: nn.Module):
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        self.name: str | None = None
+        self.kwargs: Dict[str, Any] = {}
+        self.attn: List[nn.Module] = []
+        if isinstance(model, VisionTransformer):
+            self.name = "torchvision ViT example: round_to=num_heads, hidden_dim fixed"
+            self.kwargs["round_to"] = model.encoder.layers[0].num_heads
+            return
+        for m in model.modules():
+            qkv = getattr(m, "qkv", None)
+            if isinstance(getattr(m, "num_heads", None), int) and isinstance(qkv, (nn.Linear, nn.Conv2d)):
+                self.attn.append(m)
+        if self.attn:
+            self.name = "timm example: num_heads={qkv: heads}, TIMM_FUSED_ATTN=0, num_heads/head_dim fixed"
+            self.kwargs["num_heads"] = {m.qkv: m.num_heads for m in self.attn}
+            for m in self.attn:
+                if hasattr(m, "fused_attn"):
+                    m.fused_attn = False
+
+    def fix(self, model: nn.Module, pruner: Any) -> None:
+        """What the examples do after ``pruner.step()``: the attributes the forward reads follow the new widths."""
+        if "round_to" in self.kwargs:
+            model.hidden_dim = model.conv_proj.out_channels
+        for m in self.attn:
+            width = m.qkv.out_features if isinstance(m.qkv, nn.Linear) else m.qkv.out_channels
+            m.num_heads = pruner.num_heads[m.qkv]
+            m.head_dim = width // (3 * m.num_heads)
+            if hasattr(m, "attn_dim"):
+                m.attn_dim = m.num_heads * m.head_dim
+
+
 def peer_prune(spec: str, size: int, ratio: float = 0.5) -> Dict[str, Any]:
-    """Torch-Pruning's MagnitudePruner (L1, default options) on a fresh ``spec`` at ``size`` px: does the pruned
-    model run, keep its output shape, and lose parameters? The layers whose outputs are the classes are ignored."""
+    """Torch-Pruning's MagnitudePruner (L1) on a fresh ``spec`` at ``size`` px, with its own example's settings for
+    attention (:class:`TPRecipe`; other models: its defaults): does the pruned model run, keep its output shape,
+    and lose parameters? The layers whose outputs are the classes are ignored."""
     import torch_pruning as tp
 
     from prunekit.models import create_model
@@ -117,10 +162,13 @@ def peer_prune(spec: str, size: int, ratio: float = 0.5) -> Dict[str, Any]:
         before = sum(p.numel() for p in model.parameters())
         heads = [m for m in model.modules() if (isinstance(m, nn.Linear) and m.out_features == NUM_CLASSES)
                  or (isinstance(m, nn.Conv2d) and m.out_channels == NUM_CLASSES)]
+        recipe = TPRecipe(model)
+        row["recipe"] = recipe.name
         t0 = time.perf_counter()
         pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=1),
-                                           pruning_ratio=ratio, ignored_layers=heads)
+                                           pruning_ratio=ratio, ignored_layers=heads, **recipe.kwargs)
         pruner.step()
+        recipe.fix(model, pruner)
         row["prune_s"] = round(time.perf_counter() - t0, 2)
         with torch.no_grad():
             got = [t.shape for t in _tensors(model(x))]

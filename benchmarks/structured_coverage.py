@@ -83,6 +83,55 @@ def run_one(spec: str, ratio: float, extra: List[str], path: str) -> None:
     Path(path).write_text(json.dumps(row, indent=1))
 
 
+def peer_one(spec: str, size: int, ratio: float, path: str) -> None:
+    """Only the Torch-Pruning prune of ``spec`` (runs in a spawned subprocess): the row's earlier peer result is
+    kept as ``torch_pruning_default``, the new one (its example's settings, ``TPRecipe``) replaces it."""
+    import torch
+
+    from round_trip import peer_prune
+
+    torch.set_num_threads(1)
+    row = json.loads(Path(path).read_text())
+    new = peer_prune(spec, size, ratio)
+    row["torch_pruning_default"] = row.get("torch_pruning_default") or row.get("torch_pruning")
+    row["torch_pruning"] = new
+    Path(path).write_text(json.dumps(row, indent=1))
+
+
+def peer_rerun(specs: List[str], rows_dir: Path, ratio: float, timeout: float, rerun: bool) -> None:
+    """Redo Torch-Pruning's prune, with its own examples' settings for attention, on rows where it failed with the
+    default harness and the model has attention that settings apply to (timeouts are left: TP's own torchvision
+    example lists Swin as stuck). A row already redone (its peer result names a ``recipe``) is skipped."""
+    from prunekit.models import create_model
+    from round_trip import NUM_CLASSES, TPRecipe
+
+    for spec in specs:
+        path = row_file(rows_dir, spec)
+        if not path.is_file():
+            continue
+        row = json.loads(path.read_text())
+        peer = row.get("torch_pruning") or {}
+        if peer.get("ok") or "timeout" in str(peer.get("error")) or ("recipe" in peer and not rerun):
+            continue
+        size = row.get("input_size") or _size_of(spec)
+        if not size or TPRecipe(create_model(spec, NUM_CLASSES)).name is None:
+            continue
+        proc = mp.get_context("spawn").Process(target=peer_one, args=(spec, size, ratio, str(path)))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        row = json.loads(path.read_text())
+        if "recipe" not in (row.get("torch_pruning") or {}):  # killed or crashed: say so under the recipe
+            row["torch_pruning_default"] = row.get("torch_pruning_default") or row.get("torch_pruning")
+            row["torch_pruning"] = {"ok": False, "recipe": "example settings", "error":
+                                    f"timeout after {timeout:.0f} s" if proc.exitcode is None or proc.exitcode < 0
+                                    else f"crashed (exit code {proc.exitcode})"}
+            path.write_text(json.dumps(row, indent=1))
+        print(fmt(row), "| before:", (row.get("torch_pruning_default") or {}).get("error", "")[:60], flush=True)
+
+
 def _size_of(spec: str) -> Optional[int]:
     """The size the CLI would use, for the peer when the CLI run itself failed."""
     try:
@@ -150,9 +199,11 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
                 continue
             tp = r.get("torch_pruning") or {}
             why = "; ".join(x for x in (r.get("error"), tp.get("error") and f"TP: {tp['error']}") if x)
+            peer = ("ok" if tp.get("ok") else "FAIL") + (f" ({tp['params_ratio']} params, example settings)"
+                                                         if tp.get("recipe") and tp.get("params_ratio") else "")
             cells = [r["model"].split("/", 1)[1], "ok" if r["ok"] else "FAIL", str(r.get("input_size", "")),
-                     str(r.get("params_ratio", "")), str(r.get("macs_ratio", "")),
-                     "ok" if tp.get("ok") else "FAIL", why.replace("|", "\\|")[:160]]
+                     str(r.get("params_ratio", "")), str(r.get("macs_ratio", "")), peer,
+                     why.replace("|", "\\|")[:160]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -169,6 +220,8 @@ def write_summary(out: Path, ratio: float, extra: List[str]) -> Dict[str, Any]:
            "summary": summary(rows), "wall_s_sum": round(sum(r.get("wall_s", 0) for r in rows), 1),
            "not_run": [s for s in every_spec if s not in done], "rows": rows}
     (out / "coverage.json").write_text(json.dumps(doc, indent=1))
+    (out / "coverage_table.md").write_text(f"`{doc['command']}` (Torch-Pruning rows redone with its examples' attention "
+                                  "settings: `--peer-only`)\n\n" + markdown(rows))
     return doc
 
 
@@ -186,6 +239,8 @@ def main(argv: List[str] | None = None) -> None:
                     help="extra prune flags (default: a small test split, so 224 px ViTs evaluate quickly)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--markdown", action="store_true", help="print the tables of the stored results and stop")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="redo only Torch-Pruning's prune, with its examples' attention settings, where it failed")
     args = ap.parse_args(argv)
     if args.markdown:  # from the rows on disk, whatever has run so far
         print(markdown(write_summary(Path(args.out), args.ratio, args.cli_args.split())["rows"]))
@@ -199,6 +254,10 @@ def main(argv: List[str] | None = None) -> None:
     rows_dir = out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     extra = args.cli_args.split()
+    if args.peer_only:
+        peer_rerun(specs, rows_dir, args.ratio, args.timeout, args.rerun)
+        write_summary(out, args.ratio, extra)
+        return
     print(f"{'model':<42} {'':<4} {'px':>4} {'params':>6} {'TP':<4}  reason")
     t0 = time.perf_counter()
     rows = []

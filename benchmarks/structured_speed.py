@@ -28,6 +28,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import random
 import statistics
 import sys
@@ -72,11 +73,13 @@ def classifier(model: nn.Module) -> nn.Module:
     return last
 
 
-def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float, round_to: Any = None) -> nn.Module:
+    """Torch-Pruning 1.6 as its README's MagnitudePruner example, with ``round_to`` (kept widths on that multiple,
+    the option its docs give for hardware-friendly channels) when the comparison rounds ours."""
     import torch_pruning as tp
 
     pruner = tp.pruner.MagnitudePruner(model, x, importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, ignored_layers=[classifier(model)])
+                                       pruning_ratio=ratio, ignored_layers=[classifier(model)], round_to=round_to)
     pruner.step()
     return model
 
@@ -126,14 +129,15 @@ def first_reachable(name: str, round_to: Any, search: Any) -> Tuple[Any, Any]:
 
 
 def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eager",
-          allocation: str = "uniform", alpha: float = 1.0, cache: Any = None, choose_at: int = 1) -> Dict[str, Any]:
+          allocation: str = "uniform", alpha: float = 1.0, cache: Any = None, choose_at: int = 1,
+          tp_round_to: Any = None, match_tol: float = 0.01) -> Dict[str, Any]:
     shape = (3, 224, 224)
     x1 = torch.randn(1, *shape)
     base = build(name)
     row: Dict[str, Any] = {"model": name, "params": count_params(base), "macs": count_macs(base, shape)[0]}
     tp_model = copy.deepcopy(base)
     t0 = time.perf_counter()
-    prune_tp(tp_model, x1, ratio)
+    prune_tp(tp_model, x1, ratio, tp_round_to)
     row["tp_prune_s"] = round(time.perf_counter() - t0, 2)
     ours = copy.deepcopy(base)
     tp_macs = {"macs": 1 - count_macs(tp_model, shape)[0] / row["macs"]}  # ours is matched to this cut
@@ -171,7 +175,8 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
                                    **found.plan_kwargs())
     elif allocation == "uniform-matched":  # one ratio for every layer, searched to Torch-Pruning's MACs
         found, round_to = first_reachable(name, round_to,
-                                          lambda multiple: search_ratio(base, x1, tp_macs, round_to=multiple))
+                                          lambda multiple: search_ratio(base, x1, tp_macs, round_to=multiple,
+                                                                              tol=match_tol))
         row["round_to_used"] = round_to
         ours, _ = prune_structured(ours, x1, round_to=round_to, **found.plan_kwargs())
     else:
@@ -187,7 +192,9 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         assert m(x1).shape == base(x1).shape
         row[f"{k}_params_ratio"] = round(count_params(m) / row["params"], 3)
         row[f"{k}_macs_ratio"] = round(count_macs(m, shape)[0] / row["macs"], 3)
+    row["macs_gap"] = round(count_macs(ours, shape)[0] / count_macs(tp_model, shape)[0] - 1, 4)  # ours vs TP
     x32 = torch.randn(32, 3, 64, 64)
+    row["loadavg_before"] = [round(v, 2) for v in os.getloadavg()]  # a loaded machine makes the numbers indicative
     lat1 = timed_both_orders(models, mode, x1, repeats)
     try:  # each batch is deployed for its own shape (an ONNX graph and a compiled graph are tied to it)
         lat32 = timed_both_orders(models, mode, x32, max(2, repeats // 2))
@@ -195,6 +202,9 @@ def bench(name: str, ratio: float, repeats: int, round_to: Any, mode: str = "eag
         print(f"  ({name}: no batch-32 timing in {mode}: {str(exc)[:120]})")
         row["b32_skipped"] = str(exc)[:300]
         lat32 = None
+    row["loadavg_after"] = [round(v, 2) for v in os.getloadavg()]
+    row["tp_ms_over_ours_b1"] = round(lat1["tp"] / lat1["ours"], 3)  # > 1: ours faster, both timed interleaved
+    row["tp_ms_over_ours_b32"] = round(lat32["tp"] / lat32["ours"], 3) if lat32 else None
     for k in ("ours", "tp"):
         s1 = lat1["base"] / lat1[k]
         row[f"{k}_speedup_b1"] = round(s1, 2)
@@ -214,6 +224,36 @@ def geo(values: List[Any]) -> float:
 def _pair(r: Dict[str, Any], key: str, width: int) -> str:
     a, b = r[f"ours_{key}"], r[f"tp_{key}"]
     return f"{'-' if a is None else f'{a:.2f}':>{width}}/{'-' if b is None else f'{b:.2f}':<{width}}"
+
+
+def table_md(settings: Dict[str, Any], rows: List[Dict[str, Any]], command: str) -> str:
+    """The result as a markdown table: MACs of both (the gap), absolute speedups over the dense model in the same
+    form, and Torch-Pruning's latency over ours measured interleaved in the same run (> 1: ours faster)."""
+    def cell(r: Dict[str, Any], key: str) -> str:
+        a, b = r.get(f"ours_{key}"), r.get(f"tp_{key}")
+        return "-" if a is None else f"{a:.2f} / {b:.2f}"
+
+    lines = [f"`python {command}`", "", "Same shapes = the same computation: their TP ms / ours ms shows the timing "
+             "noise of the run.", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), "",
+             "| model | same shapes | MACs ratio ours / TP (gap) | speedup b1 ours / TP | speedup b32 ours / TP | TP ms / ours ms "
+             "b1, b32 | speedup÷MACs-red. b1 ours / TP | load avg (1 min) before, after |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        gap = r.get("macs_gap")
+        b32 = r.get("tp_ms_over_ours_b32")
+        lines.append(f"| {r['model']} | {'yes' if r.get('same_shapes') else 'no'} | {r['ours_macs_ratio']:.3f} / {r['tp_macs_ratio']:.3f} "
+                     f"({'-' if gap is None else f'{gap:+.1%}'}) | {cell(r, 'speedup_b1')} | "
+                     f"{cell(r, 'speedup_b32')} | {r.get('tp_ms_over_ours_b1', '-')}, {'-' if b32 is None else b32} "
+                     f"| {cell(r, 'eff_b1')} | {r.get('loadavg_before', ['-'])[0]}, "
+                     f"{r.get('loadavg_after', ['-'])[0]} |")
+    geo_of = {k: geo([r.get(k) for r in rows]) for k in ("ours_speedup_b1", "tp_speedup_b1", "ours_speedup_b32",
+                                                          "tp_speedup_b32", "tp_ms_over_ours_b1",
+                                                          "tp_ms_over_ours_b32", "ours_eff_b1", "tp_eff_b1")}
+    lines.append(f"| **geo-mean** | | | {geo_of['ours_speedup_b1']:.2f} / {geo_of['tp_speedup_b1']:.2f} | "
+                 f"{geo_of['ours_speedup_b32']:.2f} / {geo_of['tp_speedup_b32']:.2f} | "
+                 f"{geo_of['tp_ms_over_ours_b1']:.3f}, {geo_of['tp_ms_over_ours_b32']:.3f} | "
+                 f"{geo_of['ours_eff_b1']:.2f} / {geo_of['tp_eff_b1']:.2f} | |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: List[str] | None = None) -> None:
@@ -236,6 +276,11 @@ def main(argv: List[str] | None = None) -> None:
                     help="inference form every model is timed in (the same for all three)")
     ap.add_argument("--latency-cache", default=str(ROOT / "runs" / "latency_cache"),
                     help="latency allocation: folder of per-device, per-architecture timings ('none': time anew)")
+    ap.add_argument("--tp-round-to", default="none",
+                    help="Torch-Pruning's round_to: 'none' (its default), an int, or 'same' (prunekit's multiple, "
+                         "as a fair comparison gives it)")
+    ap.add_argument("--match-tol", type=float, default=0.01,
+                    help="uniform-matched: how close (MACs reduction, absolute) ours is searched to Torch-Pruning's")
     ap.add_argument("--out", default=str(ROOT / "results" / "structured_speed" / "structured_speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -251,6 +296,12 @@ def main(argv: List[str] | None = None) -> None:
                 "allocation": args.allocation, "alpha": args.alpha}
     if args.choose_at_batch != 1:
         settings["choose_at_batch"] = args.choose_at_batch
+    tp_round_to = {"none": None, "same": settings["round_to_multiple"]}.get(args.tp_round_to) \
+        or (int(args.tp_round_to) if args.tp_round_to.isdigit() else None)
+    if tp_round_to:  # only when set, so the rows of older runs (Torch-Pruning unrounded) still resume
+        settings["tp_round_to"] = tp_round_to
+    if args.match_tol != 0.01:
+        settings["match_tol"] = args.match_tol
     out = Path(args.out)
     done: Dict[str, Any] = {}
     if out.is_file():  # resume: keep the rows of an earlier run with the same settings
@@ -260,7 +311,7 @@ def main(argv: List[str] | None = None) -> None:
     rows = []
     for name in args.models:
         r = done.get(name) or bench(name, args.ratio, args.repeats, round_to, args.deploy, args.allocation,
-                                    args.alpha, args.latency_cache, args.choose_at_batch)
+                                    args.alpha, args.latency_cache, args.choose_at_batch, tp_round_to, args.match_tol)
         r.setdefault("ours_total_prune_s", r["ours_prune_s"] + r.get("ours_alloc_s", 0.0))  # rows of older runs
         r.setdefault("tp_total_prune_s", r["tp_prune_s"])
         rows.append(r)
@@ -271,6 +322,8 @@ def main(argv: List[str] | None = None) -> None:
                    for k in ("ours_eff_b1", "tp_eff_b1", "ours_eff_b32", "tp_eff_b32")}
         with atomic_path(out) as tmp:  # after every model, so a stopped run resumes
             tmp.write_text(json.dumps({**settings, "rows": rows, "geomean": summary}, indent=1))
+        with atomic_path(out.with_suffix(".md")) as tmp:
+            tmp.write_text(table_md(settings, rows, " ".join(sys.argv)))
     print("geo-mean speedup/MACs-reduction:", summary)
     print(f"wrote {args.out}")
 
