@@ -2,6 +2,7 @@
 
     import prunekit
     small = prunekit.prune(model, x, criterion="fpgm", reduce="macs=2x")   # structured: a smaller dense model
+    print(prunekit.plan_preview(model, x, reduce="macs=2x")["macs"])        # the same plan, shown, nothing pruned
     masks = prunekit.sparsify(model, ratio=0.9, scope="global")             # unstructured: masks
     prunekit.save(small, "small.safetensors"); prunekit.load("small.safetensors")
 """
@@ -16,7 +17,7 @@ from .errors import PrunekitError  # noqa: E402
 
 # name -> module: loaded on first use, so `import prunekit` (and the CLI's --help) stays fast and the pipeline's
 # layers can import the package root without pulling in the front door above them.
-_WHERE = {"prune": "api", "sparsify": "api", "compare": "api", "load": "storage.checkpoint",
+_WHERE = {"prune": "api", "plan_preview": "api", "sparsify": "api", "compare": "api", "load": "storage.checkpoint",
           "save": "storage.checkpoint", "create_model": "models"}
 __all__ = ["__version__", "PrunekitError", *_WHERE]
 

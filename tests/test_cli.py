@@ -130,7 +130,7 @@ def test_info_is_a_summary_and_json_the_whole_description(tiny_folder, tmp_path,
                  for line in out.strip().splitlines()[:-1])
     assert lines["model"] == "vgg_tiny, 3 classes, input 3x16x16"
     assert lines["data"].endswith("(split seed 0, test 0.2, val 0.2)")
-    assert lines["pruning"].startswith("structured, criterion l1, scope layer, ratio 0.5, ")
+    assert lines["pruning"].startswith("structured, criterion l1, scope uniform, ratio 0.5, ")
     assert "channels kept in" in lines["pruning"] and len(out.splitlines()) < 20  # not the 700-line JSON
     code, out, err = run(["info", ckpt, "--json"], capsys)
     full = json.loads(out)
@@ -147,8 +147,11 @@ def test_prune_help_reads_by_topic(capsys):
                                           "schedule: prune while training (--schedule other than oneshot):"} \
         <= set(headings)
     first_group = out.index("\n" + headings[1] + "\n")
-    assert out.index("  --schedule ") < first_group and out.index("  --reduce ") < first_group  # main choices
+    assert out.index("  --schedule ") < first_group  # the main choice
+    assert headings[1].startswith("start:") and headings[2].startswith("what to remove")  # then by task
     assert out.index("  --start-epoch ") > out.index("schedule: prune while training")
+    assert out.index("  --reduce ") > out.index("what to remove") and out.index("  --nm ") > out.index("unstructured /")
+
 
 
 def test_export_prints_what_it_verified(tmp_path, capsys):

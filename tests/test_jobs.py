@@ -18,6 +18,8 @@ from prunekit.train import evaluate
 def _opts(folder, out, **kw):
     base = dict(model="vgg_tiny", data=str(folder), image_size=16, epochs=3, finetune_epochs=2, batch_size=8,
                 out=out, progress=False, latency=False, val_frac=0.2)
+    if kw.get("model", "vgg_tiny") != "vgg_tiny":
+        del base["epochs"]  # a checkpoint is not trained again (--epochs with one is refused)
     return PruneOptions(**{**base, **kw})
 
 
@@ -64,10 +66,22 @@ def test_round_to_from_the_cli_keeps_every_pruned_width_a_multiple(tiny_folder, 
     assert any(w % 8 for w in exact_widths)  # without rounding the same ratio gives widths off the multiple
 
 
-def test_an_unreached_reduce_target_is_said_on_stderr_and_in_the_json(tiny_folder, tmp_path, capsys, caplog):
+def test_an_unreached_reduce_target_is_refused_before_training(tiny_folder, tmp_path, capsys, monkeypatch):
+    import prunekit.jobs.prune as pipeline
+
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the target"))
+    code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "30",
+                 "--structured", "--reduce", "macs=1000x", "--out", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "1000x smaller cannot be reached" in err and "--closest" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unreached_reduce_target_with_closest_is_said_on_stderr_and_in_the_json(tiny_folder, tmp_path, capsys,
+                                                                                   caplog):
     with caplog.at_level("WARNING", logger="prunekit.allocate.reduce"):
         code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs",
-                     "0", "--finetune-epochs", "0", "--structured", "--reduce", "macs=1000x", "--out",
+                     "0", "--finetune-epochs", "0", "--structured", "--reduce", "macs=1000x", "--closest", "--out",
                      str(tmp_path / "r"), "--json", "--no-progress", "--no-latency"])
     result = json.loads(capsys.readouterr().out)
     target = result["pruning"]["reduce_target"]
@@ -136,7 +150,7 @@ def test_structured_criteria_from_the_cli_options(tiny_folder, tmp_path, monkeyp
 
     monkeypatch.setitem(CRITERIA._items, criterion, spy)  # the job must reach this criterion, not a default
     res = prune_job(_opts(tiny_folder, tmp_path / criterion, method="structured", criterion=criterion, ratio=0.5,
-                          epochs=1, finetune_epochs=1, attention_epochs=1))
+                          epochs=1, finetune_epochs=1, **({"attention_epochs": 1} if criterion == "attention" else {})))
     assert scored, f"prune_job never scored channels with {criterion!r}"
     assert res["after"]["params"] < 0.5 * res["before"]["params"]
     model = prunekit.load(res["checkpoint"])
@@ -157,7 +171,7 @@ def test_attention_budget_from_the_cli_options(tiny_folder, tmp_path, monkeypatc
 
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the options"))
     for bad in ({"attention_sparsity": 0.0}, {"scope": "global", "attention_sparsity": 3e-2}):
-        with pytest.raises(ConfigError, match="--attention-budget aims the gate penalty"):
+        with pytest.raises(ValueError, match="--attention-budget aims the gate penalty"):
             prune_job(_opts(tiny_folder, tmp_path / "bad", method="structured", criterion="attention",
                             attention_budget=True, **bad))
     assert not (tmp_path / "bad").exists()
@@ -186,7 +200,7 @@ def test_sparse_kernel_decisions_recorded_and_replayed_on_load(tiny_folder, tmp_
 
 
 def test_sparse_kernels_refused_for_structured(tiny_folder, tmp_path):
-    with pytest.raises(ConfigError, match="--sparse-kernels needs --unstructured"):
+    with pytest.raises(ValueError, match="--sparse-kernels is for unstructured pruning, not this structured one-shot"):
         prune_job(_opts(tiny_folder, tmp_path / "ks", method="structured", ratio=0.5, sparse_kernels=True))
 
 
@@ -211,7 +225,7 @@ def test_distill_fine_tunes_from_the_model_before_pruning(tiny_folder, tmp_path,
 
 
 def test_distill_refused_when_training_from_scratch(tiny_folder, tmp_path):
-    with pytest.raises(ConfigError, match="--distill learns from the model before pruning"):
+    with pytest.raises(ValueError, match="--distill learns from the model before pruning"):
         prune_job(_opts(tiny_folder, tmp_path / "kds", method="structured", schedule="soft", ratio=0.5,
                         distill=True))
 
@@ -329,15 +343,16 @@ def test_a_wrong_criterion_is_refused_before_training(tiny_folder, tmp_path, mon
     import prunekit.jobs.prune as pipeline
 
     monkeypatch.setattr(pipeline, "fit", lambda *a, **k: pytest.fail("trained before checking the criterion"))
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ValueError, match=match):  # PruneOptions' validators: before any job starts
         prune_job(_opts(tiny_folder, tmp_path / "c", method=method, criterion=criterion))
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("flag", [{"reduce": "macs=0.5"}, {"round_to": "8"}])
-def test_structured_only_flags_are_refused_with_unstructured(tiny_folder, tmp_path, flag):
+@pytest.mark.parametrize("flag, match", [({"reduce": "macs=0.5"}, "shapes structured pruning .* --ratio, or add --structured"),
+                                         ({"round_to": "8"}, "--round-to 8 is for structured pruning.*add --structured")])
+def test_structured_only_flags_are_refused_with_unstructured(tiny_folder, tmp_path, flag, match):
     """They used to be ignored silently (MACs do not fall with masks): say so instead, before training."""
-    with pytest.raises(ConfigError, match="shapes structured pruning .* --ratio, or add --structured"):
+    with pytest.raises(ValueError, match=match):
         prune_job(_opts(tiny_folder, tmp_path / "u", method="unstructured", **flag))
     assert not (tmp_path / "u").exists()
 

@@ -270,3 +270,33 @@ def ratio_for_target(model: nn.Module, example_inputs: Any, reduce: Dict[str, fl
     .plan_kwargs()`` then adds per-layer overrides that land within ``tol``.
     """
     return search_ratio(model, example_inputs, reduce, criterion=criterion, refine=False, **make_plan_kwargs).ratio
+
+
+def check_reachable(model: nn.Module, example_inputs: Any, reduce: Dict[str, float], closest: bool = False,
+                    tol: float = 0.01, max_ratio: float = 0.95, **make_plan_kwargs: Any) -> Dict[str, Any]:
+    """Whether a target can be met at all, decided before any training: the plan at the largest ratio the search
+    tries (``max_ratio``) removes the most of the metric that any plan can; :func:`reach` compares it with the
+    target. Unreachable: a ConfigError naming what can be reached, unless ``closest`` (then the search lands as
+    near as it can and :func:`warn_if_short` says so). Returns the :func:`reach` record of that most.
+
+    The removed counts of ``scope="uniform"`` do not depend on the weights, so an untrained model answers for the
+    trained one; with ``scope="global"`` (counts follow the scores) it is an estimate on the weights given.
+    """
+    metric, target = check_reduce(reduce)
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    shape = InputSpec.from_example(inputs)
+    kwargs = {k: v for k, v in make_plan_kwargs.items() if k not in ("ratio", "criterion", "data")}
+    plan, graph = make_plan(model, inputs, ratio=max_ratio, criterion="l2", return_graph=True, **kwargs)
+    size = _trial_size(model, plan, graph, metric, shape)
+    if size is None:  # data-dependent code needs real tensors: count a pruned copy
+        twin = copy.deepcopy(model)
+        with torch.no_grad():
+            apply_plan(twin, plan, graph=graph)
+        size = model_size(twin, metric, shape)
+    record = reach(metric, target, 1.0 - size / model_size(model, metric, shape), tol)
+    if not record["target_reached"] and not closest:
+        raise ConfigError(f"the {metric} target {record['requested_factor']:g}x smaller cannot be reached: the most "
+                          f"any plan removes is {record['reached']:.2%} ({record['reached_factor']:g}x smaller; every "
+                          f"layer keeps some channels); ask for less, or add --closest (closest=True) to prune as "
+                          f"close as possible")
+    return record

@@ -7,12 +7,11 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Optional
 
 from .. import __version__
 from ..errors import PruningWarning, PrunekitError
 from . import commands
-from .options import add_options, parse_options
 
 PROG = "prunekit"
 MAX_MESSAGE = 400  # an error line echoes user input (a recipe value, a path): never more than this many characters
@@ -20,22 +19,33 @@ MAX_MESSAGE = 400  # an error line echoes user input (a recipe value, a path): n
 _WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One subcommand per entry of the command table, its flags generated from the command's options model."""
+def build_parser(with_options: Optional[Collection[str]] = None) -> argparse.ArgumentParser:
+    """One subcommand per entry of the command table, its flags generated from the command's options model.
+
+    ``with_options``: the commands whose flags are added (None: all). The options models import the library (and
+    torch), so ``main`` adds only the flags of the command typed: ``prunekit --help`` imports neither."""
     parser = argparse.ArgumentParser(prog=PROG, description="Make neural networks smaller and faster by pruning, "
                                      "and prove it with measurements.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in commands.COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
-        add_options(p, cmd.options)
+        if with_options is None or cmd.name in with_options:
+            from .options import add_options  # pydantic and the models: only for a command being parsed
+            add_options(p, cmd.options)
         p.set_defaults(_cmd=cmd)
     return parser
 
 
+def _typed_command(argv: List[str]) -> List[str]:
+    """The command typed (argv's first word that is not a flag): the one whose flags the parser needs."""
+    return [next((a for a in argv if not a.startswith("-")), "")]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, run the job, print; a library error (bad input) is one line on stderr and exit code 2."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_options=_typed_command(argv))
     ns = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad flags
     cmd = getattr(ns, "_cmd", None)
     if cmd is None:
@@ -43,6 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     _warnings_as_lines(cmd.name)
     try:
+        from .options import parse_options
         opts = parse_options(cmd.options, ns)
         result = cmd.job(opts)
     except PrunekitError as e:

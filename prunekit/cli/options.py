@@ -71,6 +71,8 @@ def add_options(parser: argparse.ArgumentParser, model: Type[BaseModel]) -> None
         else:
             target = groups.get(cls) or groups.setdefault(cls, parser.add_argument_group(_group_title(cls)))
         _add_field(target, name, field)
+    for old in getattr(model, "renamed", {}):  # hidden: typed, the model refuses it naming the new flag
+        parser.add_argument(_flag(old), dest=old, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, default=None, help="YAML recipe with the same keys as these flags")
 
 
@@ -82,14 +84,15 @@ def _add_field(parser: Any, name: str, field: Any) -> None:
         return
     flag = extra.get("flag", _flag(name))
     kind = _base_type(field.annotation)
-    default = field.default if field.default is not None else "none"
-    help_text = f"{field.description or ''} (default: {default})".strip()
+    help_text = _help(field)
     optional = kind is not field.annotation
     if kind is bool:
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                             help=help_text)
     elif typing.get_origin(kind) is typing.Literal:
-        parser.add_argument(flag, dest=name, choices=[str(c) for c in typing.get_args(kind)],
+        choices = [str(c) for c in typing.get_args(kind)]
+        old = list(extra.get("renamed_values", {}))  # accepted here so the model can name the new value
+        parser.add_argument(flag, dest=name, choices=choices + old, metavar="{" + ",".join(choices) + "}",
                             default=argparse.SUPPRESS, help=help_text)
     elif typing.get_origin(kind) in (list, typing.List):
         parser.add_argument(flag, dest=name, nargs="*", default=argparse.SUPPRESS, help=help_text)
@@ -100,6 +103,17 @@ def _add_field(parser: Any, name: str, field: Any) -> None:
     for alias, const in extra.get("consts", {}).items():
         parser.add_argument(alias, dest=name, action="store_const", const=const, default=argparse.SUPPRESS,
                             help=f"same as {_flag(name)} {const}")
+
+
+def _help(field: Any) -> str:
+    """The field's description with its one default: appended unless the description already says it."""
+    text = field.description or ""
+    if "default" in text:
+        return text
+    default = field.default if field.default is not None else "none"
+    if isinstance(default, list):
+        default = " ".join(map(str, default)) or "none"
+    return f"{text} (default: {default})".strip()
 
 
 def read_recipe(path: Path) -> Dict[str, Any]:
@@ -134,7 +148,8 @@ def validate(model: Type[M], values: Dict[str, Any], source: str = "options") ->
 
 def parse_options(model: Type[M], ns: argparse.Namespace) -> M:
     """Recipe values first, then the flags typed on the command line on top."""
-    typed = {k: v for k, v in vars(ns).items() if k in model.model_fields}
+    known = set(model.model_fields) | set(getattr(model, "renamed", {}))
+    typed = {k: v for k, v in vars(ns).items() if k in known}
     recipe = read_recipe(ns.config) if getattr(ns, "config", None) else {}
     return validate(model, {**recipe, **typed}, source=str(ns.config) if recipe else "options")
 

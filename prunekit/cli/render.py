@@ -52,6 +52,8 @@ def evaluation(r: Dict[str, Any]) -> str:
 
 def prune(r: Dict[str, Any]) -> str:
     """The before/after table of a prune (or the demo), with the checkpoint and report paths."""
+    if r.get("dry_run"):
+        return dry_run(r)
     table = format_table(compare_rows(r["before"], r["after"]))
     cut = (r.get("pruning") or {}).get("test_accuracy_after_cut")
     if cut is not None:
@@ -64,6 +66,52 @@ def prune(r: Dict[str, Any]) -> str:
         table += f"\n(latency timed with both models in the {form} deploy form, prunekit.deploy)"
     page = f"\npage: {r['report']['html']}" if isinstance(r["report"], dict) and "html" in r["report"] else ""
     return f"{table}\n\ncheckpoint: {r['checkpoint']}\nreport: {r['report'].get('md', r['report'])}{page}"
+
+
+def plan_preview(p: Dict[str, Any]) -> str:
+    """A plan preview (``prunekit.plan_preview``, ``--dry-run``): the layers whose width changes, the totals, and
+    what is left whole and why."""
+    changed = [{"layer": layer["layer"], "width before": layer["before"], "width after": layer["after"] or "removed"}
+               for layer in p["layers"] if layer["after"] != layer["before"]]
+    lines = [markdown_table(changed) if changed else "no layer changes width",
+             f"{len(p['layers']) - len(changed)} of {len(p['layers'])} layers keep their width"]
+    for key in ("params", "macs"):
+        b, a = p[key]["before"], p[key]["after"]
+        lines.append(f"{key}: {human(b, 'count')} -> {human(a, 'count')} ({b / max(a, 1):.2f}x smaller)")
+    lines += [f"left whole: {group}: {why}" for group, why in p.get("skipped", {}).items()]
+    if p.get("blocks_removed"):
+        lines.append(f"blocks removed: {', '.join(p['blocks_removed'])}")
+    return "\n".join(lines)
+
+
+def dry_run(r: Dict[str, Any]) -> str:
+    """``prune --dry-run``: the plan (or the masks), the reach of the target, the training and its estimate."""
+    lines = [f"dry run of {r['mode']} pruning of {r['model']}: nothing trained or written"]
+    if r.get("plan"):
+        lines.append(plan_preview(r["plan"]))
+    if r.get("plan_note"):
+        lines.append(f"({r['plan_note']})")
+    if r.get("masks"):
+        lines.append(f"masks: {r['masks']['overall']:.2%} of {r['masks']['total']:,} weights would be zeroed")
+    reach = r.get("reduce_target")
+    if reach and not reach["target_reached"]:
+        lines.append(f"target not reachable: the closest plan is {reach['reached_factor']:g}x smaller "
+                     f"(asked {reach['requested_factor']:g}x); --closest accepts it")
+    t = r["training"]
+    for phase in t["phases"]:
+        eta = "time unknown" if phase["seconds"] is None else f"about {_duration(phase['seconds'])}"
+        lines.append(f"would {phase['phase']}: {phase['epochs']} epochs x {phase['batches_per_epoch']} batches, {eta}")
+    if not t["phases"]:
+        lines.append("no training would run")
+    elif t["total_seconds"] is not None:
+        lines.append(f"estimated training time: {_duration(t['total_seconds'])} ({t['seconds_per_batch']} s per "
+                     "batch measured here; evaluation not included)")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
 
 
 def export(r: Dict[str, Any]) -> str:

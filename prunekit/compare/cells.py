@@ -5,7 +5,7 @@ Per seed, one unpruned model is trained for ``base_epochs`` (cached as a safeten
 (uniform scope: one ratio searched once per target, so every criterion removes the same number of channels per
 layer and only *which* differs; global scope: each criterion's scores set the per-layer counts), prunes with the
 criterion (attention forms train SE modules first and fold them away), re-estimates BatchNorm statistics on
-``bn_recal_batches`` training batches (the same for all), measures accuracy before fine-tuning, fine-tunes
+``recal_batches`` training batches (the same for all), measures accuracy before fine-tuning, fine-tunes
 ``finetune_epochs`` (cosine, peak ``finetune_lr``) and measures again. The ``unpruned`` cell is the base fine-tuned
 for the same epochs: the same total budget.
 
@@ -157,10 +157,10 @@ def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratio
                    kept={g.module: g.size - len(g.remove) for g in plan.groups},
                    sizes={g.module: g.size for g in plan.groups})
         model.to(opts.device)
-        if opts.bn_recal_batches:  # removed input channels shift every BN's statistics; the same batches for all
-            recalibrate_bn(model, calibration_batches(data, opts.bn_recal_batches, device=opts.device))
+        if opts.recal_batches:  # removed input channels shift every BN's statistics; the same batches for all
+            recalibrate_bn(model, calibration_batches(data, opts.recal_batches, device=opts.device))
             model.eval()
-        row["bn_recal_batches"] = opts.bn_recal_batches
+        row["recal_batches"] = opts.recal_batches
         row["test_acc_before_ft"] = evaluate(model, data, "test")["accuracy"]
         if len(data.splits.get("val", [])):
             row["val_acc_before_ft"] = evaluate(model, data, "val")["accuracy"]

@@ -179,7 +179,7 @@ def write_report(opts: Any, written_by: str = "`prunekit compare`", root: Option
           f"Written by {written_by} from `{_shown(opts.results, root)}/*.json` (one file per cell). "
           "Test split; mean ± sample std over seeds (one seed: `(n=1)`, no spread). "
           "`before ft`: test accuracy right after pruning and "
-          f"re-estimating BN statistics on {opts.bn_recal_batches} training batches. "
+          f"re-estimating BN statistics on {opts.recal_batches} training batches. "
           "`val before ft`: validation accuracy right after pruning (what option choices are made on). "
           "`same channels as l1`: fraction of removed channels that L1 removes too (per layer, averaged). "
           "Latency: median (IQR) of batch-1 CPU forwards, median over seeds; `speedup b1`: the unpruned base's "

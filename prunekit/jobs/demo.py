@@ -17,7 +17,7 @@ from .prune import prune_job
 def run_demo(opts: DemoOptions) -> Dict[str, Any]:
     """The prune job with the demo's fixed recipe (vgg_small, embedded data, L1, uniform ratio)."""
     prune_opts = PruneOptions(model="vgg_small", data=None, image_size=64, method="structured", ratio=opts.ratio,
-                              criterion="l1", scope="layer", epochs=opts.epochs, finetune_epochs=opts.finetune_epochs,
+                              criterion="l1", scope="uniform", epochs=opts.epochs, finetune_epochs=opts.finetune_epochs,
                               seed=opts.seed, device=opts.device, out=opts.out or Path("runs/demo"),
                               progress=opts.progress, json_output=opts.json_output, tensorboard=opts.tensorboard)
     return prune_job(prune_opts)

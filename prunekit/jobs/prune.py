@@ -11,13 +11,13 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import nn
 
-from ..allocate import Target, parse_reduce, plan_for_target
+from ..allocate import Target, TargetPlan, parse_reduce, plan_for_target
+from ..allocate.reduce import check_reachable
 from ..apply.oneshot import remove_planned
 from ..attention import attention_prune
 from ..config import PruneOptions
 from ..data import calibration_batches, data_section
 from ..device import pick_device, seed_everything
-from ..errors import ConfigError
 from ..deploy import prepare
 from ..measure import measure_latency_together, measure_models
 from ..measure.guard import speed_guard
@@ -25,7 +25,7 @@ from ..measure.latency_cuda import check_runtime, runtime_spec
 from ..models import create_model
 from ..models.input_size import fit_input_size
 from ..report import flatten_measurement, run_settings, write_report
-from ..schedules.base import check_criterion
+from ..report.preview import preview_plan
 from ..schedules.config import ScheduleConfig
 from ..slimming import BNSparsity
 from ..sparse import magnitude_prune, nm_prune, parse_nm
@@ -33,6 +33,7 @@ from ..sparse.kernels import sparsify_for_inference
 from ..storage import checkpoint as ckpt
 from ..train import MaskCallback, RunLogger, TrainConfig, evaluate, fit, run_log
 from .common import data_for_checkpoint, load_data, write_json
+from .dry_run import dry_run
 from .sensitivity import budget_request
 
 
@@ -55,19 +56,30 @@ def _measure_pair(before: nn.Module, after: nn.Module, ds, files: Tuple[Path, Pa
 
 def _given_checkpoint(opts: PruneOptions, device) -> Optional[Any]:
     """The prunekit checkpoint given as ``--model``, loaded; None for a model name (with or without --weights)."""
-    if _is_trained_source(opts) and opts.weights is None:
+    if opts.starts_trained() and opts.weights is None:
         return ckpt.load_checkpoint(Path(opts.model), device)
     return None
 
 
-def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any], log: RunLogger
-                    ) -> Tuple[nn.Module, Dict[str, Any]]:
-    """A prunekit checkpoint as given (``loaded``), or a model trained here from scratch (or from local weights)."""
+def _initial_model(opts: PruneOptions, ds, device, loaded: Optional[Any]) -> nn.Module:
+    """The model as given: a loaded checkpoint, a name with its ``--weights``, or a name freshly initialised."""
     if loaded is not None:  # its data was loaded by data_for_checkpoint
-        return loaded.model, {"source": str(Path(opts.model))}
-    model = create_model(opts.model, len(ds.classes), weights=opts.weights)
-    if opts.weights is not None or opts.epochs == 0:
-        return model.to(device), {"source": opts.weights or "random init"}
+        return loaded.model
+    return create_model(opts.model, len(ds.classes), weights=opts.weights).to(device)
+
+
+def needs_training(opts: PruneOptions) -> bool:
+    """A name without weights, trained here for ``--epochs`` (> 0) before a one-shot cut."""
+    return not opts.starts_trained() and bool(opts.epochs)
+
+
+def _starting_model(opts: PruneOptions, ds, device, model: nn.Module, log: RunLogger
+                    ) -> Tuple[nn.Module, Dict[str, Any]]:
+    """The model pruned: as given, or trained here from scratch first (``--epochs``)."""
+    if opts.starts_trained():
+        return model, {"source": opts.weights or str(Path(opts.model))}
+    if not needs_training(opts):
+        return model, {"source": "random init"}
     cfg = _train_config(opts)
     callbacks = []
     if opts.slimming:
@@ -79,7 +91,7 @@ def _starting_model(opts: PruneOptions, ds, device, loaded: Optional[Any], log: 
 
 def _train_config(opts: PruneOptions) -> TrainConfig:
     """Training from scratch inside ``prune``: the ``--epochs`` budget with the training flags."""
-    return TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
+    return TrainConfig(epochs=opts.epochs or 0, batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.lr,
                        seed=opts.seed)
 
 
@@ -93,25 +105,13 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds, log: RunLogger) 
     criterion."""
     device = next(model.parameters()).device
     example = ds.images[:2].float().to(device)
-    scope = "uniform" if opts.scope == "layer" else "global"
+    scope = opts.scope
     done: Dict[str, Any] = {"method": "structured", "criterion": opts.criterion, "scope": opts.scope}
     if opts.round_to is not None:
         done["round_to"] = {"asked": opts.round_to, "multiple": opts.round_to_value()}
     if opts.criterion == "attention":
         return _attention_prune(opts, model, ds, example, scope, done, log)
-    plan_kwargs: Dict[str, Any] = {"scope": scope, "data": calibration_batches(ds, opts.calib_batches, device=device),
-                                   "round_to": opts.round_to_value()}
-    if opts.wants_depth():  # blocks go beside the channels the allocator picks (and count toward --reduce)
-        plan_kwargs.update(depth=opts.depth, depth_blocks=opts.depth_blocks, depth_criterion=opts.depth_criterion)
-    if opts.max_drop is not None:
-        target = Target.of(allocation="budget")
-        options = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts)).options
-    else:
-        target = Target.of(ratio=None if opts.reduce else channel_ratio(opts), reduce=opts.reduce or None,
-                           allocation=opts.allocation if opts.reduce else "uniform")
-        options = {"runtime": runtime_spec(opts.latency_runtime, opts.latency_dtype), "cache": opts.latency_cache,
-                   "batch": opts.latency_batch, "depth_criterion": opts.depth_criterion}
-    found = plan_for_target(model, example, target, opts.criterion, options=options, exact=True, **plan_kwargs)
+    found = structured_plan(opts, model, ds, example, exact=True)
     if opts.reduce:
         done["reduce"] = opts.reduce
     done.update(found.record)
@@ -123,10 +123,21 @@ def _prune_structured(opts: PruneOptions, model: nn.Module, ds, log: RunLogger) 
     return model, done
 
 
-def channel_ratio(opts: PruneOptions) -> float:
-    """``--ratio``, except 0 when depth pruning is asked and no ratio was typed: ``--depth 0.3`` alone removes
-    blocks, not channels."""
-    return 0.0 if opts.wants_depth() and "ratio" not in opts.model_fields_set else opts.ratio
+def structured_plan(opts: PruneOptions, model: nn.Module, ds, example: Any, exact: bool,
+                    criterion: Optional[str] = None) -> TargetPlan:
+    """The checked plan of the run's target (ratio, reduce, latency, latency_target, depth, fastest or budget), by
+    ``plan_for_target``; ``criterion`` overrides the run's (a preview of the attention flow)."""
+    plan_kwargs = {**_plan_shape(opts), "data": calibration_batches(ds, opts.calib_batches, device=example.device)}
+    if opts.max_drop is not None:
+        target = Target.of(allocation="budget")
+        options = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts)).options
+    else:
+        target = Target.of(ratio=None if opts.reduce else opts.ratio_value(), reduce=opts.reduce or None,
+                           allocation=opts.allocation if opts.reduce else "uniform")
+        options = {"runtime": runtime_spec(opts.latency_runtime, opts.latency_dtype), "cache": opts.latency_cache,
+                   "batch": opts.latency_batch, "depth_criterion": opts.depth_criterion}
+    return plan_for_target(model, example, target, criterion or opts.criterion, options=options, exact=exact,
+                           **plan_kwargs)
 
 
 def allocation_kind(opts: PruneOptions) -> str:
@@ -134,28 +145,28 @@ def allocation_kind(opts: PruneOptions) -> str:
     latency=...), ``latency`` / ``depth`` / ``fastest`` (--allocation ...), ``reduce`` (--reduce) or ``ratio``."""
     if opts.max_drop is not None:
         return "budget"
-    if wants_latency_target(opts):
+    if opts.wants_latency_target():
         return "latency_target"
     if opts.reduce:
         return opts.allocation if opts.allocation in ("latency", "depth", "fastest") else "reduce"
     return "ratio"
 
 
-def wants_latency_target(opts: PruneOptions) -> bool:
-    """``--reduce latency=...``: a measured latency target (the ``latency_target`` allocator)."""
-    return bool(opts.reduce) and "latency" in parse_reduce(opts.reduce, measured=True)
+def check_target(opts: PruneOptions, model: nn.Module, example: Any) -> Optional[Dict[str, Any]]:
+    """A MACs / params target no plan reaches is refused now, before any training, unless ``--closest``
+    (``allocate.reduce.check_reachable``); timed and budget allocations decide their own reach."""
+    if allocation_kind(opts) != "reduce":
+        return None
+    return check_reachable(model, example, parse_reduce(opts.reduce), closest=opts.closest, **_plan_shape(opts))
 
 
-def _check_latency_target(opts: PruneOptions) -> None:
-    """A latency target times candidates once, before pruning, and picks blocks and one channel ratio itself."""
-    if not wants_latency_target(opts):
-        return
-    if not (opts.method == "structured" and opts.schedule == "oneshot" and opts.scope == "layer"
-            and opts.criterion != "attention" and opts.allocation == "uniform" and not opts.wants_depth()):
-        raise ConfigError(f"--reduce {opts.reduce} times candidate models and picks blocks and one channel ratio "
-                          "itself: use it with --structured one-shot pruning (no --schedule), layer scope, any "
-                          "criterion but attention, without --allocation / --depth / --depth-blocks; or give a "
-                          "macs=... / params=... target")
+def _plan_shape(opts: PruneOptions) -> Dict[str, Any]:
+    """The ``make_plan`` arguments the flags fix whatever the allocator: scope, rounding, ignored modules, and the
+    blocks that go beside the channels (they count toward --reduce)."""
+    kwargs: Dict[str, Any] = {"scope": opts.scope, "round_to": opts.round_to_value(), "ignore": list(opts.ignore)}
+    if opts.wants_depth():
+        kwargs.update(depth=opts.depth, depth_blocks=opts.depth_blocks, depth_criterion=opts.depth_criterion)
+    return kwargs
 
 
 def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: str, done: Dict[str, Any],
@@ -163,12 +174,12 @@ def _attention_prune(opts: PruneOptions, model: nn.Module, ds, example, scope: s
     """SE attention inserted, trained, read, removed (folded or dropped); the channels it turns down go."""
     cfg = TrainConfig(batch_size=opts.batch_size, optimizer=opts.optimizer, lr=opts.finetune_lr, seed=opts.seed)
     model, plan, report = attention_prune(
-        model, ds, example, ratio=opts.ratio, reduce=parse_reduce(opts.reduce) if opts.reduce else None,
+        model, ds, example, ratio=opts.ratio_value(), reduce=parse_reduce(opts.reduce) if opts.reduce else None,
         attention_epochs=opts.attention_epochs, mode=opts.attention_mode, sparsity=opts.attention_sparsity,
         reduction=opts.attention_reduction, removal=opts.attention_removal, score=opts.attention_score,
         budget=opts.attention_budget, train_cfg=cfg, device=next(model.parameters()).device, progress=opts.progress, scope=scope,
         round_to=opts.round_to_value(), loggers=[log])
-    done.update(ratio=None if opts.reduce else opts.ratio, reduce=opts.reduce, attention=report,
+    done.update(ratio=None if opts.reduce else opts.ratio_value(), reduce=opts.reduce, attention=report,
                 plan=json.loads(plan.to_json()))
     return model, done
 
@@ -179,28 +190,31 @@ def _prune(opts: PruneOptions, model: nn.Module, ds, log: RunLogger
     if opts.method == "structured":
         model, done = _prune_structured(opts, model, ds, log)
         return model, [], done, None
+    masks = unstructured_masks(opts, model)
+    masks.apply(model)
+    return model, [MaskCallback(masks)], {"method": "unstructured", "ratio": None if opts.nm else opts.ratio_value(),
+                                          "scope": opts.scope, "nm": opts.nm,
+                                          "sparsity": dataclasses.asdict(masks.sparsity())}, masks
+
+
+def unstructured_masks(opts: PruneOptions, model: nn.Module):
+    """The masks of ``--nm`` or of ``--ratio`` by magnitude (l1, or lamp / erk sharing a global budget); the model's
+    weights are zeroed where they go."""
+    skip = list(opts.ignore) or None
     if opts.nm:
         n, m = parse_nm(opts.nm)
-        masks = nm_prune(model, n=n, m=m)
-    else:
-        allocation = opts.criterion if opts.criterion in ("lamp", "erk") else None
-        masks = magnitude_prune(model, ratio=opts.ratio, scope=opts.scope, allocation=allocation)
-    masks.apply(model)
-    return model, [MaskCallback(masks)], {"method": "unstructured", "ratio": opts.ratio, "scope": opts.scope,
-                                          "nm": opts.nm, "sparsity": dataclasses.asdict(masks.sparsity())}, masks
+        return nm_prune(model, n=n, m=m, skip=skip)
+    allocation = opts.criterion if opts.criterion in ("lamp", "erk") else None
+    scope = "layer" if opts.scope == "uniform" else "global"  # prunekit.sparse's word for the same ratio per layer
+    return magnitude_prune(model, ratio=opts.ratio_value(), scope=scope, allocation=allocation, skip=skip)
 
 
 def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device, log: RunLogger
                ) -> Tuple[nn.Module, Dict, Any]:
     """Prune while training: during fine-tuning of a trained model, or during training from scratch."""
-    if opts.nm:
-        raise ConfigError("--nm prunes in one shot; use it with --schedule oneshot")
-    recipe = ScheduleConfig.from_options(opts, scope=opts.scope)
+    recipe = ScheduleConfig.from_options(opts, scope=opts.scope, ratio=opts.ratio_value())
     schedule = recipe.build()
     cfg = _finetune_config(opts) if trained else _train_config(opts)
-    if opts.distill and not trained:
-        raise ConfigError("--distill learns from the model before pruning, but this schedule trains from scratch; "
-                          "give a trained --model (a checkpoint) or drop --distill")
     res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
               progress=opts.progress, description={"data": data_section(ds)},
               teacher=model if opts.distill else None, phase="schedule", loggers=[log])  # fit copies the teacher
@@ -210,58 +224,37 @@ def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device, 
 
 
 def prune_job(opts: PruneOptions) -> Dict[str, Any]:
-    """Train or load, measure, prune (one shot, or on a schedule while training), fine-tune, measure, save, report."""
-    if not opts.nm:
-        check_criterion(opts.method, opts.criterion)
-    if opts.method == "unstructured" and (opts.reduce or opts.round_to is not None):
-        flag = "--reduce" if opts.reduce else "--round-to"
-        raise ConfigError(f"{flag} shapes structured pruning (whole channels); with --unstructured give the fraction "
-                          "of weights to remove as --ratio, or add --structured")
-    _check_latency_target(opts)
+    """Train or load, measure, prune (one shot, or on a schedule while training), fine-tune, measure, save, report.
+
+    The flags were checked by PruneOptions' validators; what needs the model (can ``--reduce`` be reached?) is
+    checked here before any training. ``--dry-run`` stops there with the plan and the training it would run."""
     check_runtime(opts.latency_runtime, opts.latency_dtype)  # a GPU runtime without a GPU fails before the work
-    if opts.sparse_kernels and opts.method != "unstructured":
-        raise ConfigError("--sparse-kernels needs --unstructured (or --nm) pruning; structured pruning already gives "
-                          "a smaller dense model")
-    if opts.allocation == "latency" and not (opts.method == "structured" and opts.reduce and opts.scope == "layer"
-                                             and opts.schedule == "oneshot" and opts.criterion != "attention"):
-        raise ConfigError("--allocation latency works with --structured one-shot pruning to a --reduce target "
-                          "(e.g. --reduce macs=0.5), layer scope, any criterion but attention")
-    if opts.attention_budget and not (opts.method == "structured" and opts.criterion == "attention"
-                                      and opts.schedule == "oneshot" and opts.scope == "layer"
-                                      and opts.attention_sparsity > 0):
-        raise ConfigError("--attention-budget aims the gate penalty of --structured one-shot --criterion attention, "
-                          "layer scope: give --attention-sparsity > 0 (e.g. 3e-2) and drop --global / --schedule")
-    if opts.max_drop is not None and not (opts.method == "structured" and opts.schedule == "oneshot"
-                                          and opts.scope == "layer" and not opts.reduce
-                                          and opts.allocation == "uniform"):
-        raise ConfigError("--max-drop chooses per-layer ratios for --structured one-shot pruning, layer scope; drop "
-                          "--reduce / --global / --schedule / --allocation latency (it replaces them)")
-    _check_depth(opts)
-    if opts.deploy != "eager" and not opts.latency:
-        raise ConfigError(f"--deploy {opts.deploy} sets the form latency is timed in; drop --no-latency (or --deploy)")
     seed_everything(opts.seed)
     device = pick_device(opts.device)
     opts = opts.model_copy(update={"out": opts.out or Path("runs") / f"prune-{opts.method}"})
     out: Path = opts.out
-    log = run_log(out, opts.tensorboard)  # history.csv (+ tb/): every training phase below, one row per epoch
     loaded = _given_checkpoint(opts, device)  # before the data: a checkpoint decides how it is split and sized
     if loaded is None:
         opts = fit_input_size(opts)  # the size the architecture takes (--image-size, else its own), before decoding
     ds = data_for_checkpoint(opts, loaded, opts.model) if loaded is not None else load_data(opts, opts.seed)
-    from_scratch_schedule = opts.schedule != "oneshot" and not _is_trained_source(opts)
+    model = _initial_model(opts, ds, device, loaded)
+    reach = check_target(opts, model, ds.images[:2].float().to(device))  # before any training
+    if opts.dry_run:
+        return dry_run(opts, model, ds, reach, _preview(opts, model, ds))
+    log = run_log(out, opts.tensorboard)  # history.csv (+ tb/): every training phase below, one row per epoch
+    from_scratch_schedule = opts.schedule != "oneshot" and not opts.starts_trained()
     if from_scratch_schedule:  # e.g. PFAM: soft pruning inside the original training run, no pretrained model
-        model = create_model(opts.model, len(ds.classes)).to(device)
         start: Dict[str, Any] = {"source": "random init; pruned while training from scratch"}
         before_acc = None
     else:
-        model, start = _starting_model(opts, ds, device, loaded, log)
+        model, start = _starting_model(opts, ds, device, model, log)
         before_acc = evaluate(model, ds, "test", device=device)["accuracy"]
     base_file = out / "before.safetensors"
     ckpt.save(model, base_file, data=data_section(ds))
     t0 = time.perf_counter()
     if opts.schedule != "oneshot":
         pruned, done, masks = _scheduled(opts, copy.deepcopy(model), ds, not from_scratch_schedule, device, log)
-        done["seconds"] = round(time.perf_counter() - t0, 1)
+        done["prune_seconds"] = round(time.perf_counter() - t0, 1)  # the training run the schedule prunes during
     else:
         pruned, callbacks, done, masks = _prune(opts, copy.deepcopy(model), ds, log)
         done["prune_seconds"] = round(time.perf_counter() - t0, 3)
@@ -302,21 +295,21 @@ def _used(opts: PruneOptions, done: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return {"ratio": done.get("ratio")} if "ratio" in done or opts.reduce else None
 
 
-def _check_depth(opts: PruneOptions) -> None:
-    """Depth pruning is a structured one-shot cut; --allocation depth finds the block count itself."""
-    if opts.allocation == "depth" and not (opts.method == "structured" and opts.reduce and not opts.wants_depth()):
-        raise ConfigError("--allocation depth removes the fewest whole blocks that reach a target: give --structured "
-                          "and --reduce (e.g. --reduce macs=0.3), without --depth / --depth-blocks")
-    if opts.allocation == "fastest" and not (opts.method == "structured" and opts.reduce and not opts.wants_depth()
-                                             and opts.schedule == "oneshot" and opts.scope == "layer"
-                                             and opts.criterion != "attention"):
-        raise ConfigError("--allocation fastest times splits of a --reduce target between whole blocks and channels: "
-                          "give --structured one-shot pruning, --reduce (e.g. macs=4x), layer scope, any criterion "
-                          "but attention, without --depth / --depth-blocks")
-    if opts.wants_depth() and not (opts.method == "structured" and opts.schedule == "oneshot"
-                                   and opts.criterion != "attention" and opts.max_drop is None):
-        raise ConfigError("--depth / --depth-blocks remove whole residual blocks in --structured one-shot pruning "
-                          "(any channel criterion but attention, no --max-drop or --schedule)")
+def _preview(opts: PruneOptions, model: nn.Module, ds) -> Dict[str, Any]:
+    """What the cut would remove, on the model as it is now (an untrained one for a run that trains first: the
+    counts of a uniform cut do not depend on the weights). Allocations that time candidates or scan sensitivity
+    decide at run time and are not previewed."""
+    example = ds.images[:2].float().to(next(model.parameters()).device)
+    if opts.method == "unstructured":
+        masks = unstructured_masks(opts, copy.deepcopy(model))
+        return {"masks": dataclasses.asdict(masks.sparsity())}
+    if allocation_kind(opts) not in ("ratio", "reduce", "depth") or opts.schedule != "oneshot":
+        return {"plan": None, "plan_note": "decided while the run goes (a schedule prunes during training; a "
+                                           "timed or sensitivity allocation measures first): not previewed"}
+    criterion = "l2" if opts.criterion == "attention" else opts.criterion  # attention scores need its training
+    found = structured_plan(opts, model, ds, example, exact=False, criterion=criterion)
+    return {"plan": preview_plan(model, example, found.plan, found.graph), "allocation": found.record,
+            "plan_note": "which channels go is decided by attention training" if criterion != opts.criterion else None}
 
 
 def _kernel_decisions(model: nn.Module, masks: Optional[Any], ds, done: Dict[str, Any]) -> Dict[str, Any]:
@@ -327,7 +320,3 @@ def _kernel_decisions(model: nn.Module, masks: Optional[Any], ds, done: Dict[str
     done["sparse_kernels"] = {"layers_timed": len(decisions["layers"]), "layers_sparse": sparse,
                               "note": "recorded in the checkpoint; prunekit.load(path, sparse_kernels=True) uses them"}
     return decisions
-
-
-def _is_trained_source(opts: PruneOptions) -> bool:
-    return opts.weights is not None or Path(opts.model).suffix == ".safetensors" or Path(opts.model).is_file()

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Dict, Literal, Optional, Set
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Set
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
 from ..train.callbacks import Callback
@@ -40,11 +40,11 @@ def build_schedule(name: str, method: str = "unstructured", target: float = 0.9,
                every=every, **opts)
 
 
-class ScheduleConfig(BaseModel):
-    """The pruning recipe of a training run: what to prune, by which criterion, on which schedule.
+class ScheduleTiming(BaseModel):
+    """When a schedule prunes, and its own knobs: the fields ``prunekit prune --schedule ...`` adds to a run.
 
     Schedule-specific fields apply only to the schedules that use them; setting one explicitly for a schedule that
-    ignores it is an error, so a recipe never carries a setting that silently did nothing.
+    ignores it is an error (:meth:`ScheduleConfig.options`), so a recipe never carries a setting that did nothing.
     """
     cli_group: ClassVar[str] = "schedule: prune while training (--schedule other than oneshot)"
 
@@ -52,20 +52,6 @@ class ScheduleConfig(BaseModel):
 
     schedule: str = Field("oneshot", description="oneshot, iterative, gradual, dns, rigl or soft",
                           json_schema_extra={"cli_main": True})
-    method: Literal["unstructured", "structured"] = Field(
-        "unstructured", description="remove single weights (masks) or whole channels (smaller dense model)")
-    ratio: float = Field(0.9, ge=0, lt=1, description="final fraction of weights (unstructured) or of channels "
-                                                       "per group (structured) removed")
-    criterion: str = Field("l1", description="unstructured: l1, lamp, erk; structured: any importance criterion "
-                                             "(l1, l2, fpgm, pfam, random, ...)")
-    scope: Optional[Literal["global", "layer"]] = Field(
-        None, description="one threshold across layers, or the ratio in every layer (default: global for "
-                          "unstructured, layer for structured)")
-    reduce: Optional[str] = Field(None, description="structured target users think in, e.g. params=0.4, macs=2x "
-                                                    "(replaces --ratio; measured on the original model), or "
-                                                    "latency=2x (one-shot: blocks, channels or both, whichever "
-                                                    "reaches the latency measured here keeping the most MACs)",
-                                  json_schema_extra={"cli_main": True})
     start_epoch: int = Field(0, ge=0, description="epochs trained before pruning starts")
     end_epoch: Optional[int] = Field(None, ge=0, description="epoch by which the final ratio is reached (default: "
                                                              "3/4 of the run; soft: the end)")
@@ -87,11 +73,36 @@ class ScheduleConfig(BaseModel):
     zero: Optional[Literal["group", "filters"]] = Field(None, description="what a soft stage zeroes: every coupled "
                                                                         "slice (group, default) or only the "
                                                                         "producing filters (filters, as SFP)")
+
+
+class ScheduleConfig(ScheduleTiming):
+    """The pruning recipe of a training run: what to prune, by which criterion, on which schedule (the Python
+    side of ``prunekit prune --schedule``; the CLI's flags parse into the same fields)."""
+
+    method: Literal["unstructured", "structured"] = Field(
+        "unstructured", description="remove single weights (masks) or whole channels (smaller dense model)")
+    ratio: float = Field(0.9, ge=0, lt=1, description="final fraction of weights (unstructured) or of channels "
+                                                       "per group (structured) removed")
+    criterion: str = Field("l1", description="unstructured: l1, lamp, erk; structured: any importance criterion "
+                                             "(l1, l2, fpgm, pfam, random, ...)")
+    scope: Optional[Literal["global", "uniform"]] = Field(
+        None, description="one threshold across layers (global), or the ratio in every layer (uniform); default: "
+                          "global for unstructured, uniform for structured")
+    reduce: Optional[str] = Field(None, description="structured target, e.g. params=0.4 or macs=2x (replaces "
+                                                    "ratio; measured on the original model)")
+    ignore: List[str] = Field([], description="module names left whole")
     input_size: Optional[int] = Field(None, ge=1, description="input side in pixels for tracing (structured; "
                                                               "default: from the data)")
     seed: int = Field(0, description="seed for criteria that draw randomness")
 
-    _SHARED = ("schedule", "method", "ratio", "criterion", "start_epoch", "end_epoch", "every")
+    _SHARED = ("schedule", "method", "ratio", "criterion", "start_epoch", "end_epoch", "every", "scope", "ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_scope(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("scope") == "layer":
+            raise ValueError("scope 'layer' was renamed 'uniform' (the same ratio in every layer)")
+        return values
 
     def options(self) -> Dict[str, Any]:
         """The schedule-specific options to pass on: set ones, and defaults the schedule accepts."""
@@ -112,9 +123,10 @@ class ScheduleConfig(BaseModel):
 
     def build(self) -> Callback:
         """Build the configured schedule callback, passing only the options this schedule accepts."""
+        scope = {"uniform": "layer"}.get(self.scope, self.scope)  # the schedules' own word for a per-layer ratio
         return build_schedule(self.schedule, method=self.method, target=self.ratio, criterion=self.criterion,
-                              start_epoch=self.start_epoch, end_epoch=self.end_epoch, every=self.every,
-                              **self.options())
+                              start_epoch=self.start_epoch, end_epoch=self.end_epoch, every=self.every, scope=scope,
+                              skip=self.ignore or None, **self.options())
 
     @classmethod
     def from_options(cls, options: Any, **overrides: Any) -> "ScheduleConfig":
@@ -131,5 +143,8 @@ class ScheduleConfig(BaseModel):
         values.update(overrides)
         try:
             return cls(**values)
-        except Exception as e:  # pydantic ValidationError -> one-line ConfigError
-            raise ConfigError(f"schedule options: {str(e).splitlines()[0]}") from None
+        except ValidationError as e:  # -> one line naming the field and what is wrong with it
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ConfigError(f"schedule options: {where + ': ' if where else ''}"
+                              f"{err['msg'].removeprefix('Value error, ')}") from None
