@@ -51,7 +51,8 @@ def cell_options(method: str, target: str, seed: int, a: argparse.Namespace, wor
         return PruneOptions(**common, schedule="soft", criterion=SOFT[method], reduce=target, epochs=a.epochs,
                             finetune_epochs=0)
     return PruneOptions(**common, criterion=ONESHOT[method], reduce=target, epochs=a.epochs - a.finetune,
-                        finetune_epochs=a.finetune, attention_epochs=a.attention_epochs)
+                        finetune_epochs=a.finetune,  # --attention-epochs is refused for a criterion but attention
+                        **({"attention_epochs": a.attention_epochs} if method == "attention" else {}))
 
 
 def run_cell(method: str, target: str, seed: int, a: argparse.Namespace) -> Dict[str, Any]:
