@@ -128,7 +128,7 @@ def test_prune_job_saves_fine_tuning_history_and_report_curves(tiny_folder, tmp_
 def test_tensorboard_asked_without_the_package_is_refused_before_any_work(tiny_folder, tmp_path, capsys,
                                                                            monkeypatch):
     monkeypatch.setattr(logs_module, "tensorboard_available", lambda: False)
-    code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16",
+    code = main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "1",
                  "--out", str(tmp_path / "o"), "--tensorboard", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "tensorboard" in err[0] and "pip install" in err[0]
