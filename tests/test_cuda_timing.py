@@ -222,7 +222,7 @@ def test_cuda_graph_form_is_refused_off_the_gpu_and_half_checks_pass_on_the_cpu(
 def test_the_cli_refuses_gpu_timing_it_cannot_do_before_any_work(flags, says, tiny_folder, tmp_path, capsys):
     from prunekit.cli.main import main
 
-    code = main(["prune", "--data", str(tiny_folder), "--model", "vgg_tiny", "--structured", "--out",
+    code = main(["prune", "--data", str(tiny_folder), "--model", "vgg_tiny", "--epochs", "1", "--structured", "--out",
                  str(tmp_path / "p"), *flags])
     err = capsys.readouterr().err
     assert code == 2 and says in err and err.count("\n") == 1 and "Traceback" not in err

@@ -94,7 +94,8 @@ def test_settings_that_mattered_and_the_command_that_reproduces_them(tmp_path):
     from prunekit.report import command_line, settings_that_mattered
 
     opts = PruneOptions(model="vgg_small", method="structured", reduce="macs=0.5", finetune_epochs=2, distill=True,
-                        latency=False, sensitivity_ratios=[0.2, 0.4], out=tmp_path / "run", progress=False)
+                        latency=False, ignore=["classifier", "features.0"], out=tmp_path / "run", progress=False,
+                        epochs=3)  # --sensitivity-ratios is refused without --max-drop; --ignore is the list flag
     shown = settings_that_mattered(opts, used={"ratio": 0.3034, "epochs": None})
     assert shown["ratio"] == 0.3034 and shown["reduce"] == "macs=0.5" and shown["latency"] is False
     assert {"model", "seed", "image_size", "method"} <= set(shown)  # the run's identity, though at defaults

@@ -119,7 +119,7 @@ def _compare_report(root: Path) -> Tuple[Path, Path]:
                        kept={"features.0": 4 + shift, "features.3": 8 - shift})
         (cells / f"{crit}.json").write_text(json.dumps(row))
     opts = SimpleNamespace(**base, results=cells, docs=root / "compare", name="criteria", criteria=["l1", "random"],
-                           reduce=["macs=0.5"], bn_recal_batches=8, attention_epochs=1, attention_mode="frozen",
+                           reduce=["macs=0.5"], recal_batches=8, attention_epochs=1, attention_mode="frozen",
                            attention_sparsity=0.0)
     report = write_compare_report(opts, settings={"settings": {"model": "vgg_tiny", "seeds": [0]},
                                                   "reproduce": ["prunekit compare --model vgg_tiny --seeds 0"]})
