@@ -169,7 +169,8 @@ def test_page_is_self_contained_and_its_numbers_are_the_records(pages, kind):
 
 def test_settings_show_the_ratio_used_not_the_default(pages):
     _, record = pages["run-structured"]
-    assert record["extra"]["settings"]["ratio"] == 0.3034 and record["extra"]["all_settings"]["ratio"] is None  # --reduce: no ratio given
+    assert record["extra"]["settings"]["ratio"] == 0.3034
+    assert record["extra"]["all_settings"]["ratio"] is None  # --reduce: no ratio was given
     assert "attention_epochs" not in record["extra"]["settings"]  # a default, unused here
     md = (Path(pages["run-structured"][0]).parent / "report.md").read_text()
     assert "| ratio | 0.3034 |" in md and "attention_epochs" not in md
