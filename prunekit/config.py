@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .allocate.reduce import parse_reduce
 from .allocate.round_to import AUTO, resolve_round_to
+from .device import pick_device
 from .errors import ConfigError
 from .files import check_writable
 from .importance import BLOCK_CRITERIA
@@ -157,9 +158,12 @@ class RoundToOption(BaseModel):
         return v
 
     def round_to_value(self) -> Optional[int]:
-        """``round_to`` as ``make_plan`` takes it: None or an int ('auto' / 'auto-ort' measured once, cached)."""
-        return resolve_round_to(int(self.round_to) if self.round_to is not None and self.round_to.isdigit()
-                                else self.round_to)
+        """``round_to`` as ``make_plan`` takes it: None or an int ('auto' / 'auto-ort' measured once, cached).
+        Plain 'auto' in a run on a CUDA device means that GPU's multiple at ``--latency-dtype``, not the CPU's."""
+        value = int(self.round_to) if self.round_to is not None and self.round_to.isdigit() else self.round_to
+        device = getattr(self, "device", None)
+        on = pick_device(device) if value == "auto" and device is not None else None
+        return resolve_round_to(value, device=on, dtype=getattr(self, "latency_dtype", "fp32"))
 
 
 class DepthOptions(BaseModel):

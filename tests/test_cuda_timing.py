@@ -227,3 +227,18 @@ def test_the_cli_refuses_gpu_timing_it_cannot_do_before_any_work(flags, says, ti
     err = capsys.readouterr().err
     assert code == 2 and says in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "p").exists()  # refused before training or writing anything
+
+
+def test_round_to_auto_in_a_run_on_cuda_is_the_gpu_multiple(monkeypatch):
+    """`prunekit prune --device cuda --round-to auto` rounds for the GPU it runs on (was: the CPU's eager multiple)."""
+    import prunekit.config as config
+    from prunekit.config import PruneOptions
+
+    asked = []
+    monkeypatch.setattr(round_to_mod, "auto_multiple", lambda runtime: asked.append(runtime) or 64)
+    monkeypatch.setattr(config, "pick_device", lambda name: torch.device("cuda" if name != "cpu" else "cpu"))
+    opts = PruneOptions(model="vgg_tiny", epochs=1, method="structured", round_to="auto", device="cuda",
+                        latency_runtime="cuda", latency_dtype="bf16")
+    assert opts.round_to_value() == 64 and asked == ["cuda-bf16"]
+    opts = PruneOptions(model="vgg_tiny", epochs=1, method="structured", round_to="auto", device="cpu")
+    assert opts.round_to_value() == 64 and asked == ["cuda-bf16", "eager"]

@@ -170,3 +170,26 @@ def test_prune_help_gives_each_flag_one_default(capsys):
     entries.append(current)
     for entry in filter(None, entries):
         assert entry.count("default") <= 1, entry
+
+
+def test_a_schedule_from_the_cli_gets_round_to_and_calib_batches(tiny_folder, tmp_path, capsys, monkeypatch):
+    """--round-to and --calib-batches reach --schedule (they were dropped there: widths off the multiple, 4 batches)."""
+    import prunekit.schedules.base as schedule_base
+
+    drawn = []
+    calibration = schedule_base.calibration
+
+    def spy(state, n):
+        drawn.append(n)
+        return calibration(state, n)
+
+    monkeypatch.setattr(schedule_base, "calibration", spy)
+    monkeypatch.chdir(tmp_path)
+    assert main(["prune", "--model", "vgg_tiny", "--data", str(tiny_folder), "--image-size", "16", "--epochs", "2",
+                 "--batch-size", "4", "--structured", "--schedule", "iterative", "--ratio", "0.3", "--round-to", "8",
+                 "--criterion", "mean_activation", "--calib-batches", "3", "--no-progress", "--no-latency",
+                 "--finetune-epochs", "0", "--json", "--out", str(tmp_path / "s")]) == 0
+    model = prunekit.load(json.loads(capsys.readouterr().out)["checkpoint"])
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths and all(w % 8 == 0 for w in widths), widths
+    assert drawn and set(drawn) == {3}, drawn

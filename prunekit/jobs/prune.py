@@ -213,7 +213,8 @@ def _scheduled(opts: PruneOptions, model: nn.Module, ds, trained: bool, device, 
                ) -> Tuple[nn.Module, Dict, Any]:
     """Prune while training: during fine-tuning of a trained model, or during training from scratch."""
     recipe = ScheduleConfig.from_options(opts, scope=opts.scope, ratio=opts.ratio_value())
-    schedule = recipe.build()
+    structured = {"round_to": opts.round_to_value(), "calib_batches": opts.calib_batches}
+    schedule = recipe.build(**(structured if opts.method == "structured" else {}))
     cfg = _finetune_config(opts) if trained else _train_config(opts)
     res = fit(model, ds, cfg, device=device, callbacks=[schedule], out_dir=opts.out / "schedule",
               progress=opts.progress, description={"data": data_section(ds)},

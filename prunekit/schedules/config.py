@@ -121,12 +121,13 @@ class ScheduleConfig(ScheduleTiming):
                 opts[name] = value
         return opts
 
-    def build(self) -> Callback:
-        """Build the configured schedule callback, passing only the options this schedule accepts."""
+    def build(self, **extra: Any) -> Callback:
+        """Build the configured schedule callback, passing only the options this schedule accepts, plus ``extra``
+        options that live outside this config (a structured run's ``round_to`` and ``calib_batches``)."""
         scope = {"uniform": "layer"}.get(self.scope, self.scope)  # the schedules' own word for a per-layer ratio
         return build_schedule(self.schedule, method=self.method, target=self.ratio, criterion=self.criterion,
                               start_epoch=self.start_epoch, end_epoch=self.end_epoch, every=self.every, scope=scope,
-                              skip=self.ignore or None, **self.options())
+                              skip=self.ignore or None, **self.options(), **extra)
 
     @classmethod
     def from_options(cls, options: Any, **overrides: Any) -> "ScheduleConfig":
