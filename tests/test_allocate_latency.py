@@ -175,3 +175,26 @@ def test_an_unwritable_cache_folder_costs_a_warning_not_the_result(tmp_path, cap
     alloc = latency_allocation(_model(), X, {"macs": 0.3}, latency_fn=fake_latency, cache=blocker / "latency")
     assert alloc.cached == "no" and alloc.achieved == pytest.approx(0.3, abs=0.01)
     assert "could not write the latency cache" in caplog.text
+
+
+def test_the_latency_allocation_probes_at_the_batch_asked_and_caches_per_batch(tmp_path, monkeypatch):
+    """--latency-batch reaches the latency allocation's probes (they were always batch 1), and batch-1 probes in the
+    cache are not reused for another batch."""
+    import prunekit.allocate.allocators as allocators
+    from prunekit.allocate import AllocationRequest, allocate
+
+    seen = []
+
+    def timer(inputs, runtime):
+        seen.append(inputs[0].shape[0])
+        return fake_latency, runtime
+
+    monkeypatch.setattr(allocators, "runtime_timer", timer)
+    records = {}
+    for batch in (1, 4):
+        req = AllocationRequest(_model(), X, criterion="l2", ratio=0.0, reduce={"macs": 0.3}, plan_kwargs={},
+                                options={"runtime": "eager", "cache": str(tmp_path), "batch": batch})
+        records[batch] = allocate("latency", req).record
+    assert seen == [1, 4]
+    assert records[1]["allocation_runtime"] == "eager" and records[4]["allocation_runtime"] == "eager-b4"
+    assert records[4]["allocation_cached"] == "no" and "dense_latency_ms_b4" in records[4]

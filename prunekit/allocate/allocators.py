@@ -44,17 +44,19 @@ def depth_target(req: AllocationRequest) -> Allocation:
 
 @ALLOCATORS.register("latency")
 def latency_measured(req: AllocationRequest) -> Allocation:
-    """Per-layer ratios from each group's timed latency saving per MAC, in ``options["runtime"]`` (eager or ort),
-    probes cached in ``options["cache"]``; batch-1 timing."""
-    x1 = req.example[:1]
-    latency_fn, runtime = runtime_timer((x1,), req.options.get("runtime", "eager"))
+    """Per-layer ratios from each group's timed latency saving per MAC, in ``options["runtime"]`` (eager, ort or
+    cuda), probes cached in ``options["cache"]``, timed at batch ``options["batch"]`` (default 1: a GPU at batch 1
+    waits on launches, so a GPU allocation should be probed at the batch it serves)."""
+    x1, batch = req.example[:1], _batch(req)
+    latency_fn, runtime = runtime_timer((_batch_of(x1, batch),), req.options.get("runtime", "eager"))
+    runtime = runtime if batch == 1 else f"{runtime}-b{batch}"  # the probes' cache key names the batch
     alloc = latency_allocation(req.model, x1, _target(req), cache=req.options.get("cache"),
                                round_to=req.plan_kwargs.get("round_to"), latency_fn=latency_fn, runtime=runtime)
     return Allocation(alloc.plan_kwargs(), {
         "reduce_achieved": alloc.achieved, "allocation": "latency",
         "reduce_target": reach(alloc.metric, alloc.target, alloc.achieved), "allocation_ratios": alloc.overrides,
         "allocation_chosen": alloc.chosen, "allocation_cached": alloc.cached, "allocation_blend": alloc.blend,
-        "allocation_runtime": runtime, "dense_latency_ms_b1": round(alloc.dense_ms, 3)})
+        "allocation_runtime": runtime, f"dense_latency_ms_b{batch}": round(alloc.dense_ms, 3)})
 
 
 @ALLOCATORS.register("fastest")
