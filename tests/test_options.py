@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import prunekit
+from prunekit.cli.commands import COMMANDS
 from prunekit.cli.main import main
 from prunekit.cli.options import recipe_of
 from prunekit.config import MODES, CompareOptions, PruneOptions
@@ -156,9 +157,23 @@ def test_top_level_help_imports_neither_torch_nor_the_options():
     assert out.strip().splitlines()[-1] == "[]" and "prune" in out
 
 
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_command_help_is_stored_as_the_options_render_it_and_prints_without_torch(command, monkeypatch):
+    """`prunekit <command> --help` prints the text scripts/gen_help.py stored, so it must equal what the options
+    models render now (else: run python scripts/gen_help.py), and it must not import torch (2.4 s)."""
+    from prunekit.cli.help_text import HELP
+    from prunekit.cli.main import render_help
+
+    monkeypatch.setenv("COLUMNS", "80")  # render_help sets its own width; this restores the environment after
+    assert HELP[command] == render_help(command), "stale help text: run python scripts/gen_help.py"
+    code = (f"import sys\nfrom prunekit.cli.main import main\nassert main([{command!r}, '--help']) == 0\n"
+            "print(sorted(m for m in ('torch', 'pydantic', 'prunekit.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"usage: prunekit {command}") and out.strip().splitlines()[-1] == "[]"
+
+
 def test_prune_help_gives_each_flag_one_default(capsys):
-    with pytest.raises(SystemExit):
-        main(["prune", "--help"])
+    assert main(["prune", "--help"]) == 0
     out = capsys.readouterr().out.split("\noptions:\n", 1)[1]
     entries, current = [], ""
     for line in out.splitlines():

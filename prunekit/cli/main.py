@@ -37,6 +37,25 @@ def build_parser(with_options: Optional[Collection[str]] = None) -> argparse.Arg
     return parser
 
 
+HELP_WIDTH = 100  # --help is rendered at this width, so the stored text (help_text.py) is the same everywhere
+
+
+def render_help(command: str) -> str:
+    """``prunekit <command> --help`` as the options models render it now (imports them, and torch)."""
+    os.environ["COLUMNS"] = str(HELP_WIDTH + 2)  # argparse wraps at COLUMNS - 2
+    parser = build_parser(with_options=[command])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    return sub.choices[command].format_help()
+
+
+def _stored_help(argv: List[str]) -> Optional[str]:
+    """The stored --help of the command typed, when help is what was asked: printed without importing torch."""
+    if not ({"-h", "--help"} & set(argv)):
+        return None
+    from .help_text import HELP
+    return HELP.get(_typed_command(argv)[0])
+
+
 def _typed_command(argv: List[str]) -> List[str]:
     """The command typed (argv's first word that is not a flag): the one whose flags the parser needs."""
     return [next((a for a in argv if not a.startswith("-")), "")]
@@ -45,6 +64,10 @@ def _typed_command(argv: List[str]) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, run the job, print; a library error (bad input) is one line on stderr and exit code 2."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    stored = _stored_help(argv)
+    if stored is not None:
+        print(stored, end="")
+        return 0
     parser = build_parser(with_options=_typed_command(argv))
     ns = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad flags
     cmd = getattr(ns, "_cmd", None)
