@@ -70,15 +70,20 @@ def step_seconds(model: nn.Module, batch: Any, repeats: int = 2) -> float:
     return times[-1]
 
 
+def _sig(seconds: float) -> float:
+    """Three significant digits: a short run on a fast machine is 0.0123 s, not a rounded-away 0.0."""
+    return float(f"{seconds:.3g}")
+
+
 def training_estimate(phases: List[Dict[str, Any]], seconds_per_batch: Optional[float],
                       batches_per_epoch: int) -> Dict[str, Any]:
     """``phases`` ([{"phase", "epochs"}]) with their estimated seconds: epochs x batches x one measured step
     (training steps only; evaluation comes on top). None when no step could be timed."""
     rows = []
     for p in phases:
-        secs = None if seconds_per_batch is None else round(p["epochs"] * batches_per_epoch * seconds_per_batch, 1)
+        secs = None if seconds_per_batch is None else _sig(p["epochs"] * batches_per_epoch * seconds_per_batch)
         rows.append({**p, "batches_per_epoch": batches_per_epoch, "seconds": secs})
     known = [r["seconds"] for r in rows if r["seconds"] is not None]
-    total = round(math.fsum(known), 1) if known and len(known) == len(rows) else None
-    return {"phases": rows, "seconds_per_batch": None if seconds_per_batch is None else round(seconds_per_batch, 4),
+    total = _sig(math.fsum(known)) if known and len(known) == len(rows) else None
+    return {"phases": rows, "seconds_per_batch": None if seconds_per_batch is None else _sig(seconds_per_batch),
             "total_seconds": total}
