@@ -161,11 +161,10 @@ def test_top_level_help_imports_neither_torch_nor_the_options():
 def test_command_help_is_stored_as_the_options_render_it_and_prints_without_torch(command, monkeypatch):
     """`prunekit <command> --help` prints the text scripts/gen_help.py stored, so it must equal what the options
     models render now (else: run python scripts/gen_help.py), and it must not import torch (2.4 s)."""
-    from prunekit.cli.help_text import HELP
-    from prunekit.cli.main import render_help
+    from prunekit.cli.main import render_help, stored_help
 
     monkeypatch.setenv("COLUMNS", "80")  # render_help sets its own width; this restores the environment after
-    assert HELP[command] == render_help(command), "stale help text: run python scripts/gen_help.py"
+    assert stored_help()[command] == render_help(command), "stale help text: run python scripts/gen_help.py"
     code = (f"import sys\nfrom prunekit.cli.main import main\nassert main([{command!r}, '--help']) == 0\n"
             "print(sorted(m for m in ('torch', 'pydantic', 'prunekit.config') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

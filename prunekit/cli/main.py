@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Collection, Dict, List, Optional
 
 from .. import __version__
@@ -37,7 +38,7 @@ def build_parser(with_options: Optional[Collection[str]] = None) -> argparse.Arg
     return parser
 
 
-HELP_WIDTH = 100  # --help is rendered at this width, so the stored text (help_text.py) is the same everywhere
+HELP_WIDTH = 100  # --help is rendered at this width, so the stored text (help.json) is the same everywhere
 
 
 def render_help(command: str) -> str:
@@ -52,8 +53,12 @@ def _stored_help(argv: List[str]) -> Optional[str]:
     """The stored --help of the command typed, when help is what was asked: printed without importing torch."""
     if not ({"-h", "--help"} & set(argv)):
         return None
-    from .help_text import HELP
-    return HELP.get(_typed_command(argv)[0])
+    return stored_help().get(_typed_command(argv)[0])
+
+
+def stored_help() -> Dict[str, str]:
+    """Each command's --help as scripts/gen_help.py rendered it from the options models (tests check it is current)."""
+    return json.loads((Path(__file__).with_name("help.json")).read_text(encoding="utf-8"))
 
 
 def _typed_command(argv: List[str]) -> List[str]:
