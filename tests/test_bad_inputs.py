@@ -77,6 +77,9 @@ def test_the_ucmerced_zip_layout_is_read_from_its_class_level(tmp_path, capsys, 
     assert recorded["source"] == str(images.resolve())  # later commands read the class level directly
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(str(data.resolve()) in m and f"{images.resolve()}; using that folder" in m for m in said), said
+    # on the terminal the warning is one line with the command's prefix (was Python's bare last-resort output)
+    assert [line for line in err.splitlines() if "using that folder" in line][0].startswith(
+        "prunekit train: warning: data folder")
 
 
 # -- 3. broken symlink -------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
 import os
 import sys
 import warnings
@@ -72,7 +73,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     stored = _stored_help(argv)
     if stored is not None:
         print(stored, end="")
-        return 0
+        raise SystemExit(0)  # as argparse ends a --help (the top-level one too)
     parser = build_parser(with_options=_typed_command(argv))
     ns = parser.parse_args(argv)  # argparse itself exits 2 with a usage line on bad flags
     cmd = getattr(ns, "_cmd", None)
@@ -122,6 +123,20 @@ def _warnings_as_lines(command: str) -> None:
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    _LOG_LINES.setFormatter(logging.Formatter(f"{PROG} {command}: warning: %(message)s"))
+    library = logging.getLogger("prunekit")
+    if _LOG_LINES not in library.handlers:
+        library.addHandler(_LOG_LINES)
+
+
+# The library's log warnings (a folder read from a nested level, images skipped) as one prefixed line each, instead of
+# Python's bare last-resort output; info and debug stay quiet unless the user configures logging.
+class _StderrLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)  # the current stderr (a test's capture too), not the one at import
+
+
+_LOG_LINES = _StderrLines(logging.WARNING)
 
 
 def emit(result: Dict[str, Any], json_output: bool, render: Callable[[Dict[str, Any]], str]) -> None:
