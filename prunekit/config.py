@@ -563,7 +563,7 @@ class SensitivityOptions(RunOptions, DataOptions, BalanceOptions, RoundToOption)
                                                               "accuracy points")
 
 
-class CompareOptions(RunOptions, DataOptions):
+class CompareOptions(RunOptions, LogOptions, DataOptions):
     model: str = Field("vgg_small", description="vgg_small, resnet_small, torchvision/<arch>, timm/<arch> (trained "
                                                 "from scratch for --base-epochs), or a trained prunekit checkpoint "
                                                 "(.safetensors: the base of every seed, with its own data split)")
@@ -598,6 +598,9 @@ class CompareOptions(RunOptions, DataOptions):
     batch_size: int = Field(64, ge=1)
     latency: bool = Field(True, description="measure batch-1 CPU latency of each pruned model")
     skip_unpruned: bool = Field(False, description="do not run the unpruned reference cells")
+    tensorboard: Optional[bool] = Field(None, description="TensorBoard event files of each cell under "
+                                                          "<out>/logs/<cell>/tb/ (beside its history.csv, always "
+                                                          "written); not given: when the package is installed")
     name: Optional[str] = Field(None, description="<out>/<name>_results.md and <name>_tradeoff.png (default: "
                                                   "criteria)")
 

@@ -35,6 +35,15 @@ def test_compare_runs_every_cell_once_with_the_same_counts_and_resumes(tiny_fold
     assert (tmp_path / "cmp" / "criteria_results.md").is_file()
     assert (tmp_path / "cmp" / "criteria_tradeoff.png").is_file()
     assert len(list((tmp_path / "cmp" / "bases").glob("*.safetensors"))) == 1  # one base for every criterion
+    # per-epoch records of every training: the base's and each cell's fine-tuning, side by side for TensorBoard
+    logs = tmp_path / "cmp" / "logs"
+    for crit, target in (("unpruned", "none"), ("l1", "macs=0.5"), ("random", "macs=0.5")):
+        cell = logs / key_of(opts, crit, target, 0)
+        lines = (cell / "history.csv").read_text().splitlines()
+        assert len(lines) == 2 and lines[1].startswith("finetune,1,"), lines
+        assert list((cell / "tb" / "finetune").glob("events.out.tfevents.*"))
+    (base_log,) = [d for d in logs.iterdir() if d.name.startswith("base-")]
+    assert (base_log / "history.csv").read_text().splitlines()[1].startswith("train,1,")
     assert compare_job(opts)["ran"] == 0  # a rerun skips finished cells
     cells[0].unlink()  # as if stopped before that cell finished
     again = compare_job(opts)

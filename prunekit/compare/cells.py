@@ -33,7 +33,7 @@ from ..measure import count_macs, count_params
 from ..measure.latency import measure_latency_together
 from ..models import create_model
 from ..storage.checkpoint import load, save
-from ..train import TrainConfig, evaluate, fit
+from ..train import TrainConfig, evaluate, fit, run_log
 from ..train.bn import recalibrate_bn
 
 # criterion name -> its attention_prune arguments; the attention criteria of the comparison
@@ -85,8 +85,9 @@ def base_model(opts: Any, data: Any, seed: int) -> torch.nn.Module:
     seed_everything(seed)
     model = create_model(opts.model, len(data.classes))
     cfg = TrainConfig(epochs=opts.base_epochs, batch_size=opts.batch_size, seed=seed)
-    model = fit(model, data, cfg, device=opts.device, out_dir=Path(opts.work) / f"train-{path.stem}",
-                progress=opts.progress).model.cpu()
+    with _cell_log(opts, path.stem) as log:
+        model = fit(model, data, cfg, device=opts.device, out_dir=Path(opts.work) / f"train-{path.stem}",
+                    progress=opts.progress, phase="train", loggers=[log]).model.cpu()
     save(model, path, data=data_section(data))  # its split too: prunekit prune --model reuses it
     return model
 
@@ -135,6 +136,12 @@ def _latency_with_dense(base: torch.nn.Module, model: torch.nn.Module, shape: tu
             "dense_latency_spread_ms_b1": dense_iqr[1]}
 
 
+def _cell_log(opts: Any, stem: str):
+    """Per-epoch records of one cell's (or base's) training under ``<out>/logs/<stem>/`` (history.csv, tb/), so
+    ``tensorboard --logdir <out>/logs`` shows the criteria's fine-tuning curves side by side."""
+    return run_log(Path(opts.out) / "logs" / stem, getattr(opts, "tensorboard", None))
+
+
 def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratios: Dict[str, Any]) -> Dict[str, Any]:
     """Prune (unless ``criterion`` is "unpruned"), fine-tune and measure one cell; returns its JSON row."""
     x = torch.zeros(1, 3, opts.image_size, opts.image_size)
@@ -167,8 +174,9 @@ def run_cell(opts: Any, data: Any, criterion: str, target: str, seed: int, ratio
     row["prune_seconds"] = round(time.perf_counter() - t0, 2)
     cfg = TrainConfig(epochs=opts.finetune_epochs, batch_size=opts.batch_size, lr=opts.finetune_lr, warmup_epochs=0,
                       seed=seed)
-    tuned = fit(model.to(opts.device), data, cfg, device=opts.device, progress=opts.progress,
-                teacher=base if opts.distill else None)
+    with _cell_log(opts, key_of(opts, criterion, target, seed)) as log:
+        tuned = fit(model.to(opts.device), data, cfg, device=opts.device, progress=opts.progress,
+                    teacher=base if opts.distill else None, phase="finetune", loggers=[log])
     model, row["history"] = tuned.model, tuned.history
     row["val_acc"] = evaluate(model, data, "val")["accuracy"] if len(data.splits.get("val", [])) else None
     row["test_acc"] = evaluate(model, data, "test")["accuracy"]

@@ -15,6 +15,7 @@ from ..models import check_model_name
 from ..models.input_size import fit_input_size
 from ..report import run_settings
 from ..storage import checkpoint as ckpt
+from ..train.logs import use_tensorboard
 from .common import data_for_checkpoint, load_data
 
 
@@ -22,6 +23,7 @@ def compare_job(opts: CompareOptions) -> Dict[str, Any]:
     """``prunekit compare``: cells under ``<out>/cells``, base models under ``<out>/bases``, table, plot, JSON record
     and HTML page in ``<out>``."""
     check(opts)
+    use_tensorboard(opts.tensorboard)  # --tensorboard without the package: refused before any training
     out = Path(opts.out or Path("runs") / "compare")
     settings = {**opts.model_dump(), "out": out, "results": out / "cells", "work": out / "bases", "docs": out,
                 "name": opts.name or "criteria", "device": str(pick_device(opts.device))}
