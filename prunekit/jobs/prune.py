@@ -128,34 +128,29 @@ def structured_plan(opts: PruneOptions, model: nn.Module, ds, example: Any, exac
     """The checked plan of the run's target (ratio, reduce, latency, latency_target, depth, fastest or budget), by
     ``plan_for_target``; ``criterion`` overrides the run's (a preview of the attention flow)."""
     plan_kwargs = {**_plan_shape(opts), "data": calibration_batches(ds, opts.calib_batches, device=example.device)}
-    if opts.max_drop is not None:
-        target = Target.of(allocation="budget")
+    target = run_target(opts)
+    if target.kind == "budget":
         options = budget_request(opts, model, ds, example, plan_kwargs, _train_config(opts)).options
     else:
-        target = Target.of(ratio=None if opts.reduce else opts.ratio_value(), reduce=opts.reduce or None,
-                           allocation=opts.allocation if opts.reduce else "uniform")
         options = {"runtime": runtime_spec(opts.latency_runtime, opts.latency_dtype), "cache": opts.latency_cache,
                    "batch": opts.latency_batch, "depth_criterion": opts.depth_criterion}
     return plan_for_target(model, example, target, criterion or opts.criterion, options=options, exact=exact,
                            **plan_kwargs)
 
 
-def allocation_kind(opts: PruneOptions) -> str:
-    """Which registered allocator the flags ask for: ``budget`` (--max-drop), ``latency_target`` (--reduce
-    latency=...), ``latency`` / ``depth`` / ``fastest`` (--allocation ...), ``reduce`` (--reduce) or ``ratio``."""
+def run_target(opts: PruneOptions) -> Target:
+    """The run's target: the accuracy budget (--max-drop), the --reduce target split by --allocation, or the
+    ratio; its ``kind`` names the registered allocator that reaches it."""
     if opts.max_drop is not None:
-        return "budget"
-    if opts.wants_latency_target():
-        return "latency_target"
-    if opts.reduce:
-        return opts.allocation if opts.allocation in ("latency", "depth", "fastest") else "reduce"
-    return "ratio"
+        return Target.of(allocation="budget")
+    return Target.of(ratio=None if opts.reduce else opts.ratio_value(), reduce=opts.reduce or None,
+                     allocation=opts.allocation if opts.reduce else "uniform")
 
 
 def check_target(opts: PruneOptions, model: nn.Module, example: Any) -> Optional[Dict[str, Any]]:
     """A MACs / params target no plan reaches is refused now, before any training, unless ``--closest``
     (``allocate.reduce.check_reachable``); timed and budget allocations decide their own reach."""
-    if allocation_kind(opts) != "reduce":
+    if run_target(opts).kind != "reduce":
         return None
     return check_reachable(model, example, parse_reduce(opts.reduce), closest=opts.closest, **_plan_shape(opts))
 
@@ -304,7 +299,7 @@ def _preview(opts: PruneOptions, model: nn.Module, ds) -> Dict[str, Any]:
     if opts.method == "unstructured":
         masks = unstructured_masks(opts, copy.deepcopy(model))
         return {"masks": dataclasses.asdict(masks.sparsity())}
-    if allocation_kind(opts) not in ("ratio", "reduce", "depth") or opts.schedule != "oneshot":
+    if run_target(opts).kind not in ("ratio", "reduce", "depth") or opts.schedule != "oneshot":
         return {"plan": None, "plan_note": "decided while the run goes (a schedule prunes during training; a "
                                            "timed or sensitivity allocation measures first): not previewed"}
     criterion = "l2" if opts.criterion == "attention" else opts.criterion  # attention scores need its training
