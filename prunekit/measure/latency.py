@@ -26,6 +26,19 @@ def _iqr(samples: list[float]) -> float:
     return q3 - q1
 
 
+def round_robin(runs: Sequence[Callable[[], float]], repeats: int,
+                stop: Callable[[], bool] = lambda: False) -> list[list[float]]:
+    """Each of ``runs`` (a call returning its time) made ``repeats`` times, round-robin in alternating order, so a
+    change in the machine's speed while timing hits all of them alike; ``stop`` ends it after a round."""
+    samples: list[list[float]] = [[] for _ in runs]
+    for r in range(repeats):
+        for i in range(len(runs)) if r % 2 == 0 else reversed(range(len(runs))):
+            samples[i].append(runs[i]())
+        if stop():
+            break
+    return samples
+
+
 def _timed_run(model: nn.Module, x: tuple[torch.Tensor, ...]) -> float:
     t0 = time.perf_counter()
     model(*x)
@@ -105,14 +118,10 @@ def measure_latency_together(
             warm_deadline = None if max_seconds is None else start + max_seconds / 2
             for m, x in zip(models, xs):
                 _warm_up(m, x, warmup, warm_deadline)
-            samples: list[list[float]] = [[] for _ in models]
-            for r in range(repeats):
-                order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
-                for i in order:
-                    samples[i].append(_timed_run(models[i], xs[i]))
-                if max_seconds is not None and time.perf_counter() - start > max_seconds:
-                    break
-            for i, got in enumerate(samples):
+            runs = [lambda m=m, x=x: _timed_run(m, x) for m, x in zip(models, xs)]
+            cap = float("inf") if max_seconds is None else max_seconds
+            over = lambda: time.perf_counter() - start > cap  # noqa: B023,E731 - this batch's start, used right here
+            for i, got in enumerate(round_robin(runs, repeats, stop=over)):
                 out[i][0][batch] = summary(got)
                 out[i][1][batch] = _iqr(got)
     return out

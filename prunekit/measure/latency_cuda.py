@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .latency import _iqr
+from .latency import _iqr, round_robin
 from .state import InputLike, borrowed, check_batch_sizes, dummy_inputs, input_spec
 
 Timer = Callable[[Callable[[], Any]], float]  # runs the callable once, returns its time in ms
@@ -184,11 +184,8 @@ def measure_cuda_latency_together(models: Sequence[nn.Module], input_shape: Inpu
             xs = [_layout(dummy_inputs(m, batch, spec, d), settings) for m, d in zip(models, devs)]
             for m, x in zip(models, xs):
                 warm_until_stable(lambda: timer(lambda: m(*x)), settings)  # noqa: B023 - used right here
-            samples: List[List[float]] = [[] for _ in models]
-            for r in range(settings.repeats):
-                for i in (range(len(models)) if r % 2 == 0 else reversed(range(len(models)))):
-                    samples[i].append(timer(lambda: models[i](*xs[i])))  # noqa: B023
-            for i, got in enumerate(samples):
+            runs = [lambda m=m, x=x: timer(lambda: m(*x)) for m, x in zip(models, xs)]
+            for i, got in enumerate(round_robin(runs, settings.repeats)):
                 out[i][0][batch], out[i][1][batch] = summary(got), _iqr(got)
     return out
 
