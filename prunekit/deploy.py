@@ -3,8 +3,8 @@ deployment runs.
 
 Pruning removes MACs; the time follows less well: ops whose cost is linear in the width (BatchNorm, activations,
 pooling, depthwise convolutions) shrink slower than the MACs, and eager PyTorch runs each of them as its own pass
-over memory. A form that folds or fuses them speeds the dense and the pruned model up alike (results/structured_speed/log.md,
-"Eager PyTorch and the deploy forms"), so a speed claim should name its form. The forms, cheapest to set up first:
+over memory. A form that folds or fuses them speeds the dense and the pruned model up alike
+(results/structured_speed/log.md, "Eager PyTorch and the deploy forms"), so a speed claim should name its form. The forms, cheapest to set up first:
 
 - ``eager``: the model as built (eval mode).
 - ``fold_bn``: BatchNorm folded into the preceding convolution / linear (torch.fx ``fuse``): one op less per conv.

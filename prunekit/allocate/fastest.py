@@ -12,8 +12,8 @@ has residual streams, with the streams cut less (``stream_ratios``: the groups e
 the groups inside the blocks take the rest): cutting the insides harder shrinks, more than a uniform cut does, the
 layers whose time grows with the width but whose MACs are few (depthwise convolutions on a block's expanded
 channels, their normalizations and activations). In ONNX Runtime that lifts the mobile networks and is not chosen
-on resnet50, so it is measured per model, not assumed (results/structured_speed/log.md). Every candidate lands on the same
-reduction (within ``tol``), so they differ only in where the cut falls; each is timed round-robin with the dense
+on resnet50, so it is measured per model, not assumed (results/structured_speed/log.md). Every candidate lands on
+the same reduction (within ``tol``), so they differ only in where the cut falls; each is timed round-robin with the dense
 model, the fastest few and the uniform cut are timed ``FINAL_ROUNDS`` more times, and the one with the lowest median
 latency relative to its dense twin is kept. Every candidate is in ``candidates``.
 

@@ -148,8 +148,7 @@ def latency_allocation(model: nn.Module, example_inputs: Any, reduce: Dict[str, 
     ``cache``: a folder, ``"auto"`` (the default folder) or a ``LatencyCache``; ``runtime`` names what ``latency_fn``
     times, as :func:`runtime_label` writes it (default: eager PyTorch at torch's thread count; e.g.
     ``"ort-1.20.1-1thread"`` for the timer of ``runtime_timer(x, "ort")``, ``"cuda-bf16-cl"`` for a GPU timer, whose
-key then names the GPU) and is part of the cache key, so timings
-    of different runtimes never mix.
+    key then names the GPU) and is part of the cache key, so timings of different runtimes never mix.
     """
     metric, target = check_reduce(reduce)
     round_to = resolve_round_to(round_to)  # "auto" / "auto-ort" measured once, then an int from here on

@@ -148,8 +148,8 @@ def latency_target(model: nn.Module, example_inputs: Any, target: float, latency
 
     ``pair_fn(dense, candidate) -> (ms, ms)`` times the two (default: :func:`paired_timer`, eager, at the example's
     batch size, in ``runtime``: eager, ort or cuda[-bf16|-fp16]); or ``latency_fn(model) -> ms`` times one model
-    at a time (a fake one makes tests deterministic). ``plan_kwargs`` are ``make_plan`` options every candidate shares (round_to, ignore, data for data-driven block
-    criteria).
+    at a time (a fake one makes tests deterministic). ``plan_kwargs`` are ``make_plan`` options every candidate
+    shares (round_to, ignore, data for data-driven block criteria).
     ``mixes``: how many block counts below the depth arm's also get a channel ratio (0 = width alone among them).
     A candidate reaches the target when it removes at least ``target - tol``. Raises ConfigError when none does.
     """

@@ -4,8 +4,8 @@ Kernels work in blocks of channels: oneDNN and ONNX Runtime's MLAS convolutions 
 (NCHWc16), AVX2 8. A narrow layer off the block wastes vector lanes: in ONNX Runtime here a 16-channel mobile block
 at 56 x 56 ran 2.2x cheaper per channel than an 8- or 12-channel one. Rounding pruned widths to the block keeps
 such layers whole and takes the MACs from wide layers instead; mobilenet_v2 pruned to the same MACs took 19% less
-time in ONNX Runtime at multiples of 16 than at multiples of 4 (results/structured_speed/log.md). In eager PyTorch at batch 1
-the per-op overhead hides most of this. So ``round_to="auto"`` measures eager PyTorch (a matmul over widths
+time in ONNX Runtime at multiples of 16 than at multiples of 4 (results/structured_speed/log.md). In eager PyTorch
+at batch 1 the per-op overhead hides most of this. So ``round_to="auto"`` measures eager PyTorch (a matmul over widths
 225-256) and ``"auto-ort"`` ONNX Runtime (three pointwise + depthwise blocks at 56 x 56 over widths 4-96, about
 10 s), scoring each candidate multiple by how much cheaper per channel its widths run than their neighbours.
 On a GPU the block is the tensor-core tile: ``"auto-cuda"`` (fp32, TF32 tensor cores where enabled),

@@ -2,8 +2,8 @@
 
 Trains a compact VGG-style CNN from scratch, removes half of its channels with the structured engine (L1 filter
 norm), fine-tunes, and writes the before/after table (accuracy, parameters, nonzeros, MACs, file size, latency) as
-``report.html``, ``report.md``, ``report.json`` and ``report.png``, and the per-epoch curves of both trainings as ``history.csv``
-(and ``tb/`` when tensorboard is installed).
+``report.html``, ``report.md``, ``report.json`` and ``report.png``, and the per-epoch curves of both trainings as
+``history.csv`` (and ``tb/`` when tensorboard is installed).
 """
 from __future__ import annotations
 
