@@ -407,8 +407,9 @@ MODES = (
     (DepthOptions, lambda o: o.method == "structured" and o.schedule == "oneshot",
      "structured one-shot pruning", "add --structured and drop --schedule"),
     (LatencyOptions, lambda o: o.allocation in ("latency", "fastest") or o.wants_latency_target()
-     or (o.method == "structured" and o.latency), "latency timing",
-     "add --structured (its speed guard times in this runtime) or --allocation latency / fastest"),
+     or (o.method == "structured" and o.latency and o.latency_runtime == "cuda"), "latency timing",
+     "add --allocation latency / fastest (or a --reduce latency=... target), or --latency-runtime cuda (the speed "
+     "guard then times dense and pruned on the GPU; otherwise it reads the report's own CPU latencies)"),
     (AttentionOptions, lambda o: o.criterion == "attention", "--criterion attention", "add --criterion attention"),
     (BalanceOptions, lambda o: o.max_drop is not None, "the accuracy budget", "add --max-drop"),
     (ScheduleTiming, lambda o: o.schedule != "oneshot", "scheduled pruning", "add --schedule iterative (or "

@@ -216,7 +216,9 @@ def test_cuda_graph_form_is_refused_off_the_gpu_and_half_checks_pass_on_the_cpu(
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--latency-dtype", "bf16"], "--latency-dtype bf16 is timed on the GPU only"),
+    # a run whose allocation times candidates on the CPU (outside one, the flag is refused as out of its mode)
+    (["--reduce", "macs=2x", "--allocation", "latency", "--latency-dtype", "bf16"],
+     "--latency-dtype bf16 is timed on the GPU only"),
     pytest.param(["--latency-runtime", "cuda"], "needs a CUDA device", marks=NO_GPU),
 ])
 def test_the_cli_refuses_gpu_timing_it_cannot_do_before_any_work(flags, says, tiny_folder, tmp_path, capsys):

@@ -38,6 +38,9 @@ def _err(argv, capsys, tmp_path, monkeypatch):
     (["--structured", "--schedule", "soft", "--allocation", "depth"], "--allocation depth is for structured one-shot"),
     (["--attention-epochs", "5"], "--attention-epochs 5 is for --criterion attention"),
     (["--structured", "--closest"], "--closest says what to do when a --reduce target cannot be reached"),
+    # the speed guard of a uniform cut on the CPU reads the report's latencies: these would be ignored
+    (["--structured", "--latency-batch", "64"], "--latency-batch 64 is for latency timing"),
+    (["--structured", "--latency-runtime", "ort"], "--latency-runtime ort is for latency timing"),
     (["--scope", "layer"], "--scope layer was renamed --scope uniform"),
     (["--bn-recal-batches", "2"], "--bn-recal-batches was renamed --recal-batches"),
     (["--input-size", "32"], "--input-size was renamed --image-size"),
